@@ -191,7 +191,7 @@ PROFILES = {
         learning_rate=1e-3, per_device_train_batch_size=4, gradient_accumulation_steps=1, max_steps=30,
         lora_r=8, lora_alpha=16, lora_dropout=0.0, bits=4, double_quant=True, quant_type='nf4', bf16=False,
         optim='paged_adamw_32bit', lr_scheduler_type='constant', warmup_ratio=0.03, max_grad_norm=0.3,
-        weight_decay=0.0, eval_steps=10, save_steps=10, save_total_limit=2, eval_dataset_size=32,
+        weight_decay=0.0, eval_steps=10, save_steps=10, save_total_limit=2, eval_dataset_size=32, pad_token='unk',
         questions='pkg:sample_questions.json', max_new_tokens=32, batch_size=8,
         judge='replay', judge_model='gpt-4', rounds=300),
     'anima33b': dict(
@@ -201,7 +201,7 @@ PROFILES = {
         learning_rate=1e-4, per_device_train_batch_size=1, gradient_accumulation_steps=16, max_steps=10000,
         lora_r=64, lora_alpha=16, lora_dropout=0.0, bits=4, double_quant=True, quant_type='nf4', bf16=False,
         optim='paged_adamw_32bit', lr_scheduler_type='constant', warmup_ratio=0.03, max_grad_norm=0.3,
-        weight_decay=0.0, eval_steps=200, save_steps=200, save_total_limit=3, eval_dataset_size=1024,
+        weight_decay=0.0, eval_steps=200, save_steps=200, save_total_limit=3, eval_dataset_size=1024, pad_token='[PAD]',
         questions='anima:translated_vicuna_eval_set.json', max_new_tokens=512, batch_size=8,
         judge='openai', judge_model='gpt-4', rounds=300),
 }
