@@ -287,12 +287,12 @@ def train_demo_tokenizer(out_dir, vocab_size=3000):
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     lines = [l for t in _corpus_lines() for l in t.split('\n') if l.strip()]
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_prefix=str(out_dir/'spm'), model_type='bpe', vocab_size=vocab_size,
+        sentence_iterator=iter(lines), model_prefix=str(out_dir/'tokenizer'), model_type='bpe', vocab_size=vocab_size,
         character_coverage=1.0, byte_fallback=True, split_digits=True, num_threads=1, unk_id=0, bos_id=1, eos_id=2,
         pad_id=-1, add_dummy_prefix=True, normalization_rule_name='identity', remove_extra_whitespaces=False,
         allow_whitespace_only_pieces=True, max_sentence_length=1<<16, minloglevel=2)
-    tok = LlamaTokenizer(vocab_file=str(out_dir/'spm.model'), add_bos_token=True, add_eos_token=False, legacy=False)
-    (out_dir/'spm.model').unlink(); (out_dir/'spm.vocab').unlink()
+    tok = LlamaTokenizer.from_pretrained(out_dir, add_bos_token=True, add_eos_token=False, legacy=False)  # transformers 5 ignores vocab_file=
+    (out_dir/'tokenizer.model').unlink(); (out_dir/'tokenizer.vocab').unlink()
     return tok
 
 # %% ../nbs/00_core.ipynb #ec43ff4b
