@@ -18,14 +18,17 @@ def test_merge_sample_loads_as_alpaca():
 def test_instruct_sample_jsonl():
     p = reference('chinese-vicuna', 'instruct_sample.jsonl')
     pairs, stats = load_pairs(str(p), 'alpaca')
-    assert stats['rows'] == 9
     with_input = [json.loads(l) for l in p.read_text(encoding='utf-8').splitlines() if l.strip()]
+    assert stats['rows'] == len(with_input) >= 9
+    assert [q['target'] for q in pairs] == [r['output'] for r in with_input]
     assert sum('### Input:' in q['source'] for q in pairs) == sum(bool(r['input']) for r in with_input)
 
 def test_chat_sample_is_refused_with_its_address():
     "Multi-turn rows hold lists, not strings: the alpaca format must name the row instead of guessing."
     p = reference('chinese-vicuna', 'chat_sample.jsonl')
-    with pytest.raises(ValueError, match=r'chat_sample.jsonl, line 1: field .* must be a string'):
+    with pytest.raises(ValueError, match=r"chat_sample.jsonl, line 1: field 'input' must be a string, got list"):
+        load_pairs(str(p), 'input-output')
+    with pytest.raises(ValueError, match=r"'alpaca' needs column\(s\) \['instruction'\]"):
         load_pairs(str(p), 'alpaca')
 
 def test_all_formats(tmp_path):
