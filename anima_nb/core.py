@@ -193,6 +193,7 @@ PROFILES = {
         optim='paged_adamw_32bit', lr_scheduler_type='constant', warmup_ratio=0.03, max_grad_norm=0.3,
         weight_decay=0.0, eval_steps=10, save_steps=10, save_total_limit=2, eval_dataset_size=32, pad_token='unk',
         questions='pkg:sample_questions.json', max_new_tokens=32, batch_size=8,
+        merge_dtype='float32', max_shard_size='1MB', compare_modes=True,
         judge='replay', judge_model='gpt-4', rounds=300),
     'anima33b': dict(
         model_name_or_path='timdettmers/guanaco-33b-merged', architecture=LLAMA_33B,
@@ -203,6 +204,7 @@ PROFILES = {
         optim='paged_adamw_32bit', lr_scheduler_type='constant', warmup_ratio=0.03, max_grad_norm=0.3,
         weight_decay=0.0, eval_steps=200, save_steps=200, save_total_limit=3, eval_dataset_size=1024, pad_token='[PAD]',
         questions='anima:translated_vicuna_eval_set.json', max_new_tokens=512, batch_size=8,
+        merge_dtype='float16', max_shard_size='10GB', compare_modes=False,
         judge='openai', judge_model='gpt-4', rounds=300),
 }
 
