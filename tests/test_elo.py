@@ -1,0 +1,214 @@
+"The Elo step: the published reproduction, the upstream importer, the judge client under faults, kill-and-resume, and secrets."
+import ast, json, os, random, re, signal, subprocess, sys, time
+from pathlib import Path
+import pytest
+import papermill as pm
+from conftest import ROOT, reference
+from elo_server import ChatServer, default_verdict
+from anima_nb.core import resolve_params, read_jsonl, read_json, write_json, write_jsonl
+from anima_nb.judge import *
+from anima_nb.elo import *
+
+NB = ROOT/'nbs'/'05_elo.ipynb'
+MARKER = 'sk-test-MARKER-7f3c9a51e2d04b86'
+
+def nb_params(**kw) -> dict:
+    "The notebook's parameters: its declared defaults, overridden by `kw`, resolved against the profile."
+    decl = pm.inspect_notebook(str(NB))
+    types = {k: {'str': str, 'int': int, 'float': float, 'bool': bool}.get(v['inferred_type_name'], object) for k, v in decl.items()}
+    vals = {k: ast.literal_eval(v['default']) for k, v in decl.items()}
+    return resolve_params({**vals, **kw}, types, '05_elo')
+
+@pytest.fixture
+def tourney(tmp_path):
+    "Ten questions (two coding, one math) and three answer sets, as files."
+    cats = ['generic'] * 7 + ['coding', 'coding', 'math']
+    qs = [dict(question_id=i + 1, category=c, text=f'question {i + 1}', translation=f'问题 {i + 1}') for i, c in enumerate(cats)]
+    write_json(tmp_path/'questions.json', qs)
+    (tmp_path/'answers').mkdir()
+    for m, style in [('mine', '我的回答'), ('ref', '参考答案'), ('base', '基线')]:
+        write_jsonl(tmp_path/'answers'/f'{m}.jsonl', [dict(question_id=q['question_id'], answer=f'{style} {q["question_id"]}' * (1 + q['question_id'] % 3)) for q in qs])
+    return dict(questions=str(tmp_path/'questions.json'), answers=str(tmp_path/'answers'))
+
+def judge_for(server, tmp_path, **kw):
+    os.environ['OPENAI_API_KEY'] = MARKER
+    return OpenAIJudge(base_url=server.url, cache=tmp_path/'cache.jsonl', timeout=kw.pop('timeout', 5.0), backoff_base=0.05, backoff_cap=0.5, seed=0, **kw)
+
+MSGS = [judge_messages(f'问题 {i}', f'回答甲 {i}', f'回答乙 {i}', 'generic') for i in range(6)]
+
+# ---- the published tournament ----
+
+def test_replay_lands_on_published_table(outputs):
+    r = run_elo(nb_params(bootstrap_rounds=20, permutations=5))
+    pub = load_published()['published_table']
+    assert {m: round(v, 2) for m, v in r['report']['online_elo'].items()} == pub
+    out = outputs/'demo'/'elo'
+    assert {'battles.jsonl', 'ratings.json', 'manifest.json', 'win_rate.png', 'battle_counts.png', 'ratings.png'} <= {p.name for p in out.iterdir()}
+    assert read_json(out/'manifest.json')['status'] == 'complete'
+    assert len(read_jsonl(out/'battles.jsonl')) == 215
+
+def test_importer_reproduces_recorded_verdicts():
+    nb = reference('anima', 'upstream_elo_tournament.ipynb')
+    up = read_upstream_notebook(nb)
+    assert up['verdicts'] == read_jsonl(reference('anima', 'elo_judgements.jsonl'))
+    assert up['verdicts'] == load_verdicts()
+    sk = read_jsonl(reference('anima', 'elo_skipped_draws.jsonl'))
+    assert [(s['row_id'], s['first_model'], s['second_model']) for s in up['skipped']] == [(s['row_id'], s['first_model'], s['second_model']) for s in sk]
+    ans = {(a['question_id'], a['model']): a['answer'] for a in read_jsonl(reference('anima', 'answers.jsonl'))}
+    assert {(a['question_id'], a['model']): a['answer'] for a in up['answers']} == ans
+    # every rating the notebook printed is the online Elo state after that verdict
+    pub = load_published()
+    _, hist = online_elo(verdicts_to_battles(up['verdicts']), pub['params']['model_order'], start=pub['rating_before_first_recorded_round'], history=True)
+    assert all(abs(h[m] - p[m]) < 1e-9 for h, p in zip(hist, up['ratings']) for m in p)
+    # the shipped skipped draws are the importer's, read with the better parser; FastChat's parser fails on every one
+    shipped = read_jsonl(ROOT/'anima_nb'/'assets'/'anima_elo_skipped.jsonl')
+    assert [(s['draw'], s['row_id'], s['first_model']) for s in shipped] == [(s['draw'], s['row_id'], s['first_model']) for s in up['skipped']]
+    assert [[s['score_1'], s['score_2']] for s in shipped] == [parse_score_better(s['review']) for s in up['skipped']]
+    assert all(parse_score_fastchat(s['review']) == [-1, -1] for s in up['skipped'])
+    assert {s['category'] for s in shipped} == {'math'}
+
+def test_prompts_are_fastchat_v1_as_sent_upstream():
+    up = read_upstream_notebook(reference('anima', 'upstream_elo_tournament.ipynb'))
+    qs = {q['question_id'] - 1: q for q in read_json(reference('anima', 'translated_vicuna_eval_set.json'))}
+    n = 0
+    for d in up['draws']:
+        q = qs[d['row_id']]
+        if 'answers' in d:
+            assert judge_messages(q['translation'], d['answers'][d['first_model']], d['answers'][d['second_model']], q['category'])[1]['content'] == d['prompt']
+            n += 1
+        else:
+            assert d['prompt'].endswith('[System]\n' + JUDGE_PROMPTS['math'] + '\n\n') and q['category'] == 'math'
+    assert n == 215
+
+def test_upstream_draw_rule_reproduces_recorded_stretch():
+    order = load_published()['params']['model_order']
+    up = read_upstream_notebook(reference('anima', 'upstream_elo_tournament.ipynb'))
+    target = [(d['row_id'], order.index(d['first_model']), order.index(d['second_model'])) for d in up['draws']]
+    stream = upstream_draws(42, 80, 4)
+    recorded, raw = set(), 0
+    while raw < 102:                                  # rounds 1-85: 102 raw draws, 95 after repeats (README)
+        d = next(stream); raw += 1
+        if d not in recorded and d[0] not in (67, 68, 69): recorded.add(d)
+    k = 0
+    for d in stream:
+        if d in recorded: continue
+        if d != target[k]: break
+        if d[0] not in (67, 68, 69): recorded.add(d)
+        k += 1
+    assert k >= 23
+
+# ---- the judge client against a local server ----
+
+def test_retries_429_500_timeout_drop(tmp_path):
+    faults = {1: ('429', 1), 2: '500', 3: ('timeout', 2.0), 4: 'drop'}
+    with ChatServer(faults=faults) as srv:
+        j = judge_for(srv, tmp_path, timeout=0.5)
+        t0 = time.time()
+        out = j.complete(MSGS[0])
+        assert out == default_verdict(MSGS[0])
+        assert time.time() - t0 >= 1.0 + 0.5          # honoured Retry-After, waited out the timeout
+        assert j.stats['retries'] == 4 and j.stats['waits'][0] == 1.0
+        assert srv.requests == 5 and sum(srv.answered.values()) == 1
+        assert srv.auth == {f'Bearer {MARKER}': 5}
+        assert j.complete(MSGS[0]) == out and srv.requests == 5 and j.stats['cache_hits'] == 1
+
+def test_gives_up_and_does_not_retry_client_errors(tmp_path):
+    with ChatServer(faults={i: '503' for i in range(1, 10)}) as srv:
+        j = judge_for(srv, tmp_path, max_attempts=3)
+        with pytest.raises(JudgeError, match='after 3 attempts'): j.complete(MSGS[1])
+        assert srv.requests == 3
+    with ChatServer(faults={1: '401'}) as srv:
+        j = judge_for(srv, tmp_path)
+        with pytest.raises(JudgeError, match='AuthenticationError'): j.complete(MSGS[2])
+        assert srv.requests == 1
+    assert len(JudgeCache(tmp_path/'cache.jsonl')) == 0
+
+def test_malformed_verdicts_are_counted_and_skipped(tmp_path, tourney, outputs):
+    bad = lambda n, body: 'malformed' if n % 5 == 0 else None
+    with ChatServer(on_request=bad) as srv:
+        os.environ['OPENAI_API_KEY'] = MARKER
+        P = nb_params(judge='openai', judge_base_url=srv.url, rounds=20, concurrency=4, bootstrap_rounds=10, permutations=5, run_name='bad', **tourney)
+        r = run_elo(P)['report']
+    pf = r['parse_failures']
+    assert pf['fastchat'] >= pf['better'] + 1 and pf['better'] >= 1      # math reviews fail only the faithful parser
+    assert r['battles'] == 20 and all(b['question_id'] != 10 for b in read_jsonl(outputs/'bad'/'elo'/'battles.jsonl'))
+    assert r['judge']['requests'] == pf['reviews'] and r['judge']['prompt_tokens'] > 0
+
+def test_concurrency_does_not_change_the_tournament(tmp_path, tourney, outputs):
+    res = []
+    with ChatServer(latency=0.01) as srv:
+        os.environ['OPENAI_API_KEY'] = MARKER
+        for c in (1, 8):
+            r = run_elo(nb_params(judge='openai', judge_base_url=srv.url, rounds=25, concurrency=c, bootstrap_rounds=10, permutations=5, run_name=f'c{c}', **tourney))
+            res.append(read_jsonl(outputs/f'c{c}'/'elo'/'battles.jsonl'))
+    assert res[0] == res[1]
+    # the cache replays offline: same battles, no server
+    P = nb_params(judge='replay', replay_file=str(outputs/'c8'/'elo'/'judge_cache.jsonl'), rounds=25, bootstrap_rounds=10, permutations=5, run_name='rp', **tourney)
+    run_elo(P)
+    assert read_jsonl(outputs/'rp'/'elo'/'battles.jsonl') == res[1]
+
+def test_balanced_both_orders_cancels_position_bias(tmp_path, tourney, outputs):
+    first_wins = lambda msgs: '9 2\nthe first answer is better'
+    with ChatServer(verdict=first_wins) as srv:
+        os.environ['OPENAI_API_KEY'] = MARKER
+        r = run_elo(nb_params(judge='openai', judge_base_url=srv.url, schedule='balanced', both_orders=True, rounds=0, concurrency=8,
+                              bootstrap_rounds=10, permutations=5, run_name='bal', **tourney))['report']
+    assert r['battles'] == 10 * 3 * 2 and r['scored_battles'] == 30
+    assert r['first_slot']['first_slot_win_rate'] == 1.0
+    assert all(abs(v['rating'] - 1000) < 1e-3 for v in r['bradley_terry'].values())
+
+# ---- kill and resume ----
+
+RUNNER = """
+import json, sys
+from anima_nb.elo import run_elo
+run_elo(json.loads(sys.argv[1]))
+"""
+
+def run_child(P, env):
+    return subprocess.Popen([sys.executable, '-c', RUNNER, json.dumps(P)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+def test_sigkill_and_resume_gives_identical_ratings(tmp_path, tourney, outputs):
+    env = {**os.environ, 'OPENAI_API_KEY': MARKER, 'ANIMA_NB_OUTPUTS': str(outputs)}
+    common = dict(judge='openai', rounds=40, concurrency=4, bootstrap_rounds=20, permutations=5, **tourney)
+    with ChatServer(latency=0.02) as srv:
+        p = run_child(nb_params(judge_base_url=srv.url, run_name='whole', **common), env)
+        assert p.wait(60) == 0, p.stderr.read().decode()[-2000:]
+    whole = read_json(outputs/'whole'/'elo'/'ratings.json')
+    child = {}
+    def kill_at(n, body):
+        if n == 15:
+            srv.frozen = True                           # answer nothing more; let answers already sent reach the cache
+            time.sleep(0.3); os.kill(child['p'].pid, signal.SIGKILL)
+            return 'drop'
+    with ChatServer(latency=0.02, on_request=kill_at) as srv:
+        P = nb_params(judge_base_url=srv.url, run_name='killed', **common)
+        child['p'] = run_child(P, env)
+        assert child['p'].wait(60) == -signal.SIGKILL
+        cached = len(read_jsonl(outputs/'killed'/'elo'/'judge_cache.jsonl', tolerate_torn_tail=True))
+        assert 0 < cached < 40 and not (outputs/'killed'/'elo'/'ratings.json').exists()
+        srv.frozen, srv.on_request = False, None
+        p = run_child(P, env)
+        assert p.wait(60) == 0, p.stderr.read().decode()[-2000:]
+        assert srv.repeated_answers == 0 and sum(srv.answered.values()) == len(read_jsonl(outputs/'killed'/'elo'/'judge_cache.jsonl'))
+    resumed = read_json(outputs/'killed'/'elo'/'ratings.json')
+    for k in ('online_elo', 'bradley_terry', 'permuted_elo', 'first_slot'): assert resumed[k] == whole[k], k
+    assert read_jsonl(outputs/'killed'/'elo'/'battles.jsonl') == read_jsonl(outputs/'whole'/'elo'/'battles.jsonl')
+
+# ---- secrets ----
+
+def test_key_never_reaches_run_folder_or_notebook(tmp_path, tourney, outputs):
+    env = {**os.environ, 'OPENAI_API_KEY': MARKER, 'ANIMA_NB_OUTPUTS': str(outputs)}
+    env.pop('OPENAI_BASE_URL', None)
+    out_nb = tmp_path/'out.ipynb'
+    with ChatServer(faults={2: ('429', 1), 3: '500'}) as srv:
+        args = ['-p', 'judge', 'openai', '-p', 'judge_base_url', srv.url, '-p', 'rounds', '12', '-p', 'bootstrap_rounds', '20',
+                '-p', 'permutations', '5', '-p', 'run_name', 'secret', '-p', 'answers', tourney['answers'], '-p', 'questions', tourney['questions']]
+        r = subprocess.run([sys.executable, '-m', 'papermill', str(NB), str(out_nb), *args, '--cwd', str(ROOT)], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert srv.auth[f'Bearer {MARKER}'] == srv.requests > 12      # the key was used ...
+    files = [out_nb, *[p for p in (outputs/'secret').rglob('*') if p.is_file()]]
+    assert any(f.name == 'judge_cache.jsonl' for f in files)
+    for f in files: assert MARKER.encode() not in f.read_bytes(), f     # ... and written nowhere
+    assert MARKER not in r.stdout + r.stderr
