@@ -149,13 +149,20 @@ def test_concurrency_does_not_change_the_tournament(tmp_path, tourney, outputs):
 
 def test_balanced_both_orders_cancels_position_bias(tmp_path, tourney, outputs):
     first_wins = lambda msgs: '9 2\nthe first answer is better'
+    own = [dict(question_id=q, category='generic', model='bal', answer=f'本次运行的回答 {q}') for q in range(1, 11)]
+    write_jsonl(outputs/'bal'/'inference'/'answers.jsonl', own)          # the run's own answers join the given sets
     with ChatServer(verdict=first_wins) as srv:
         os.environ['OPENAI_API_KEY'] = MARKER
         r = run_elo(nb_params(judge='openai', judge_base_url=srv.url, schedule='balanced', both_orders=True, rounds=0, concurrency=8,
                               bootstrap_rounds=10, permutations=5, run_name='bal', **tourney))['report']
-    assert r['battles'] == 10 * 3 * 2 and r['scored_battles'] == 30
+    assert r['battles'] == 10 * 6 * 2 and r['scored_battles'] == 60 and set(r['bradley_terry']) == {'bal', 'base', 'mine', 'ref'}
     assert r['first_slot']['first_slot_win_rate'] == 1.0
     assert all(abs(v['rating'] - 1000) < 1e-3 for v in r['bradley_terry'].values())
+
+def test_live_judge_needs_answers(outputs):
+    os.environ['OPENAI_API_KEY'] = MARKER
+    with pytest.raises(ValueError, match='needs answers'): run_elo(nb_params(judge='openai'))
+    assert read_json(outputs/'demo'/'elo'/'manifest.json')['status'] == 'failed'
 
 # ---- kill and resume ----
 
