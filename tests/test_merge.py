@@ -1,0 +1,101 @@
+"Merge step: settings read from the training run, refusal to merge into 4-bit, fidelity of both merge modes, papermill."
+import os, subprocess, sys
+from pathlib import Path
+import pytest, torch
+from conftest import ROOT
+from anima_nb.core import load_profile, read_manifest, read_json, run_dir
+from anima_nb import merge as M
+
+RUN = 'mergetest'
+
+@pytest.fixture(scope='module')
+def outdir(tmp_path_factory):
+    "One outputs folder for the module, holding a demo training run (adapter with non-zero LoRA B)."
+    out = tmp_path_factory.mktemp('outputs')
+    cache = ROOT/'outputs'/'.cache'; cache.mkdir(parents=True, exist_ok=True)
+    (out/'.cache').symlink_to(cache, target_is_directory=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('ANIMA_NB_OUTPUTS', str(out))
+        mp.setattr(M, 'FIDELITY_QUESTIONS', 2)          # fewer probe prompts in-process; papermill runs the full check
+        M.demo_adapter(RUN)
+        yield out
+
+def params(**kw): return {**load_profile('demo'), 'profile': 'demo', 'run_name': RUN, 'merge_mode': 'nf4-roundtrip', **kw}
+
+def test_settings_come_from_training_run(outdir):
+    rec = M.train_record(RUN)
+    test = read_json(Path(rec['adapter_dir'])/'adapter_config.json')
+    assert (test['r'], test['lora_alpha']) == (rec['params']['lora_r'], rec['params']['lora_alpha'])
+    assert M.base_of(rec) == ('local:tiny-llama', None)
+    with pytest.raises(FileNotFoundError, match='Run 02_train first'): M.train_record('no-such-run')
+
+def test_merge_into_4bit_is_refused(outdir):
+    model, _ = M.load_adapter_model(M.train_record(RUN))
+    assert M.is_quantized(model)
+    with pytest.raises(ValueError, match='Merging LoRA into a quantized'): M.refuse_quantized(model)
+    for bad in ('nf4', '4bit', 'int8'):
+        with pytest.raises(ValueError, match='refused'): M.merge(params(merge_dtype=bad))
+    assert not (run_dir(RUN, 'merge', create=False)/'model').exists()
+
+def test_roundtrip_is_what_bitsandbytes_dequantizes(outdir):
+    import bitsandbytes.functional as F
+    rec = M.train_record(RUN)
+    q4 = M.load_base_model('local:tiny-llama', rec['params'])
+    full = M.load_full_base('local:tiny-llama', 'float32')
+    assert M.nf4_roundtrip_(full, rec['params']) == 14            # 7 linears x 2 layers, lm_head left alone
+    for (n, a), (_, b) in zip(M._quantized_linears(q4), M._quantized_linears(full)):
+        assert torch.equal(F.dequantize_4bit(a.weight.data, a.weight.quant_state), b.weight.data), n
+
+def test_merge_fidelity_both_modes(outdir):
+    report = M.merge(params(compare_modes=True))
+    nf4, plain = report['chosen'], report['other_modes'][0]
+    assert (nf4['merge_mode'], plain['merge_mode']) == ('nf4-roundtrip', 'plain')
+    assert nf4['passed'] and plain['passed']
+    assert nf4['vs_qlora']['max_abs_diff'] < 1e-5 and nf4['vs_qlora']['greedy_identical']
+    assert plain['vs_full']['max_abs_diff'] < 1e-5 and plain['vs_full']['greedy_identical']
+    assert plain['vs_qlora']['max_abs_diff'] > 100 * nf4['vs_qlora']['max_abs_diff']   # the 4-bit rounding matters
+    d = run_dir(RUN, 'merge')
+    assert read_json(d/'report.json') == report
+    m = read_manifest(d)
+    assert m['status'] == 'complete' and m['summary']['passed']
+    files = set(os.listdir(d/'model'))
+    assert {'config.json', 'generation_config.json', 'model.safetensors.index.json', 'tokenizer.json'} <= files
+    assert sum(f.startswith('model-000') for f in files) > 1                       # sharded
+    from transformers import AutoModelForCausalLM
+    reloaded = AutoModelForCausalLM.from_pretrained(d/'model')
+    assert not M.is_quantized(reloaded) and getattr(reloaded.config, 'quantization_config', None) is None
+    qlora, tok = M.load_adapter_model(M.train_record(RUN))
+    got = M.probe(reloaded, tok, M.fidelity_prompts(1), n_tokens=4)
+    ref = M.probe(qlora, tok, M.fidelity_prompts(1), n_tokens=4)
+    assert M.compare(got, ref)['max_abs_diff'] < 1e-5
+
+def test_bfloat16_merge_within_its_tolerance(outdir):
+    report = M.merge(params(merge_dtype='bfloat16', merge_mode='plain', compare_modes=False))
+    assert report['chosen']['passed'] and report['chosen']['tolerance'] == M.TOLERANCE['bfloat16']
+    assert report['chosen']['vs_full']['max_abs_diff'] > 0
+
+def test_outside_tolerance_fails_and_saves_nothing(outdir, monkeypatch):
+    d = run_dir(RUN, 'merge')
+    import shutil; shutil.rmtree(d)
+    monkeypatch.setitem(M.TOLERANCE, 'float32', 0.0)
+    monkeypatch.setattr(M, 'nf4_roundtrip_', lambda model, p: 0)          # a merge that ignores the 4-bit rounding
+    with pytest.raises(ValueError, match='outside the tolerance'): M.merge(params(compare_modes=False))
+    assert read_manifest(d)['status'] == 'failed' and not (d/'model').exists()
+    assert read_json(d/'report.json')['chosen']['passed'] is False
+
+def test_disk_check_fails_early_with_the_figure():
+    with pytest.raises(OSError, match=r'needs about \d+\.\d+ GB'): M.check_disk('/', 1 << 60)
+    assert M.model_bytes('local:tiny-llama', 'float16') * 2 == M.model_bytes('local:tiny-llama', 'float32')
+
+def _papermill(outdir, *args):
+    env = {**os.environ, 'ANIMA_NB_OUTPUTS': str(outdir), 'HF_HUB_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1'}
+    env.pop('IN_TEST', None)
+    return subprocess.run([sys.executable, '-m', 'papermill', 'nbs/03_merge.ipynb', str(outdir/'out.ipynb'), *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+def test_papermill_from_root(outdir):
+    r = _papermill(outdir, '-p', 'run_name', RUN, '-p', 'merge_mode', 'plain')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert read_json(outdir/RUN/'merge'/'report.json')['chosen']['merge_mode'] == 'plain'
+    r = _papermill(outdir, '-p', 'run_name', 'untrained')
+    assert r.returncode != 0 and 'Run 02_train first' in r.stderr + r.stdout
