@@ -99,3 +99,12 @@ def test_papermill_from_root(outdir):
     assert read_json(outdir/RUN/'merge'/'report.json')['chosen']['merge_mode'] == 'plain'
     r = _papermill(outdir, '-p', 'run_name', 'untrained')
     assert r.returncode != 0 and 'Run 02_train first' in r.stderr + r.stdout
+
+def test_merge_of_a_real_training_run(outdir):
+    from anima_nb.core import resolve_params
+    from anima_nb.train import train, PARAMS, DEFAULTS
+    P = resolve_params({**DEFAULTS, 'run_name': 'trained', 'max_steps': 3, 'eval_steps': 3, 'save_steps': 3, 'sample_max_new_tokens': 4}, PARAMS)
+    train(P)
+    report = M.merge(params(run_name='trained', compare_modes=False))
+    assert report['chosen']['passed'] and report['chosen']['vs_qlora']['max_abs_diff'] < 1e-5
+    assert report['chosen']['vs_full']['max_abs_diff'] > 1e-3
