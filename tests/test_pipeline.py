@@ -1,0 +1,178 @@
+"The papermill chain: refused names, YAML + --set, the run-or-skip plan, a failing step, and the demo chain end to end."
+import os, subprocess, sys
+from pathlib import Path
+import pytest
+from conftest import ROOT
+from anima_nb.core import read_json, read_manifest, PROFILES
+from anima_nb.pipeline import (CHAIN, declared_params, gather_params, param_types, check_names, step_inputs, prepare,
+                               plan_steps, select_steps, StepFailed)
+
+NBS = ROOT/'nbs'
+DECL = {s: declared_params(NBS/f'{nb}.ipynb') for s, nb in CHAIN.items()}
+TYPES = param_types(DECL)
+BIN = Path(sys.executable).parent
+
+def anima_run(*args, timeout=600):
+    "Run the CLI as the README does (`anima-run`, else `python -m anima_nb.pipeline`) from the project root."
+    exe = [str(BIN/'anima-run')] if (BIN/'anima-run').exists() else [sys.executable, '-m', 'anima_nb.pipeline']
+    return subprocess.run(exe + list(args), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+def run_files(outputs, run='demo'):
+    return sorted(p.name for p in (outputs/run).iterdir()) if (outputs/run).exists() else []
+
+# --- parameters ---------------------------------------------------------------------------------------------------
+
+def test_every_step_declares_profile_and_run_name():
+    for s, d in DECL.items(): assert {'profile', 'run_name'} <= set(d), s
+
+def test_undeclared_name_refused_before_anything_runs(outputs):
+    r = anima_run('--profile', 'demo', '--set', 'max_step=4')
+    assert r.returncode == 2, r.stderr
+    assert "No notebook of the chain declares ['max_step']" in r.stderr and 'max_steps' in r.stderr
+    assert sorted(os.listdir(outputs)) == ['.cache']
+
+def test_wrong_type_refused_before_anything_runs(outputs):
+    r = anima_run('--set', 'max_steps=four')
+    assert r.returncode == 2 and "'max_steps' of 02_train must be int" in r.stderr, r.stderr
+    assert sorted(os.listdir(outputs)) == ['.cache']
+
+def test_unknown_name_in_config_refused(outputs, tmp_path):
+    cfg = tmp_path/'run.yaml'; cfg.write_text('max_steps: 4\nlearning_rte: 1.0e-3\n')
+    r = anima_run('--config', str(cfg))
+    assert r.returncode == 2 and "['learning_rte']" in r.stderr, r.stderr
+
+def test_unknown_step_refused(outputs):
+    r = anima_run('--steps', 'train,evaluate')
+    assert r.returncode == 2 and "Unknown step(s) ['evaluate']" in r.stderr, r.stderr
+
+def test_yaml_then_set_then_flags(tmp_path):
+    cfg = tmp_path/'run.yaml'
+    cfg.write_text('profile: anima33b\nrun_name: big\nmax_steps: 100\nlearning_rate: 2e-4\nrounds: 50\nbf16: true\n')
+    v = gather_params(TYPES, config=cfg, sets=['max_steps=10000', 'rounds=null', 'judge_model=gpt-4o'])
+    assert v == {'profile': 'anima33b', 'run_name': 'big', 'max_steps': 10000, 'learning_rate': 2e-4, 'rounds': None,
+                 'bf16': True, 'judge_model': 'gpt-4o'}
+    v2 = gather_params(TYPES, profile='demo', run_name='small', config=cfg)
+    assert (v2['profile'], v2['run_name'], v2['max_steps']) == ('demo', 'small', 100)
+    check_names(v, DECL)
+
+def test_each_step_receives_only_what_it_declares():
+    v = gather_params(TYPES, sets=['max_steps=4', 'max_new_tokens=8', 'seed=7', 'rounds=10'])
+    got = {s: step_inputs(v, DECL[s]) for s in CHAIN}
+    base = {'profile': 'demo', 'run_name': 'demo'}
+    assert got['data'] == base
+    assert got['train'] == {**base, 'max_steps': 4, 'seed': 7}
+    assert got['merge'] == base
+    assert got['inference'] == {**base, 'max_new_tokens': 8, 'seed': 7}
+    assert got['elo'] == {**base, 'seed': 7, 'rounds': 10}
+
+def test_resolved_parameters_fill_from_profile(outputs):
+    pre = prepare(gather_params(TYPES, profile='anima33b', sets=['max_steps=10000']), steps='train,merge')
+    assert [p['step'] for p in pre['plan']] == ['train', 'merge']
+    r = pre['resolved']['train']
+    assert (r['max_steps'], r['lora_r'], r['run_name']) == (10000, PROFILES['anima33b']['lora_r'], 'anima33b')
+    assert sorted(os.listdir(outputs)) == ['.cache']          # planning creates nothing
+
+# --- the plan -------------------------------------------------------------------------------------------------------
+
+STEPS = list(CHAIN)
+RES = {s: {'profile': 'demo', 'run_name': 'demo', 'x': 1} for s in STEPS}
+
+def _done(res=RES):
+    return {s: dict(status='complete', params=res[s], started=f'2026-01-01T00:0{i}:00+00:00',
+                    finished=f'2026-01-01T00:0{i}:30+00:00') for i, s in enumerate(STEPS)}
+
+def _acts(plan): return {p['step']: p['action'] for p in plan}
+
+def test_plan_fresh_run_runs_everything():
+    assert set(_acts(plan_steps(STEPS, RES, {})).values()) == {'run'}
+
+def test_plan_complete_run_skips_everything():
+    assert set(_acts(plan_steps(STEPS, RES, _done())).values()) == {'skip'}
+
+DOWNSTREAM = dict(data=['data'], train=['train', 'merge', 'inference', 'elo'], merge=['merge', 'inference', 'elo'],
+                  inference=['inference', 'elo'], elo=['elo'])
+
+@pytest.mark.parametrize('step', STEPS)
+def test_plan_changed_parameter_reruns_that_step_and_those_reading_from_it(step):
+    res = {**RES, step: {**RES[step], 'x': 2}}
+    p = plan_steps(STEPS, res, _done())
+    assert [q['step'] for q in p if q['action'] == 'run'] == DOWNSTREAM[step]
+    assert p[STEPS.index(step)]['reason'] == 'parameters changed: x: 1 -> 2'
+
+def test_plan_profiling_the_data_never_retrains():
+    m = _done(); del m['data']
+    assert _acts(plan_steps(STEPS, RES, m)) == dict(data='run', train='skip', merge='skip', inference='skip', elo='skip')
+
+def test_plan_failed_or_running_step_reruns():
+    for status in ('failed', 'running'):
+        m = _done(); m['merge']['status'] = status
+        p = plan_steps(STEPS, RES, m)
+        assert _acts(p) == dict(data='skip', train='skip', merge='run', inference='run', elo='run')
+        assert p[2]['reason'] == f'its last run is {status}'
+
+def test_plan_step_older_than_an_earlier_one_reruns():
+    m = _done(); m['train']['finished'] = '2026-01-02T00:00:00+00:00'
+    p = plan_steps(STEPS, RES, m)
+    assert _acts(p)['train'] == 'skip' and _acts(p)['merge'] == 'run'
+    assert p[2]['reason'] == 'train finished after it started'
+
+def test_plan_selected_steps_and_force():
+    assert _acts(plan_steps(['train', 'merge'], RES, _done(), force=True)) == dict(train='run', merge='run')
+    assert _acts(plan_steps(select_steps('05_elo,inference'), RES, _done())) == dict(inference='skip', elo='skip')
+
+def test_plan_compares_as_json():
+    res = {s: {**RES[s], 'modules': ('q', 'v')} for s in STEPS}
+    done = _done({s: {**RES[s], 'modules': ['q', 'v']} for s in STEPS})
+    assert set(_acts(plan_steps(STEPS, res, done)).values()) == {'skip'}
+
+# --- a failing step -------------------------------------------------------------------------------------------------
+
+def test_failed_step_stops_the_chain_and_names_step_cell_and_notebook(outputs, tmp_path):
+    bad = tmp_path/'bad.json'; bad.write_text('[{"prompt": "hi", "output": "x"}]')      # alpaca rows need 'instruction'
+    r = anima_run('--run-name', 'broken', '--set', f'dataset={bad}', '--steps', 'data,train')
+    assert r.returncode == 1, r.stdout + r.stderr
+    nb = outputs/'broken'/'notebooks'/'01_data.ipynb'
+    assert "Step 'data' failed in cell" in r.stderr and '(In [' in r.stderr and str(nb) in r.stderr, r.stderr
+    assert nb.exists()
+    m = read_manifest(outputs/'broken')
+    assert m['status'] == 'failed' and m['steps']['data']['status'] == 'failed'
+    assert m['steps']['data']['failure']['ename'] and m['steps']['train']['status'] == 'not run'
+    assert not (outputs/'broken'/'train').exists()
+
+# --- the demo chain end to end --------------------------------------------------------------------------------------
+
+FAST = ['--set', 'max_steps=4']          # the real notebooks on the demo profile, with a shorter training run
+
+def test_demo_chain_end_to_end(outputs):
+    r = anima_run('--profile', 'demo', *FAST)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    run = outputs/'demo'
+    assert sorted(p.name for p in (run/'notebooks').iterdir()) == [f'{nb}.ipynb' for nb in CHAIN.values()]
+    m = read_manifest(run)
+    assert m['status'] == 'complete'
+    for s in CHAIN:
+        st = m['steps'][s]
+        assert st['status'] == 'complete' and st['step_status'] == 'complete', (s, st)
+        assert st['params']['run_name'] == 'demo' and st['git'] and st['versions'] and st['seconds'] > 0
+        assert read_manifest(run/s)['params'] == st['params']
+    assert m['steps']['train']['params']['max_steps'] == 4
+    S = read_json(run/'summary.json')
+    assert set(S['status'].values()) == {'complete'}
+    assert S['train']['final_loss'] is not None and S['merge']['passed'] is True and S['data']['rows'] > 0
+    assert len(S['elo']['bradley_terry']) >= 2 and all({'rating', 'lo', 'hi'} <= set(v) for v in S['elo']['bradley_terry'].values())
+    assert any(p.endswith('loss.png') for p in S['plots']) and (run/'summary.md').exists()
+    assert 'Bradley-Terry' in r.stdout and 'training' in r.stdout
+
+    again = anima_run('--profile', 'demo', *FAST)
+    assert again.returncode == 0, again.stderr[-3000:]
+    m2 = read_manifest(run)
+    assert {s: v['status'] for s, v in m2['steps'].items()} == {s: 'skipped' for s in CHAIN}
+    assert again.stdout.count('skipped: complete with the same parameters') == len(CHAIN)
+
+    changed = anima_run('--profile', 'demo', *FAST, '--set', 'max_new_tokens=8')
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    m3 = read_manifest(run)
+    assert {s: v['status'] for s, v in m3['steps'].items()} == dict(data='skipped', train='skipped', merge='skipped',
+                                                                     inference='complete', elo='complete')
+    assert f"max_new_tokens: {PROFILES['demo']['max_new_tokens']} -> 8" in m3['steps']['inference']['reason']
+    assert read_manifest(run/'inference')['params']['max_new_tokens'] == 8
