@@ -29,6 +29,15 @@ def test_settings_come_from_training_run(outdir):
     assert M.base_of(rec) == ('local:tiny-llama', None)
     with pytest.raises(FileNotFoundError, match='Run 02_train first'): M.train_record('no-such-run')
 
+def test_adapter_must_match_its_manifest(outdir):
+    from anima_nb.core import write_json
+    f = run_dir(RUN, 'train')/'adapter'/'adapter_config.json'
+    good = read_json(f)
+    try:
+        write_json(f, {**good, 'r': good['r'] * 2})
+        with pytest.raises(ValueError, match='is not the one the manifest describes'): M.train_record(RUN)
+    finally: write_json(f, good)
+
 def test_merge_into_4bit_is_refused(outdir):
     model, _ = M.load_adapter_model(M.train_record(RUN))
     assert M.is_quantized(model)
