@@ -59,7 +59,7 @@ def test_batched_greedy_equals_one_at_a_time(outdir, source):
     assert len({r['prompt_tokens'] for r in batched}) > 3                  # real left padding
     assert batched == [I.generate_batch(model, tok, [p], s)[0] for p in prompts]
 
-def test_answers_jsonl(outdir, tmp_path):
+def test_answers_jsonl(outdir, tmp_path, monkeypatch):
     qs = I.load_questions('pkg:sample_questions.json')[:6]
     write_json(tmp_path/'q.json', qs)
     rows = I.infer(params(questions=str(tmp_path/'q.json'), max_new_tokens=6, batch_size=4))
@@ -73,6 +73,14 @@ def test_answers_jsonl(outdir, tmp_path):
         assert 1 <= r['answer_tokens'] <= 6 and r['stop'] in ('eos', 'length')
     m = read_manifest(d)
     assert m['status'] == 'complete' and m['summary']['answers'] == 6 and m['inputs'][0]['sha256'] == sha256_file(tmp_path/'q.json')
+    P = params(questions=str(tmp_path/'q.json'), max_new_tokens=6, batch_size=4)
+    write_json(d/'manifest.json', {**m, 'status': 'running'})               # an interrupted run: resumed, nothing regenerated
+    real, calls = I.generate_batch, []
+    monkeypatch.setattr(I, 'generate_batch', lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert I.infer(P) == saved and calls == []
+    I.infer(P)                                                              # a completed run: answered again
+    strip = lambda rows: [{k: v for k, v in r.items() if k != 'seconds'} for r in rows]
+    assert len(calls) == 2 and strip(read_jsonl(d/'answers.jsonl')) == strip(saved)
 
 def test_sampling_is_seeded(outdir):
     model, tok = I.load_model(RUN, 'merged')
