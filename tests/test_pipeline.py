@@ -45,6 +45,14 @@ def test_unknown_step_refused(outputs):
     r = anima_run('--steps', 'train,evaluate')
     assert r.returncode == 2 and "Unknown step(s) ['evaluate']" in r.stderr, r.stderr
 
+def test_module_entry_point_plans_without_running(outputs, tmp_path):
+    cfg = tmp_path/'run.yaml'; cfg.write_text('max_new_tokens: 8\n')
+    r = subprocess.run([sys.executable, '-m', 'anima_nb.pipeline', '--plan', '--config', str(cfg), '--steps', 'inference,elo'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ['inference', 'run', 'never', 'ran', 'elo', 'run', 'never', 'ran']
+    assert sorted(os.listdir(outputs)) == ['.cache']
+
 def test_yaml_then_set_then_flags(tmp_path):
     cfg = tmp_path/'run.yaml'
     cfg.write_text('profile: anima33b\nrun_name: big\nmax_steps: 100\nlearning_rate: 2e-4\nrounds: 50\nbf16: true\n')
@@ -141,7 +149,9 @@ def test_failed_step_stops_the_chain_and_names_step_cell_and_notebook(outputs, t
 
 # --- the demo chain end to end --------------------------------------------------------------------------------------
 
-FAST = ['--set', 'max_steps=4']          # the real notebooks on the demo profile, with a shorter training run
+# The real notebooks on the demo profile, with less work: 4 training steps, one merge mode, fewer resamples for the
+# rating intervals. The README's command itself (the full demo) is timed by tests/bench/bench_demo.py.
+FAST = ['--set', 'max_steps=4', '--set', 'compare_modes=false', '--set', 'bootstrap_rounds=200', '--set', 'permutations=20']
 
 def test_demo_chain_end_to_end(outputs):
     r = anima_run('--profile', 'demo', *FAST)
