@@ -1,0 +1,188 @@
+"Training step: collator, pad policy, dry run, papermill demo run, kill and resume, two processes, refusals."
+import os, sys, json, time, signal, shutil, subprocess
+from pathlib import Path
+import pytest
+import papermill as pm
+from conftest import ROOT
+from anima_nb.core import PROFILES, LLAMA_33B, read_json, read_jsonl, read_manifest, run_dir
+from anima_nb.data import alpaca_prompt
+from anima_nb import train as T
+
+# Short sequences and few steps keep every run here to seconds on two CPU cores.
+TINY = dict(max_steps=6, source_max_len=48, target_max_len=32, per_device_train_batch_size=2, eval_steps=3,
+            save_steps=2, eval_dataset_size=8, sample_max_new_tokens=4)
+
+def demo_params(**kw) -> dict:
+    return T.resolve_params({**T.DEFAULTS, **TINY, **kw}, T.PARAMS, 'test')
+
+def cli_args(**kw) -> list:
+    return [a for k, v in {**TINY, **kw}.items() for a in (f'--{k}', str(v))]
+
+def env() -> dict:
+    return {**os.environ, 'HF_HUB_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false',
+            'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'}
+
+def run_cli(*args, timeout=240):
+    r = subprocess.run([sys.executable, '-m', 'anima_nb.train', *args], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+def adapter_tensors(d):
+    from safetensors.torch import load_file
+    return load_file(str(Path(d)/'adapter_model.safetensors'))
+
+@pytest.fixture(scope='module')
+def tok():
+    return T.load_tokenizer('local:tiny-llama')
+
+# ---- schema ----------------------------------------------------------------------------------------------------------
+def test_schema_matches_notebook():
+    nb = pm.inspect_notebook(str(ROOT/'nbs'/'02_train.ipynb'))
+    assert list(nb) == list(T.PARAMS)
+    for k, p in nb.items():
+        assert p['inferred_type_name'].split(' ')[0] == T.PARAMS[k].__name__, k
+        assert eval(p['default']) == T.DEFAULTS.get(k), k         # None (profile) unless the module holds a default
+        assert p['help'], k
+
+def test_profiles_hold_the_recipe():
+    a = PROFILES['anima33b']
+    assert (a['lora_r'], a['lora_alpha'], a['lora_dropout'], a['bits'], a['quant_type'], a['double_quant']) == (64, 16, 0.0, 4, 'nf4', True)
+    assert (a['learning_rate'], a['lr_scheduler_type'], a['max_grad_norm'], a['optim']) == (1e-4, 'constant', 0.3, 'paged_adamw_32bit')
+    assert (a['per_device_train_batch_size'], a['gradient_accumulation_steps'], a['max_steps']) == (1, 16, 10000)
+    assert (a['source_max_len'], a['target_max_len'], a['eval_steps'], a['save_steps'], a['bf16']) == (512, 512, 200, 200, False)
+    assert all(k in p for p in PROFILES.values() for k in T.PARAMS if k not in T.DEFAULTS and k != 'run_name')
+
+def test_refuses_bad_parameters(outputs):
+    with pytest.raises(TypeError, match='bogus'): T.train({**demo_params(), 'bogus': 1})
+    with pytest.raises(TypeError, match='lora_r'): T.train({**demo_params(), 'lora_r': 'eight'})
+    with pytest.raises(SystemExit): T.cli_params(['--lora_r', 'eight'])
+    with pytest.raises(SystemExit): T.cli_params(['--bogus', '1'])
+    with pytest.raises(SystemExit): T.cli_params(['--bf16', 'maybe'])
+    assert T.cli_params(['--profile', 'anima33b', '--max_steps', '5'])['max_steps'] == 5
+
+# ---- collator --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('max_len', [24, 40, 64])
+def test_long_prompt_keeps_response_line(tok, max_len):
+    src = alpaca_prompt('请把下面的文章翻译成英文。' * 30, '春天来了，花开了。' * 40)
+    ids, cut = T.encode_source(src, tok, max_len)
+    assert cut and len(ids) == max_len and ids[0] == tok.bos_token_id
+    assert tok.decode(ids[1:]).endswith('\n\n### Response: ')
+    head = tok.decode(ids[1:6])
+    assert src.startswith(head.strip()) or max_len <= 24
+
+def test_short_prompt_untouched(tok):
+    src = alpaca_prompt('你好')
+    ids, cut = T.encode_source(src, tok, 512)
+    assert not cut and ids == [tok.bos_token_id] + tok(src, add_special_tokens=False)['input_ids']
+
+def test_truncated_targets_are_counted(tok):
+    pairs = [{'source': alpaca_prompt('写诗'), 'target': '春' * n} for n in (2, 200, 300)]
+    ex, stats = T.encode_pairs(pairs, tok, {'source_max_len': 512, 'target_max_len': 16, 'train_on_source': False})
+    assert stats == {'examples': 3, 'source_truncated': 0, 'target_truncated': 2}
+    assert ex[0]['input_ids'][-1] == tok.eos_token_id and ex[1]['input_ids'][-1] != tok.eos_token_id
+
+def test_collator_masks_source_and_padding(tok):
+    a = T.encode_pair({'source': alpaca_prompt('写诗'), 'target': '春天'}, tok, 512, 16)
+    b = T.encode_pair({'source': alpaca_prompt('写一首很长的诗'), 'target': '春天来了花开了'}, tok, 512, 16)
+    batch = T.Collator(tok.pad_token_id)([a, b])
+    n_src = len(T.encode_source(alpaca_prompt('写诗'), tok, 512)[0])
+    lab, mask = batch['labels'], batch['attention_mask']
+    assert (lab[0, :n_src] == -100).all() and lab[0, n_src:len(a['input_ids'])].tolist() == a['input_ids'][n_src:]
+    assert (lab[mask == 0] == -100).all() and mask.sum(1).tolist() == [len(a['input_ids']), len(b['input_ids'])]
+    on_src = T.encode_pair({'source': alpaca_prompt('写诗'), 'target': '春天'}, tok, 512, 16, train_on_source=True)
+    assert on_src['labels'] == on_src['input_ids']
+
+# ---- pad policy ------------------------------------------------------------------------------------------------------
+def test_unk_pad_keeps_vocabulary(tok):
+    assert tok.pad_token_id == tok.unk_token_id == 0 and len(tok) == 3000
+
+def test_pad_token_added_is_saved_with_adapter(outputs):
+    from peft import PeftModel
+    P = demo_params(pad_token='[PAD]', max_steps=2, save_steps=100, eval_steps=100, run_name='pad')
+    res = T.train(P)
+    assert res['vocab_grown']
+    ad = run_dir('pad', 'train')/'adapter'
+    keys = adapter_tensors(ad)
+    assert any('embed_tokens' in k for k in keys) and any('lm_head' in k for k in keys)
+    tok = T.load_tokenizer(str(ad))
+    assert (len(tok), tok.pad_token) == (3001, '[PAD]')
+    base = T.load_base_model('local:tiny-llama', P, vocab_size=len(tok))
+    model = PeftModel.from_pretrained(base, str(ad))
+    assert model.get_input_embeddings().weight.shape[0] == 3001
+
+# ---- dry run ---------------------------------------------------------------------------------------------------------
+def test_dry_run_anima33b(outputs):
+    P = T.resolve_params({**T.DEFAULTS, 'profile': 'anima33b', 'dry_run': True}, T.PARAMS, 'test')
+    est = T.train(P)
+    assert read_json(run_dir('anima33b', 'train')/'estimate.json') == json.loads(json.dumps(est))
+    assert est['params']['lora'] == 487_587_840 == T.lora_param_count(LLAMA_33B, 64)
+    assert 32.4e9 < est['params']['total'] < 32.6e9
+    mem = est['memory_gb']
+    assert 16.0 < mem['quantized_weights'] < 16.1 and 0.50 < mem['quantization_constants'] < 0.52
+    assert abs(mem['optimizer_states'] - 2 * mem['lora_weights']) < 1e-2 and 25 < mem['total'] < 35
+    assert est['compute']['tokens'] == 10000 * 16 * 1024 and est['compute']['compute_dtype'] == 'fp32'
+    assert not (run_dir('anima33b', 'train')/'adapter').exists()
+
+# ---- runs ------------------------------------------------------------------------------------------------------------
+def test_papermill_demo_run(outputs, tmp_path):
+    pm.execute_notebook(str(ROOT/'nbs'/'02_train.ipynb'), str(tmp_path/'out.ipynb'), parameters={'max_steps': 20},
+                        cwd=str(ROOT), kernel_name='python3', progress_bar=False)
+    d = run_dir('demo', 'train')
+    m = read_manifest(d)
+    assert m['status'] == 'complete' and m['summary']['steps'] == 20
+    for k in ('model_name_or_path', 'lora_r', 'lora_alpha', 'lora_dropout', 'lora_modules', 'bits', 'double_quant',
+              'quant_type', 'bf16', 'source_max_len', 'target_max_len'):
+        assert k in m['params'], k
+    s = m['summary']
+    assert s['base_model'] == 'local:tiny-llama' and Path(s['base_model_path']).exists() and 'base_revision' in s
+    assert s['target_truncated'] >= 0 and m['inputs'][0]['sha256']
+    assert (d/'adapter'/'adapter_model.safetensors').exists() and (d/'adapter'/'adapter_config.json').exists()
+    assert (d/'adapter'/'tokenizer_config.json').exists() and (d/'loss.png').exists() and (d/'estimate.json').exists()
+    assert read_jsonl(d/'samples.jsonl')
+    losses = [r['loss'] for r in read_jsonl(d/'metrics.jsonl') if 'loss' in r]
+    assert len(losses) == 20 and sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
+    evals = [r['eval_loss'] for r in read_jsonl(d/'metrics.jsonl') if 'eval_loss' in r]
+    assert evals[-1] < evals[0]
+    ckpts = sorted(p.name for p in (d/'checkpoints').iterdir())
+    assert len(ckpts) <= PROFILES['demo']['save_total_limit'] and all((d/'checkpoints'/c/T.MARK).exists() for c in ckpts)
+
+def test_kill_and_resume_matches_uninterrupted(outputs):
+    "SIGKILL after the step-4 checkpoint, resume: the final adapter equals an uninterrupted run's (tolerance 1e-6; on CPU it is bit-identical)."
+    args = cli_args(max_steps=12, eval_steps=100, lora_dropout=0.1)        # dropout on: the RNG state must be restored too
+    run_cli(*args, '--run_name', 'whole')
+    ck = run_dir('cut', 'train')/'checkpoints'
+    p = subprocess.Popen([sys.executable, '-m', 'anima_nb.train', *args, '--run_name', 'cut'], cwd=ROOT, env=env(),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not (ck/'checkpoint-4'/T.MARK).exists():
+        assert p.poll() is None, 'the run ended before it could be killed'
+        assert time.time() - t0 < 180
+        time.sleep(0.01)
+    os.kill(p.pid, signal.SIGKILL); p.wait()
+    assert read_manifest(ck.parent)['status'] == 'running'
+    (ck/'checkpoint-99').mkdir()                              # a torn checkpoint: no COMPLETE mark, must be ignored
+    run_cli(*args, '--run_name', 'cut', '--resume', 'true')
+    m = read_manifest(ck.parent)
+    assert m['status'] == 'complete' and m['summary']['steps'] == 12 and m['summary']['resumed_from'] is not None
+    assert not (ck/'checkpoint-99').exists()
+    a, b = adapter_tensors(run_dir('whole', 'train')/'adapter'), adapter_tensors(ck.parent/'adapter')
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    steps = [r['step'] for r in read_jsonl(ck.parent/'metrics.jsonl') if 'loss' in r]
+    assert steps == list(range(1, 13))
+
+def test_two_processes(outputs):
+    "Data-parallel on two CPU processes (accelerate's `--cpu` launches one process; `--multi_gpu` starts the two)."
+    r = subprocess.run([str(ROOT/'.venv'/'bin'/'accelerate') if (ROOT/'.venv'/'bin'/'accelerate').exists() else 'accelerate',
+                        'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1', '--mixed_precision', 'no',
+                        '--dynamo_backend', 'no', '-m', 'anima_nb.train', *cli_args(max_steps=3, eval_steps=2), '--run_name', 'ddp'],
+                       cwd=ROOT, env=env(), capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = read_manifest(run_dir('ddp', 'train'))
+    assert m['status'] == 'complete' and m['summary']['processes'] == 2 and m['summary']['steps'] == 3
+    assert (run_dir('ddp', 'train')/'adapter'/'adapter_model.safetensors').exists()
+
+def test_non_finite_loss_names_the_step(outputs):
+    P = demo_params(learning_rate=1e8, max_grad_norm=1e9, eval_steps=100, save_steps=100, run_name='nan')
+    with pytest.raises(FloatingPointError, match=r'Non-finite training loss .* at step \d+'): T.train(P)
+    assert read_manifest(run_dir('nan', 'train'))['status'] == 'failed'
