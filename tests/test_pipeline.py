@@ -53,6 +53,13 @@ def test_module_entry_point_plans_without_running(outputs, tmp_path):
     assert r.stdout.split() == ['inference', 'run', 'never', 'ran', 'elo', 'run', 'never', 'ran']
     assert sorted(os.listdir(outputs)) == ['.cache']
 
+def test_one_pipeline_per_run_folder(outputs):
+    (outputs/'demo').mkdir()
+    (outputs/'demo'/'.lock').write_text(str(os.getpid()))        # a live process holds the run
+    r = anima_run('--steps', 'data')
+    assert r.returncode == 2 and 'is in use by process' in r.stderr, r.stderr
+    assert sorted(os.listdir(outputs/'demo')) == ['.lock']
+
 def test_yaml_then_set_then_flags(tmp_path):
     cfg = tmp_path/'run.yaml'
     cfg.write_text('profile: anima33b\nrun_name: big\nmax_steps: 100\nlearning_rate: 2e-4\nrounds: 50\nbf16: true\n')
