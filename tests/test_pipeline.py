@@ -87,6 +87,13 @@ def test_resolved_parameters_fill_from_profile(outputs):
     assert (r['max_steps'], r['lora_r'], r['run_name']) == (10000, PROFILES['anima33b']['lora_r'], 'anima33b')
     assert sorted(os.listdir(outputs)) == ['.cache']          # planning creates nothing
 
+def test_profile_file_names_the_run(outputs, tmp_path):
+    prof = tmp_path/'small.yaml'; prof.write_text('base: demo\nmax_steps: 3\nmax_new_tokens: 16\n')
+    pre = prepare(gather_params(TYPES, profile=str(prof), sets=['max_new_tokens=8']))
+    assert pre['values']['run_name'] == 'small'
+    assert (pre['resolved']['train']['max_steps'], pre['resolved']['inference']['max_new_tokens']) == (3, 8)
+    assert pre['resolved']['train']['lora_r'] == PROFILES['demo']['lora_r']
+
 # --- the plan -------------------------------------------------------------------------------------------------------
 
 STEPS = list(CHAIN)
