@@ -17,13 +17,17 @@ def reference(*parts) -> Path:
     if not p.exists(): pytest.skip(f'reference file {p} is absent')
     return p
 
-@pytest.fixture
-def outputs(tmp_path, monkeypatch):
-    "A fresh outputs folder for one test (the demo model cache is shared to keep tests fast)."
-    out = tmp_path/'outputs'
-    out.mkdir()
+def make_outputs(out:Path) -> Path:
+    "An empty outputs folder at `out` that shares the demo model cache (built once, kept fast)."
+    out.mkdir(parents=True, exist_ok=True)
     cache = ROOT/'outputs'/'.cache'
     cache.mkdir(parents=True, exist_ok=True)
     (out/'.cache').symlink_to(cache, target_is_directory=True)
+    return out
+
+@pytest.fixture
+def outputs(tmp_path, monkeypatch):
+    "A fresh outputs folder for one test."
+    out = make_outputs(tmp_path/'outputs')
     monkeypatch.setenv('ANIMA_NB_OUTPUTS', str(out))
     return out

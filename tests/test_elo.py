@@ -1,5 +1,5 @@
 "The Elo step: the published reproduction, the upstream importer, the judge client under faults, kill-and-resume, and secrets."
-import ast, json, os, random, re, signal, subprocess, sys, time
+import ast, json, os, random, re, signal, subprocess, sys, time, uuid
 from pathlib import Path
 import pytest
 import papermill as pm
@@ -10,7 +10,7 @@ from anima_nb.judge import *
 from anima_nb.elo import *
 
 NB = ROOT/'nbs'/'05_elo.ipynb'
-MARKER = 'sk-test-MARKER-7f3c9a51e2d04b86'
+MARKER = 'marker-secret-' + uuid.uuid4().hex   # a fresh fake key each run, never a literal in the repo
 
 def nb_params(**kw) -> dict:
     "The notebook's parameters: its declared defaults, overridden by `kw`, resolved against the profile."

@@ -2,7 +2,7 @@
 import os, shutil, subprocess, sys
 from pathlib import Path
 import pytest
-from conftest import ROOT, reference
+from conftest import ROOT, reference, make_outputs
 from anima_nb.core import load_profile, read_jsonl, read_manifest, run_dir, write_json, sha256_file, read_json
 from anima_nb import merge as M, inference as I
 
@@ -13,9 +13,7 @@ FIELDS = {'question_id': int, 'category': str, 'model': str, 'prompt': str, 'ans
 @pytest.fixture(scope='module')
 def outdir(tmp_path_factory):
     "One outputs folder for the module: a demo training run and its nf4-roundtrip merge."
-    out = tmp_path_factory.mktemp('outputs')
-    cache = ROOT/'outputs'/'.cache'; cache.mkdir(parents=True, exist_ok=True)
-    (out/'.cache').symlink_to(cache, target_is_directory=True)
+    out = make_outputs(tmp_path_factory.mktemp('outputs'))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv('ANIMA_NB_OUTPUTS', str(out))
         mp.setattr(M, 'FIDELITY_QUESTIONS', 1)

@@ -2,7 +2,7 @@
 import os, subprocess, sys
 from pathlib import Path
 import pytest, torch
-from conftest import ROOT
+from conftest import ROOT, make_outputs
 from anima_nb.core import load_profile, read_manifest, read_json, run_dir
 from anima_nb import merge as M
 
@@ -11,9 +11,7 @@ RUN = 'mergetest'
 @pytest.fixture(scope='module')
 def outdir(tmp_path_factory):
     "One outputs folder for the module, holding a demo training run (adapter with non-zero LoRA B)."
-    out = tmp_path_factory.mktemp('outputs')
-    cache = ROOT/'outputs'/'.cache'; cache.mkdir(parents=True, exist_ok=True)
-    (out/'.cache').symlink_to(cache, target_is_directory=True)
+    out = make_outputs(tmp_path_factory.mktemp('outputs'))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv('ANIMA_NB_OUTPUTS', str(out))
         mp.setattr(M, 'FIDELITY_QUESTIONS', 2)          # fewer probe prompts in-process; papermill runs the full check
