@@ -4,16 +4,19 @@
 
 # %% ../nbs/01_data.ipynb #5141fa4d
 from __future__ import annotations
-import json, csv, io, time
+import os, json, csv, io, time, hashlib, urllib.request
 from pathlib import Path
 from collections import Counter
 import numpy as np
 from .core import *
+from .models import load_tokenizer
 
 # %% auto #0
-__all__ = ['ALPACA_PROMPT_DICT', 'FORMATS', 'READERS', 'QUANTILES', 'COVERAGE_AT', 'alpaca_prompt', 'check_format', 'to_pair',
-           'read_rows', 'load_pairs', 'token_lengths', 'pair_lengths', 'length_table', 'coverage', 'profile_pairs',
-           'plot_lengths', 'run_data']
+__all__ = ['ALPACA_PROMPT_DICT', 'FORMATS', 'READERS', 'QUANTILES', 'COVERAGE_AT', 'ANIMA_FILES', 'QUESTION_SCHEMA',
+           'ANSWER_SCHEMA', 'TEMPLATE_MODES', 'PROFILE_SCHEMA', 'alpaca_prompt', 'check_format', 'to_pair', 'read_rows',
+           'load_pairs', 'token_lengths', 'pair_lengths', 'length_table', 'coverage', 'profile_pairs', 'plot_lengths',
+           'check_sha256', 'fetch_anima_file', 'questions_path', 'load_questions', 'answers_path', 'read_answers',
+           'run_data', 'write_profile', 'read_profile']
 
 # %% ../nbs/01_data.ipynb #4001dfff
 ALPACA_PROMPT_DICT = {
@@ -214,30 +217,106 @@ def plot_lengths(L:dict, source_max_len:int, target_max_len:int, path=None):
     if path: fig.savefig(path, dpi=110)
     return fig
 
-# %% ../nbs/01_data.ipynb #2f9e033f
-def run_data(P:dict) -> dict:
-    "The data step: load, check, profile and plot `P['dataset']`; write `profile.json` and the manifest."
-    from transformers import AutoTokenizer
-    out = run_dir(P['run_name'], 'data')
-    src = resolve_path(P['dataset'])
-    m = Manifest(out, 'data', P, inputs=[src] if src.exists() else [])
+# %% ../nbs/01_data.ipynb #855f6842
+ANIMA_FILES = {   # name -> (url, sha256)
+    'translated_vicuna_eval_set.json': (
+        'https://raw.githubusercontent.com/lyogavin/Anima/main/data/translated_vicuna_eval_set.json',
+        'e4c2a7f5d824822feb4642d76f6a9e85c2dfa6c24ba8c7c2e7ae4ffcbf240a91'),
+}
+
+def check_sha256(path, expected:str) -> Path:
+    "`path`, after checking that its sha256 is `expected`."
+    got = sha256_file(path)
+    if got != expected: raise ValueError(f"{path}: sha256 {got} does not match the expected {expected}; the file is not the published one")
+    return Path(path)
+
+def fetch_anima_file(name:str, timeout:float=30) -> Path:
+    "A checked local copy of an Anima repository file: cached in `outputs/.cache/anima/`, downloaded when missing."
+    if name not in ANIMA_FILES: raise ValueError(f"Unknown Anima file {name!r}: known are {sorted(ANIMA_FILES)}")
+    url, sha = ANIMA_FILES[name]
+    dest = outputs_dir()/'.cache'/'anima'/name
+    if dest.exists(): return check_sha256(dest, sha)
+    if os.environ.get('HF_HUB_OFFLINE') == '1':
+        raise FileNotFoundError(f"{name} is not cached in {dest.parent} and downloads are off (HF_HUB_OFFLINE=1): copy it there, "
+                                f"or pass a local path, or questions='pkg:sample_questions.json'")
     try:
+        with urllib.request.urlopen(url, timeout=timeout) as r: data = r.read()
+    except OSError as e:
+        raise FileNotFoundError(f"Could not download {url} ({e}): pass a local copy as `questions`") from None
+    if hashlib.sha256(data).hexdigest() != sha: raise ValueError(f"{url}: sha256 does not match the expected {sha}")
+    return atomic_write_bytes(dest, data)
+
+def questions_path(spec:str) -> Path:
+    "Where the question file `spec` is: `anima:NAME` is fetched and checked, others via `resolve_path`."
+    return fetch_anima_file(spec[6:]) if str(spec).startswith('anima:') else resolve_path(spec)
+
+QUESTION_SCHEMA = {'question_id': (int, str), 'category': str, 'question': str}
+
+def load_questions(spec:str) -> list:
+    "The questions of `spec` as `{question_id, category, question}`; ids must be unique."
+    path = questions_path(spec)
+    rows = read_json(path) if path.suffix == '.json' else read_jsonl(path)
+    out = []
+    for i, r in enumerate(rows):
+        where = f"{path}, row {i}"
+        if not isinstance(r, dict): raise ValueError(f"{where}: expected an object, got {type(r).__name__}")
+        q = dict(question_id=r.get('question_id'), category=r.get('category') or 'generic',
+                 question=r.get('translation') or r.get('question') or r.get('text'))
+        if q['question_id'] is None or not q['question']: raise ValueError(f"{where}: needs question_id and translation or text")
+        out.append(check_row(q, QUESTION_SCHEMA, where))
+    ids = [q['question_id'] for q in out]
+    if len(set(ids)) != len(ids): raise ValueError(f"{path}: duplicate question_id values")
+    return out
+
+# %% ../nbs/01_data.ipynb #a7c40002
+ANSWER_SCHEMA = {'question_id': (int, str), 'category': str, 'model': str, 'prompt': str, 'answer': str,
+                 'settings': dict, 'prompt_tokens': int, 'answer_tokens': int, 'stop': str, 'seconds': float,
+                 'batch_size': int}
+
+def answers_path(run_name:str) -> Path:
+    "Where inference writes the answers of run `run_name`."
+    return run_dir(run_name, 'inference', create=False)/'answers.jsonl'
+
+def read_answers(path, tolerate_torn_tail=False) -> list:
+    "The rows of an answer file written by inference, each checked against `ANSWER_SCHEMA`."
+    rows = read_jsonl(path, tolerate_torn_tail)
+    return [check_row(r, ANSWER_SCHEMA, f'{path}, answer {i}') for i, r in enumerate(rows, 1)]
+
+# %% ../nbs/01_data.ipynb #2f9e033f
+TEMPLATE_MODES = ('per_row', 'always_input')
+
+def run_data(params:dict) -> dict:
+    "The data step: load, check, profile and plot `params['dataset']`; write `profile.json` and the manifest."
+    if params['template_mode'] not in TEMPLATE_MODES:
+        raise ValueError(f"template_mode must be one of {TEMPLATE_MODES}, got {params['template_mode']!r}")
+    src = resolve_path(params['dataset'])
+    with step(params, 'data', inputs=[src] if src.exists() else []) as (out, manifest):
         t0 = time.time()
-        tok = AutoTokenizer.from_pretrained(resolve_model(P['model_name_or_path']))
-        always = P['template_mode'] == 'always_input'
-        if P['template_mode'] not in ('per_row', 'always_input'): raise ValueError(f"template_mode must be 'per_row' or 'always_input', got {P['template_mode']!r}")
-        pairs, counts = load_pairs(P['dataset'], P['dataset_format'], always_input=always)
-        prof, L = profile_pairs(pairs, tok, P['source_max_len'], P['target_max_len'])
-        other = P['dataset_format'] in ('alpaca', 'alpaca-clean')
-        alt = profile_pairs(load_pairs(P['dataset'], P['dataset_format'], always_input=not always)[0], tok,
-                            P['source_max_len'], P['target_max_len'])[0] if other else None
-        result = dict(dataset=P['dataset'], dataset_format=P['dataset_format'], tokenizer=P['model_name_or_path'],
-                      template_mode=P['template_mode'], counts=counts, **prof,
-                      other_template=({'template_mode': 'per_row' if always else 'always_input', **alt} if alt else None),
-                      seconds=round(time.time() - t0, 2))
-        write_json(out/'profile.json', result)
-        plot_lengths(L, P['source_max_len'], P['target_max_len'], out/'lengths.png')
-        m.add_output(out/'profile.json').add_output(out/'lengths.png')
-        m.finish(**counts, source_q98=result['quantiles']['source']['q0.98'], target_q98=result['quantiles']['target']['q0.98'])
-        return result
-    except BaseException as e: m.fail(e); raise
+        tok = load_tokenizer(params['model_name_or_path'])
+        always = params['template_mode'] == 'always_input'
+        pairs, counts = load_pairs(params['dataset'], params['dataset_format'], always_input=always)
+        prof, lengths = profile_pairs(pairs, tok, params['source_max_len'], params['target_max_len'])
+        alt = None
+        if params['dataset_format'] in ('alpaca', 'alpaca-clean'):
+            other = load_pairs(params['dataset'], params['dataset_format'], always_input=not always)[0]
+            alt = {'template_mode': 'per_row' if always else 'always_input',
+                   **profile_pairs(other, tok, params['source_max_len'], params['target_max_len'])[0]}
+        result = dict(dataset=params['dataset'], dataset_format=params['dataset_format'],
+                      tokenizer=params['model_name_or_path'], template_mode=params['template_mode'], counts=counts,
+                      **prof, other_template=alt, seconds=round(time.time() - t0, 2))
+        write_profile(out, result)
+        plot_lengths(lengths, params['source_max_len'], params['target_max_len'], out/'lengths.png')
+        manifest.add_output(out/'profile.json', out/'lengths.png').record(
+            **counts, source_q98=result['quantiles']['source']['q0.98'], target_q98=result['quantiles']['target']['q0.98'])
+    return result
+
+PROFILE_SCHEMA = {'dataset': str, 'counts': dict, 'quantiles': dict, 'coverage': dict, 'configured': dict}
+
+def write_profile(out, result:dict) -> Path:
+    "Write the length profile into the step folder `out`, after checking its shape."
+    return write_json(Path(out)/'profile.json', check_row(result, PROFILE_SCHEMA, str(Path(out)/'profile.json')))
+
+def read_profile(run_name:str) -> dict|None:
+    "The length profile of `run_name`'s data step, checked; None when the step has not written one."
+    p = run_dir(run_name, 'data', create=False)/'profile.json'
+    return check_row(read_json(p), PROFILE_SCHEMA, str(p)) if p.exists() else None

@@ -9,16 +9,18 @@ from pathlib import Path
 from collections import Counter, defaultdict
 import numpy as np
 from .core import *
+from .data import load_questions, answers_path
 from .judge import *
 
 # %% auto #0
-__all__ = ['BATTLE_COLUMNS', 'load_published', 'load_verdicts', 'verdict', 'outcome', 'battle_row', 'verdicts_to_battles',
-           'expected_score', 'elo_update', 'online_elo', 'reproduce_published', 'notebook_stdout',
-           'read_upstream_notebook', 'upstream_draw', 'upstream_draws', 'load_questions', 'answer_files',
+__all__ = ['BATTLE_SCHEMA', 'RATINGS_SCHEMA', 'load_published', 'load_verdicts', 'verdict', 'outcome', 'battle_row',
+           'verdicts_to_battles', 'expected_score', 'elo_update', 'online_elo', 'reproduce_published',
+           'notebook_stdout', 'read_upstream_notebook', 'upstream_draw', 'upstream_draws', 'answer_files',
            'load_answers', 'answer_sources', 'playable', 'judge_draws', 'upstream_tournament', 'balanced_draws',
            'combine_orders', 'balanced_tournament', 'games_array', 'bt_fit', 'bradley_terry', 'permuted_elo',
            'first_slot_stats', 'pair_matrices', 'plot_matrix', 'plot_ratings', 'make_judge', 'play', 'replay_recorded',
-           'ratings_report', 'run_elo']
+           'ratings_report', 'write_battles', 'read_battles', 'write_ratings', 'read_ratings', 'battles_table',
+           'full_report', 'elo_figures', 'run_elo']
 
 # %% ../nbs/05_elo.ipynb #fb48294b
 def load_published(path='pkg:anima_elo_published.json') -> dict:
@@ -30,7 +32,8 @@ def load_verdicts(path='pkg:anima_elo_verdicts.jsonl') -> list:
     return read_jsonl(resolve_path(path))
 
 # %% ../nbs/05_elo.ipynb #39bf8eee
-BATTLE_COLUMNS = ('round', 'question_id', 'category', 'model_a', 'model_b', 'score_a', 'score_b', 'verdict', 'judge', 'prompt_hash')
+BATTLE_SCHEMA = {'round': int, 'question_id': (int, str), 'category': str, 'model_a': str, 'model_b': str,
+                 'score_a': float, 'score_b': float, 'verdict': str, 'judge': str, 'prompt_hash': str}
 
 def verdict(score_a:float, score_b:float) -> str:
     "Who won a judged pair: `model_a`, `model_b` or `tie`."
@@ -137,15 +140,6 @@ def upstream_draws(seed:int, n_questions:int, n_models:int):
     while True: yield upstream_draw(rng, n_questions, n_models)
 
 # %% ../nbs/05_elo.ipynb #7bbb5954
-def load_questions(spec) -> list:
-    "Questions as `{question_id, category, question}`: the translation when there is one, else the text."
-    if str(spec).startswith('anima:'):
-        from anima_nb.inference import questions_path     # the checked copy of an Anima repository file
-        path = questions_path(spec)
-    else: path = resolve_path(spec)
-    rows = read_json(path) if str(path).endswith('.json') else read_jsonl(path)
-    return [dict(question_id=r['question_id'], category=r.get('category', 'generic'), question=r.get('translation') or r['text']) for r in rows]
-
 def answer_files(spec) -> list:
     "Files named by `spec`: comma-separated .jsonl files or folders (every *.jsonl under a folder)."
     out = []
@@ -165,10 +159,10 @@ def load_answers(spec) -> dict:
             ans[(r['question_id'], r.get('model') or f.stem)] = text
     return ans
 
-def answer_sources(P:dict) -> list:
-    "Answer files to play: those named by `P['answers']`, plus this run's own `inference/answers.jsonl` when it exists."
-    files = answer_files(P['answers'])
-    own = run_dir(P['run_name'], 'inference', create=False)/'answers.jsonl'
+def answer_sources(params:dict) -> list:
+    "Answer files to play: those named by `params['answers']`, plus this run's own `inference/answers.jsonl` when it exists."
+    files = answer_files(params['answers'])
+    own = answers_path(params['run_name'])
     return files + ([own] if own.exists() and own.resolve() not in [f.resolve() for f in files] else [])
 
 def playable(questions:list, answers:dict) -> tuple:
@@ -335,33 +329,33 @@ def plot_ratings(tables:dict, path=None, title='Ratings with 95% intervals'):
     return fig
 
 # %% ../nbs/05_elo.ipynb #d161605e
-def make_judge(P:dict, cache_path) -> BaseJudge:
+def make_judge(params:dict, cache_path) -> BaseJudge:
     "The judge the parameters ask for: the live client with its cache, or a replay of a cache file."
-    kw = dict(model=P['judge_model'], temperature=P['judge_temperature'], max_tokens=P['judge_max_tokens'])
-    if P['judge'] == 'openai':
-        return OpenAIJudge(base_url=P['judge_base_url'], cache=cache_path, timeout=P['judge_timeout'], seed=P['seed'], **kw)
-    if P['judge'] == 'replay': return ReplayJudge(P['replay_file'] or cache_path, **kw)
-    raise ValueError(f"judge must be 'replay' or 'openai', got {P['judge']!r}")
+    kw = dict(model=params['judge_model'], temperature=params['judge_temperature'], max_tokens=params['judge_max_tokens'])
+    if params['judge'] == 'openai':
+        return OpenAIJudge(base_url=params['judge_base_url'], cache=cache_path, timeout=params['judge_timeout'], seed=params['seed'], **kw)
+    if params['judge'] == 'replay': return ReplayJudge(params['replay_file'] or cache_path, **kw)
+    raise ValueError(f"judge must be 'replay' or 'openai', got {params['judge']!r}")
 
-def play(P:dict, out:Path) -> dict:
-    "Play a tournament between the answer sets of `P['answers']` with the configured judge."
-    answers = load_answers(answer_sources(P))
-    models, qs = playable(load_questions(P['questions']), answers)
+def play(params:dict, out:Path) -> dict:
+    "Play a tournament between the answer sets of `params['answers']` with the configured judge."
+    answers = load_answers(answer_sources(params))
+    models, qs = playable(load_questions(params['questions']), answers)
     if len(models) < 2 or not qs: raise ValueError(f"answers: need two or more models with answers to common questions; got models {models}, {len(qs)} questions")
-    judge, parser = make_judge(P, out/'judge_cache.jsonl'), SCORE_PARSERS[P['score_parser']]
-    if P['schedule'] == 'upstream':
-        t = upstream_tournament(qs, answers, models, judge, parser, P['rounds'], P['seed'], P['concurrency'])
-    elif P['schedule'] == 'balanced':
-        t = balanced_tournament(qs, answers, models, judge, parser, P['rounds'] or 0, P['seed'], P['both_orders'], P['concurrency'])
-    else: raise ValueError(f"schedule must be 'upstream' or 'balanced', got {P['schedule']!r}")
+    judge, parser = make_judge(params, out/'judge_cache.jsonl'), SCORE_PARSERS[params['score_parser']]
+    if params['schedule'] == 'upstream':
+        t = upstream_tournament(qs, answers, models, judge, parser, params['rounds'], params['seed'], params['concurrency'])
+    elif params['schedule'] == 'balanced':
+        t = balanced_tournament(qs, answers, models, judge, parser, params['rounds'] or 0, params['seed'], params['both_orders'], params['concurrency'])
+    else: raise ValueError(f"schedule must be 'upstream' or 'balanced', got {params['schedule']!r}")
     reviews = [r['content'] for r in judge.cache.rows.values()]
     failures = {n: sum(f(r) == [-1, -1] for r in reviews) for n, f in SCORE_PARSERS.items()}
     return dict(models=models, battles=t['battles'], skipped=t['skipped'], judge=judge.summary(),
                 parse_failures=dict(reviews=len(reviews), **failures), start=None)
 
-def replay_recorded(P:dict) -> dict:
+def replay_recorded(params:dict) -> dict:
     "The published tournament's recorded verdicts (or another file of them), with the recorded start state."
-    pub, path = load_published(), P['replay_file'] or 'pkg:anima_elo_verdicts.jsonl'
+    pub, path = load_published(), params['replay_file'] or 'pkg:anima_elo_verdicts.jsonl'
     verdicts = load_verdicts(path)
     skipped = read_jsonl(resolve_path('pkg:anima_elo_skipped.jsonl'))
     n = len(verdicts) + len(skipped)
@@ -369,51 +363,88 @@ def replay_recorded(P:dict) -> dict:
                 start=pub['rating_before_first_recorded_round'], published=pub['published_table'],
                 parse_failures=dict(draws=n, fastchat=len(skipped), better=sum(s['score_1'] is None for s in skipped)))
 
-def ratings_report(t:dict, P:dict) -> dict:
+def ratings_report(t:dict, params:dict) -> dict:
     "Online Elo, Bradley–Terry with intervals, permutation-averaged Elo and position statistics of a battles table."
     models, battles = t['models'], t['battles']
-    scored = combine_orders(battles) if P['both_orders'] else battles
-    kw = dict(init=P['init_rating'], k=P['k_factor'])
+    scored = combine_orders(battles) if params['both_orders'] else battles
+    kw = dict(init=params['init_rating'], k=params['k_factor'])
     rep = dict(online_elo=online_elo(scored, models, start=t.get('start'), **kw),
-               bradley_terry=bradley_terry(scored, models, P['bootstrap_rounds'], P['seed'], init=P['init_rating']),
-               permuted_elo=permuted_elo(scored, models, P['permutations'], P['seed'], **kw),
+               bradley_terry=bradley_terry(scored, models, params['bootstrap_rounds'], params['seed'], init=params['init_rating']),
+               permuted_elo=permuted_elo(scored, models, params['permutations'], params['seed'], **kw),
                first_slot=first_slot_stats(battles, models), parse_failures=t['parse_failures'],
                battles=len(battles), scored_battles=len(scored))
     if t.get('published'): rep['published'] = t['published']
     return rep
 
+# %% ../nbs/05_elo.ipynb #a7c50002
+RATINGS_SCHEMA = {'online_elo': dict, 'bradley_terry': dict, 'permuted_elo': dict, 'first_slot': dict,
+                  'parse_failures': dict, 'battles': int, 'scored_battles': int}
+
+def write_battles(out, battles:list) -> Path:
+    "Write the battles table into the step folder `out`, every row checked."
+    p = Path(out)/'battles.jsonl'
+    return write_jsonl(p, [check_row(b, BATTLE_SCHEMA, f'{p}, battle {i}') for i, b in enumerate(battles, 1)])
+
+def read_battles(run_name:str) -> list:
+    "The battles table of `run_name`'s Elo step, every row checked."
+    p = run_dir(run_name, 'elo', create=False)/'battles.jsonl'
+    return [check_row(b, BATTLE_SCHEMA, f'{p}, battle {i}') for i, b in enumerate(read_jsonl(p), 1)]
+
+def write_ratings(out, rep:dict) -> Path:
+    "Write the ratings report into the step folder `out`, after checking its shape."
+    return write_json(Path(out)/'ratings.json', check_row(rep, RATINGS_SCHEMA, str(Path(out)/'ratings.json')))
+
+def read_ratings(run_name:str) -> dict|None:
+    "The ratings report of `run_name`'s Elo step, checked; None when the step has not written one."
+    p = run_dir(run_name, 'elo', create=False)/'ratings.json'
+    return check_row(read_json(p), RATINGS_SCHEMA, str(p)) if p.exists() else None
+
 # %% ../nbs/05_elo.ipynb #94a10ace
-def run_elo(P:dict) -> dict:
+def battles_table(params:dict, out:Path) -> dict:
+    "The battles of `params`: a tournament played with the judge on the given answer sets, or the recorded verdicts."
+    if params['judge'] == 'openai' and not params['answers']:
+        raise ValueError("judge='openai' needs answers: answer files or folders to judge this run's answers against")
+    return play(params, out) if params['answers'] else replay_recorded(params)
+
+def full_report(t:dict, params:dict) -> dict:
+    "The ratings report of a tournament `t`, with the recorded math verdicts added when it is the published one."
+    rep = ratings_report(t, params)
+    if t.get('published'):
+        rec = [battle_row(s['question_id'], s['category'], s['first_model'], s['second_model'], s['score_1'],
+                          s['score_2'], judge='gpt-4 (recorded, better parser)')
+               for s in t['skipped'] if s['score_1'] is not None]
+        rep['bradley_terry_with_math'] = bradley_terry(t['battles'] + rec, t['models'], params['bootstrap_rounds'],
+                                                       params['seed'], init=params['init_rating'])
+    if 'judge' in t: rep['judge'] = t['judge']
+    return rep
+
+def elo_figures(t:dict, rep:dict, params:dict, out:Path) -> dict:
+    "The win-rate and battle-count heatmaps and the ratings plot, saved in `out`."
+    import matplotlib.pyplot as plt
+    wins, counts = pair_matrices(combine_orders(t['battles']) if params['both_orders'] else t['battles'], t['models'])
+    with np.errstate(invalid='ignore'): rate = wins / counts
+    online = {m: {'rating': v} for m, v in rep['online_elo'].items()}
+    figs = {'win_rate.png': plot_matrix(rate, t['models'], 'win rate (row vs column)', out/'win_rate.png'),
+            'battle_counts.png': plot_matrix(counts, t['models'], 'battles', out/'battle_counts.png', fmt='{:d}'),
+            'ratings.png': plot_ratings({'Bradley–Terry (bootstrap 95%)': rep['bradley_terry'],
+                                         f"Elo over {params['permutations']} orderings (95% range)": rep['permuted_elo'],
+                                         'online Elo, as played': online}, out/'ratings.png')}
+    for f in figs.values(): plt.close(f)               # shown below, on demand, not as a side effect
+    return figs
+
+def run_elo(params:dict) -> dict:
     "The Elo step: get the battles, rate them, draw the plots; write the battles, ratings and manifest."
-    out = run_dir(P['run_name'], 'elo')
-    m = Manifest(out, 'elo', P)
-    try:
+    recorded = resolve_path(params['replay_file'] or 'pkg:anima_elo_verdicts.jsonl')
+    with step(params, 'elo', inputs=answer_sources(params) if params['answers'] else [recorded]) as (out, manifest):
         t0 = time.time()
-        if P['judge'] == 'openai' and not P['answers']:
-            raise ValueError("judge='openai' needs answers: answer files or folders to judge this run's answers against")
-        for f in (answer_sources(P) if P['answers'] else [resolve_path(P['replay_file'] or 'pkg:anima_elo_verdicts.jsonl')]): m.add_input(f)
-        t = play(P, out) if P['answers'] else replay_recorded(P)
-        write_jsonl(out/'battles.jsonl', t['battles'])
-        rep = ratings_report(t, P)
-        if t.get('published'):
-            rec = [dict(battle_row(s['question_id'], s['category'], s['first_model'], s['second_model'], s['score_1'], s['score_2'], judge='gpt-4 (recorded, better parser)'))
-                   for s in t['skipped'] if s['score_1'] is not None]
-            rep['bradley_terry_with_math'] = bradley_terry(t['battles'] + rec, t['models'], P['bootstrap_rounds'], P['seed'], init=P['init_rating'])
-        if 'judge' in t: rep['judge'] = t['judge']
+        t = battles_table(params, out)
+        rep = full_report(t, params)
         rep['seconds'] = round(time.time() - t0, 2)
-        write_json(out/'ratings.json', rep)
-        wins, counts = pair_matrices(combine_orders(t['battles']) if P['both_orders'] else t['battles'], t['models'])
-        with np.errstate(invalid='ignore'): rate = wins / counts
-        import matplotlib.pyplot as plt
-        figs = {'win_rate.png': plot_matrix(rate, t['models'], 'win rate (row vs column)', out/'win_rate.png'),
-                'battle_counts.png': plot_matrix(counts, t['models'], 'battles', out/'battle_counts.png', fmt='{:d}'),
-                'ratings.png': plot_ratings({'Bradley–Terry (bootstrap 95%)': rep['bradley_terry'],
-                                             f"Elo over {P['permutations']} orderings (95% range)": rep['permuted_elo'],
-                                             'online Elo, as played': {m: {'rating': v} for m, v in rep['online_elo'].items()}}, out/'ratings.png')}
-        for f in figs.values(): plt.close(f)               # shown below, on demand, not as a side effect
-        for f in ('battles.jsonl', 'ratings.json', *figs) + (('judge_cache.jsonl',) if (out/'judge_cache.jsonl').exists() else ()): m.add_output(out/f)
-        m.finish(battles=len(t['battles']), online_elo={k: round(v, 2) for k, v in rep['online_elo'].items()},
-                 first_slot_win_rate=rep['first_slot']['first_slot_win_rate'], parse_failures=t['parse_failures'])
-        return dict(report=rep, figures=figs, out=out)
-    except Exception as e:
-        m.fail(e); raise
+        write_battles(out, t['battles'])
+        write_ratings(out, rep)
+        figs = elo_figures(t, rep, params, out)
+        cache = ('judge_cache.jsonl',) if (out/'judge_cache.jsonl').exists() else ()
+        manifest.add_output(*(out/f for f in ('battles.jsonl', 'ratings.json', *figs, *cache))).record(
+            battles=len(t['battles']), online_elo={k: round(v, 2) for k, v in rep['online_elo'].items()},
+            first_slot_win_rate=rep['first_slot']['first_slot_win_rate'], parse_failures=t['parse_failures'])
+    return dict(report=rep, figures=figs, out=out)

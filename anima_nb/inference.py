@@ -4,14 +4,14 @@
 
 # %% ../nbs/04_inference.ipynb #b5d8202c
 from __future__ import annotations
-import os, time, hashlib, urllib.request
+import os, time
 from pathlib import Path
 from .core import *
-from .data import alpaca_prompt
+from .data import alpaca_prompt, load_questions, questions_path, read_answers, answers_path, ANSWER_SCHEMA
+from .models import train_record, merged_record, load_adapter_model, load_tokenizer
 
 # %% auto #0
-__all__ = ['EVAL_SUFFIX', 'RESPONSE_MARK', 'ANIMA_FILES', 'ANSWER_FIELDS', 'eval_prompt', 'extract_answer', 'check_sha256',
-           'fetch_anima_file', 'questions_path', 'load_questions', 'load_model', 'gen_settings', 'gen_kwargs',
+__all__ = ['EVAL_SUFFIX', 'RESPONSE_MARK', 'eval_prompt', 'extract_answer', 'load_model', 'gen_settings', 'gen_kwargs',
            'generate_batch', 'chat', 'answer_questions', 'infer']
 
 # %% ../nbs/04_inference.ipynb #8668719c
@@ -28,72 +28,24 @@ def extract_answer(text:str) -> str:
     if i < 0: raise ValueError(f"No {RESPONSE_MARK!r} in the generated text: {text[:80]!r}...")
     return text[i + len(RESPONSE_MARK):]
 
-# %% ../nbs/04_inference.ipynb #855f6842
-ANIMA_FILES = {   # name -> (url, sha256)
-    'translated_vicuna_eval_set.json': (
-        'https://raw.githubusercontent.com/lyogavin/Anima/main/data/translated_vicuna_eval_set.json',
-        'e4c2a7f5d824822feb4642d76f6a9e85c2dfa6c24ba8c7c2e7ae4ffcbf240a91'),
-}
-
-def check_sha256(path, expected:str) -> Path:
-    "`path`, after checking that its sha256 is `expected`."
-    got = sha256_file(path)
-    if got != expected: raise ValueError(f"{path}: sha256 {got} does not match the expected {expected}; the file is not the published one")
-    return Path(path)
-
-def fetch_anima_file(name:str, timeout:float=30) -> Path:
-    "A checked local copy of an Anima repository file: cached in `outputs/.cache/anima/`, downloaded when missing."
-    if name not in ANIMA_FILES: raise ValueError(f"Unknown Anima file {name!r}: known are {sorted(ANIMA_FILES)}")
-    url, sha = ANIMA_FILES[name]
-    dest = outputs_dir()/'.cache'/'anima'/name
-    if dest.exists(): return check_sha256(dest, sha)
-    if os.environ.get('HF_HUB_OFFLINE') == '1':
-        raise FileNotFoundError(f"{name} is not cached in {dest.parent} and downloads are off (HF_HUB_OFFLINE=1): copy it there, "
-                                f"or pass a local path, or questions='pkg:sample_questions.json'")
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r: data = r.read()
-    except OSError as e:
-        raise FileNotFoundError(f"Could not download {url} ({e}): pass a local copy as `questions`") from None
-    if hashlib.sha256(data).hexdigest() != sha: raise ValueError(f"{url}: sha256 does not match the expected {sha}")
-    return atomic_write_bytes(dest, data)
-
-def questions_path(spec:str) -> Path:
-    "Where the question file `spec` is: `anima:NAME` is fetched and checked, others via `resolve_path`."
-    return fetch_anima_file(spec[6:]) if str(spec).startswith('anima:') else resolve_path(spec)
-
-def load_questions(spec:str) -> list:
-    "The questions of `spec`, each with `question_id`, `category` and `translation`; ids must be unique."
-    path = questions_path(spec)
-    rows = read_json(path)
-    for i, q in enumerate(rows):
-        miss = [k for k in ('question_id', 'category', 'translation') if not q.get(k) and q.get(k) != 0]
-        if miss: raise ValueError(f"{path}, row {i}: missing {miss}")
-    ids = [q['question_id'] for q in rows]
-    if len(set(ids)) != len(ids): raise ValueError(f"{path}: duplicate question_id values")
-    return rows
-
 # %% ../nbs/04_inference.ipynb #9204f869
 def load_model(run_name:str, model_source:str='merged'):
     "`(model, tokenizer)` of a run: its merged model, or its 4-bit base + adapter; the tokenizer pads on the left."
-    from anima_nb.merge import train_record, load_adapter_model
-    from anima_nb.train import load_tokenizer
     if model_source == 'adapter': return load_adapter_model(train_record(run_name))
     if model_source != 'merged': raise ValueError(f"model_source must be 'merged' or 'adapter', got {model_source!r}")
-    d = run_dir(run_name, 'merge', create=False)
-    m = read_manifest(d)
-    if m is None or m.get('status') != 'complete':
-        raise FileNotFoundError(f"No complete merge in {d}: run 03_merge first (or use model_source='adapter').")
+    rec = merged_record(run_name)
     import torch
     from transformers import AutoModelForCausalLM
     gpu = dict(device_map='auto') if torch.cuda.is_available() else {}
-    model = AutoModelForCausalLM.from_pretrained(d/'model', dtype=getattr(torch, m['summary']['merge_dtype']), **gpu).eval()
-    return model, load_tokenizer(str(d/'model'), padding_side='left')
+    dtype = getattr(torch, rec['summary']['merge_dtype'])
+    model = AutoModelForCausalLM.from_pretrained(rec['model_dir'], dtype=dtype, **gpu).eval()
+    return model, load_tokenizer(rec['model_dir'], padding_side='left')
 
 # %% ../nbs/04_inference.ipynb #1a426f24
-def gen_settings(P:dict) -> dict:
-    "The generation settings of `P` that shape an answer (recorded with each answer)."
-    s = dict(max_new_tokens=P['max_new_tokens'], do_sample=P['do_sample'], repetition_penalty=P['repetition_penalty'])
-    if P['do_sample']: s.update(temperature=P['temperature'], top_p=P['top_p'], seed=P['seed'])
+def gen_settings(params:dict) -> dict:
+    "The generation settings of `params` that shape an answer (recorded with each answer)."
+    s = dict(max_new_tokens=params['max_new_tokens'], do_sample=params['do_sample'], repetition_penalty=params['repetition_penalty'])
+    if params['do_sample']: s.update(temperature=params['temperature'], top_p=params['top_p'], seed=params['seed'])
     return s
 
 def gen_kwargs(settings:dict, tok) -> dict:
@@ -134,47 +86,44 @@ def chat(model, tok, question:str, settings:dict, streamer=None) -> str:
     return extract_answer(tok.decode(out[0], skip_special_tokens=True))
 
 # %% ../nbs/04_inference.ipynb #d5887018
-ANSWER_FIELDS = ('question_id', 'category', 'model', 'prompt', 'answer', 'settings', 'prompt_tokens', 'answer_tokens',
-                 'stop', 'seconds', 'batch_size')
-
 def answer_questions(model, tok, questions:list, settings:dict, path, model_name:str, batch_size:int=8) -> list:
     "Answer `questions` in batches into the JSON-lines file `path` (resumable); the rows, in question order."
     path = Path(path)
-    done = {r['question_id']: r for r in (read_jsonl(path, tolerate_torn_tail=True) if path.exists() else [])
+    done = {r['question_id']: r for r in (read_answers(path, tolerate_torn_tail=True) if path.exists() else [])
             if r.get('model') == model_name and r.get('settings') == settings}
     if path.exists(): write_jsonl(path, list(done.values()))           # drop rows of other settings and a torn tail
-    todo = sorted((q for q in questions if q['question_id'] not in done), key=lambda q: -len(tok(eval_prompt(q['translation'])).input_ids))
+    todo = sorted((q for q in questions if q['question_id'] not in done), key=lambda q: -len(tok(eval_prompt(q['question'])).input_ids))
     for i in range(0, len(todo), batch_size):
         batch = todo[i:i + batch_size]
         t0 = time.perf_counter()
-        res = generate_batch(model, tok, [eval_prompt(q['translation']) for q in batch], settings)
+        res = generate_batch(model, tok, [eval_prompt(q['question']) for q in batch], settings)
         secs = (time.perf_counter() - t0) / len(batch)
         for q, r in zip(batch, res):
-            row = dict(question_id=q['question_id'], category=q['category'], model=model_name, prompt=eval_prompt(q['translation']),
+            row = dict(question_id=q['question_id'], category=q['category'], model=model_name, prompt=eval_prompt(q['question']),
                        answer=r['answer'], settings=settings, prompt_tokens=r['prompt_tokens'], answer_tokens=r['answer_tokens'],
                        stop=r['stop'], seconds=round(secs, 4), batch_size=len(batch))
-            done[q['question_id']] = row; append_jsonl(path, row)
+            done[q['question_id']] = check_row(row, ANSWER_SCHEMA, f'{path}, answer to {q["question_id"]}')
+            append_jsonl(path, row)
     rows = [done[q['question_id']] for q in questions]
     write_jsonl(path, rows)
     return rows
 
 # %% ../nbs/04_inference.ipynb #ed3a45d7
-def infer(P:dict, model=None, tok=None) -> list:
-    "The inference step: answer `P['questions']` with the run's model (or the one given) into `inference/answers.jsonl`."
-    qpath = questions_path(P['questions'])
-    d = run_dir(P['run_name'], 'inference')
-    old = read_manifest(d)
-    if old is None or old['status'] == 'complete' or old['params'] != P:       # resume only an interrupted identical run
-        (d/'answers.jsonl').unlink(missing_ok=True)
-    m = Manifest(d, 'inference', P, inputs=[qpath])
-    try:
-        questions = load_questions(P['questions'])
-        if model is None: model, tok = load_model(P['run_name'], P['model_source'])
+def infer(params:dict, model=None, tok=None) -> list:
+    "The inference step: answer the questions with the run's model (or the one given) into `inference/answers.jsonl`."
+    qpath = questions_path(params['questions'])
+    path = answers_path(params['run_name'])
+    old = read_manifest(path.parent)
+    if old is None or old['status'] == 'complete' or old['params'] != params:   # resume only an interrupted identical run
+        path.unlink(missing_ok=True)
+    with step(params, 'inference', inputs=[qpath]) as (out, manifest):
+        questions = load_questions(params['questions'])
+        if model is None: model, tok = load_model(params['run_name'], params['model_source'])
         t0 = time.perf_counter()
-        rows = answer_questions(model, tok, questions, gen_settings(P), d/'answers.jsonl', P['run_name'], P['batch_size'])
-        m.add_output(d/'answers.jsonl')
-        m.finish(answers=len(rows), model=P['run_name'], model_source=P['model_source'], seconds=round(time.perf_counter() - t0, 2),
-                 answer_tokens=sum(r['answer_tokens'] for r in rows), stopped_on_eos=sum(r['stop'] == 'eos' for r in rows))
-        return rows
-    except BaseException as e:
-        m.fail(e); raise
+        rows = answer_questions(model, tok, questions, gen_settings(params), path, params['run_name'],
+                                params['batch_size'])
+        manifest.add_output(path).record(
+            answers=len(rows), model=params['run_name'], model_source=params['model_source'],
+            seconds=round(time.perf_counter() - t0, 2), answer_tokens=sum(r['answer_tokens'] for r in rows),
+            stopped_on_eos=sum(r['stop'] == 'eos' for r in rows))
+    return rows

@@ -7,56 +7,18 @@ from __future__ import annotations
 import os, gc, json, shutil, tempfile
 from pathlib import Path
 from .core import *
-from .train import load_tokenizer, load_base_model, compute_dtype, grow_embeddings, add_lora, save_adapter, DEFAULTS
+from .data import alpaca_prompt
+from .models import *
 
 # %% auto #0
 __all__ = ['MERGE_DTYPES', 'MERGE_MODES', 'TOLERANCE', 'QLORA_TOLERANCE', 'FIDELITY_QUESTIONS', 'FIDELITY_TOKENS', 'REFERENCES',
-           'train_record', 'base_of', 'demo_adapter', 'check_merge_args', 'is_quantized', 'refuse_quantized',
-           'load_adapter_model', 'load_full_base', 'nf4_roundtrip_', 'fidelity_prompts', 'probe', 'compare',
-           'within_tolerance', 'merged_model', 'fidelity', 'failures', 'model_bytes', 'check_disk', 'save_merged',
-           'merge', 'report_table']
-
-# %% ../nbs/03_merge.ipynb #b5007c0f
-def train_record(run_name:str) -> dict:
-    "The training manifest of `run_name`, with `adapter_dir` added; fails when training has not completed."
-    d = run_dir(run_name, 'train', create=False)
-    m = read_manifest(d)
-    if m is None or m.get('status') != 'complete' or not (d/'adapter'/'adapter_config.json').exists():
-        state = 'has not run' if m is None else f"is {m.get('status')!r}" if m.get('status') != 'complete' else 'left no adapter'
-        raise FileNotFoundError(f"The training step of run {run_name!r} {state} ({d}). Run 02_train first, e.g. "
-                                f"`papermill nbs/02_train.ipynb out.ipynb -p run_name {run_name}`.")
-    ac, p = read_json(d/'adapter'/'adapter_config.json'), m['params']
-    if (ac.get('r'), ac.get('lora_alpha')) != (p.get('lora_r'), p.get('lora_alpha')):
-        raise ValueError(f"{d}: the adapter (r={ac.get('r')}, alpha={ac.get('lora_alpha')}) is not the one the manifest "
-                         f"describes (lora_r={p.get('lora_r')}, lora_alpha={p.get('lora_alpha')})")
-    return {**m, 'adapter_dir': str(d/'adapter')}
-
-def base_of(rec:dict) -> tuple:
-    "`(base model name, revision)` of a training record."
-    s, p = rec.get('summary', {}), rec['params']
-    return s.get('base_model') or p['model_name_or_path'], s.get('base_revision')
-
-# %% ../nbs/03_merge.ipynb #d3d48a3a
-def demo_adapter(run_name:str, profile='demo', seed=0, std=0.05, **overrides) -> Path:
-    "Write a training-shaped run (adapter with random non-zero `B`, tokenizer, manifest) for tests and offline demos."
-    import torch
-    P = {**load_profile(profile), **DEFAULTS, 'profile': profile, 'run_name': run_name, 'seed': seed, **overrides}
-    d = run_dir(run_name, 'train')
-    tok = load_tokenizer(P['model_name_or_path'], P['pad_token'])
-    base = load_base_model(P['model_name_or_path'], P)
-    grown = len(tok) > base.get_input_embeddings().weight.shape[0]
-    model = add_lora(grow_embeddings(base, len(tok)), P, prepare=False)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if 'lora_B' in n: p.copy_(torch.randn(p.shape, generator=g) * std)
-    save_adapter(model, tok, d/'adapter', embeddings=grown)
-    path = resolve_model(P['model_name_or_path'])
-    Manifest(d, 'train', P).finish(base_model=P['model_name_or_path'], base_model_path=path, base_revision=None, synthetic=True)
-    return d
+           'REPORT_SCHEMA', 'FIDELITY_SCHEMA', 'check_merge_args', 'is_quantized', 'refuse_quantized', 'nf4_roundtrip_',
+           'fidelity_prompts', 'probe', 'compare', 'within_tolerance', 'merged_model', 'fidelity', 'failures',
+           'model_bytes', 'check_disk', 'save_merged', 'fidelity_report', 'merge', 'report_table', 'write_report',
+           'read_report']
 
 # %% ../nbs/03_merge.ipynb #89f54eb4
-MERGE_DTYPES = ('float16', 'bfloat16', 'float32')
+MERGE_DTYPES = FLOAT_DTYPES
 MERGE_MODES = ('plain', 'nf4-roundtrip')
 
 _WHY = ("Merging LoRA into a quantized (4-bit/8-bit) model is refused: the merged weights would be re-quantized, losing "
@@ -78,25 +40,6 @@ def refuse_quantized(model):
     "Raise with an explanation when `model` is quantized."
     if is_quantized(model): raise ValueError(_WHY)
     return model
-
-# %% ../nbs/03_merge.ipynb #6200c0dd
-def load_adapter_model(rec:dict, quantized=True, dtype=None):
-    "The base of a training record (4-bit as trained, or full precision in `dtype`) with its adapter; and the tokenizer."
-    import torch
-    from peft import PeftModel
-    name, rev = base_of(rec)
-    tok = load_tokenizer(rec['adapter_dir'], rec['params'].get('pad_token') or 'unk', padding_side='left')
-    base = (load_base_model(name, rec['params'], quantized=True, revision=rev, vocab_size=len(tok)) if quantized
-            else load_full_base(name, dtype, rev, len(tok)))
-    return PeftModel.from_pretrained(base, rec['adapter_dir']).eval(), tok
-
-def load_full_base(name:str, dtype:str, revision=None, vocab_size:int=None):
-    "The base model in a float `dtype` (never quantized), its embedding grown to `vocab_size` as training did."
-    import torch
-    from transformers import AutoModelForCausalLM
-    check_merge_args(dtype)
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(name), revision=revision, dtype=getattr(torch, dtype))
-    return grow_embeddings(model, vocab_size) if vocab_size else model
 
 # %% ../nbs/03_merge.ipynb #346ee68b
 def _quantized_linears(model):
@@ -127,7 +70,6 @@ FIDELITY_QUESTIONS, FIDELITY_TOKENS = 4, 12
 
 def fidelity_prompts(n:int=None) -> list:
     "The fixed probe prompts: the first `n` (default `FIDELITY_QUESTIONS`) shipped sample questions, as Alpaca prompts."
-    from anima_nb.data import alpaca_prompt
     return [alpaca_prompt(q['translation']) for q in read_json(resolve_path('pkg:sample_questions.json'))[:n or FIDELITY_QUESTIONS]]
 
 def probe(model, tok, prompts, n_tokens:int=None) -> list:
@@ -232,41 +174,45 @@ def _free():
     gc.collect()
     if torch.cuda.is_available(): torch.cuda.empty_cache()
 
-def merge(P:dict) -> dict:
-    "The merge step: merge the run's adapter into a full-precision base, check fidelity, save model and report."
-    check_merge_args(P['merge_dtype'], P['merge_mode'])
-    rec = train_record(P['run_name'])
+def fidelity_report(rec:dict, params:dict) -> tuple:
+    "Merge per `params` (and with the other mode when `compare_modes`); the report and the chosen merged model."
     name, rev = base_of(rec)
-    d = run_dir(P['run_name'], 'merge')
+    qlora, tok = load_adapter_model(rec)
+    ref_qlora = probe(qlora, tok, fidelity_prompts()); del qlora; _free()
+    chosen, train_dtype = params['merge_mode'], str(compute_dtype(rec['params'])).split('.')[-1]
+    modes = [chosen] + ([x for x in MERGE_MODES if x != chosen] if params['compare_modes'] else [])
+    report = dict(base_model=name, base_revision=rev, adapter=rec['adapter_dir'], prompts=len(fidelity_prompts()),
+                  greedy_tokens_per_prompt=FIDELITY_TOKENS, other_modes=[])
+    for mode in reversed(modes):                  # the chosen mode last, so its model is the one kept
+        merged = None; _free()                     # one full-precision model in memory at a time
+        merged, tok, ref_full, ref_unmerged = merged_model(rec, params['merge_dtype'], mode)
+        res = fidelity(merged, tok, ref_qlora, ref_full, ref_unmerged, params['merge_dtype'], mode, train_dtype)
+        if mode == chosen: report['chosen'] = res
+        else: report['other_modes'].append(res)
+    return report, merged, tok
+
+def merge(params:dict) -> dict:
+    "The merge step: merge the run's adapter into a full-precision base, check fidelity, save model and report."
+    check_merge_args(params['merge_dtype'], params['merge_mode'])
+    rec = train_record(params['run_name'])
+    name, rev = base_of(rec)
     ad = Path(rec['adapter_dir'])
-    m = Manifest(d, 'merge', P, inputs=[ad/'adapter_config.json', *sorted(ad.glob('adapter_model*'))])
-    try:
-        check_disk(d, model_bytes(name, P['merge_dtype'], rev, len(load_tokenizer(rec['adapter_dir']))))
-        qlora, tok = load_adapter_model(rec)
-        ref_qlora = probe(qlora, tok, fidelity_prompts()); del qlora; _free()
-        modes = [P['merge_mode']] + ([x for x in MERGE_MODES if x != P['merge_mode']] if P['compare_modes'] else [])
-        report = dict(base_model=name, base_revision=rev, adapter=str(ad), prompts=len(fidelity_prompts()),
-                      greedy_tokens_per_prompt=FIDELITY_TOKENS)
-        for mode in reversed(modes):              # the chosen mode last, so its model is the one kept
-            merged = None; _free()                 # one full-precision model in memory at a time
-            merged, tok, ref_full, ref_unmerged = merged_model(rec, P['merge_dtype'], mode)
-            report['modes' if mode != P['merge_mode'] else 'chosen'] = fidelity(merged, tok, ref_qlora, ref_full, ref_unmerged, P['merge_dtype'],
-                                                                                mode, str(compute_dtype(rec['params'])).split('.')[-1])
-        report['other_modes'] = [report.pop('modes')] if 'modes' in report else []
-        write_json(d/'report.json', report)
+    with step(params, 'merge', inputs=[ad/'adapter_config.json', *sorted(ad.glob('adapter_model*'))]) as (out, manifest):
+        check_disk(out, model_bytes(name, params['merge_dtype'], rev, len(load_tokenizer(rec['adapter_dir']))))
+        report, merged, tok = fidelity_report(rec, params)
+        write_report(out, report)
         if not report['chosen']['passed']:
             raise ValueError("Merged model is outside the tolerance: " + '; '.join(failures(report['chosen'])))
-        files = save_merged(merged, tok, d/'model', P['max_shard_size'])
-        m.add_output(d/'model').add_output(d/'report.json')
-        m.finish(base_model=name, base_revision=rev, merge_dtype=P['merge_dtype'], merge_mode=P['merge_mode'],
-                 model_dir=str(d/'model'), files=files, passed=True,
-                 max_abs_diff_vs_qlora=report['chosen']['vs_qlora']['max_abs_diff'],
-                 max_abs_diff_vs_full=report['chosen']['vs_full']['max_abs_diff'])
-        return report
-    except BaseException as e:
-        m.fail(e); raise
+        files = save_merged(merged, tok, out/'model', params['max_shard_size'])
+        chosen = report['chosen']
+        manifest.add_output(out/'model', out/'report.json').record(
+            base_model=name, base_revision=rev, merge_dtype=params['merge_dtype'], merge_mode=params['merge_mode'],
+            model_dir=str(out/'model'), files=files, passed=True,
+            max_abs_diff_vs_qlora=chosen['vs_qlora']['max_abs_diff'], max_abs_diff_vs_full=chosen['vs_full']['max_abs_diff'])
+    return report
 
-REFERENCES = {'qlora': '4-bit base + adapter (training)', 'full': 'original base + adapter', 'unmerged': 'merged-into base + adapter'}
+REFERENCES = {'qlora': '4-bit base + adapter (training)', 'full': 'original base + adapter',
+              'unmerged': 'merged-into base + adapter'}
 
 def report_table(report:dict):
     "The fidelity figures of a report as a table: one row per mode and reference."
@@ -277,8 +223,27 @@ def report_table(report:dict):
         for ref, what in REFERENCES.items():
             v = r['vs_' + ref]
             tol = tols.get(ref)
+            verdict = '' if tol is None else 'pass' if within_tolerance(v, tol) else 'FAIL'
             rows.append(dict(mode=r['merge_mode'], dtype=r['merge_dtype'], reference=what,
                              max_abs_diff=v['max_abs_diff'], mean_abs_diff=v['mean_abs_diff'], logit_scale=v['logit_scale'],
-                             greedy=f"{v['greedy_tokens_equal']}/{v['greedy_tokens']}",
-                             tolerance=tol, verdict='' if tol is None else 'pass' if within_tolerance(v, tol) else 'FAIL'))
+                             greedy=f"{v['greedy_tokens_equal']}/{v['greedy_tokens']}", tolerance=tol, verdict=verdict))
     return pd.DataFrame(rows)
+
+# %% ../nbs/03_merge.ipynb #a7c30002
+REPORT_SCHEMA = {'base_model': str, 'adapter': str, 'prompts': int, 'chosen': dict, 'other_modes': list}
+FIDELITY_SCHEMA = {'merge_mode': str, 'merge_dtype': str, 'reference': str, 'tolerance': float, 'passed': bool,
+                   'vs_qlora': dict, 'vs_full': dict, 'vs_unmerged': dict}
+
+def _check_report(report:dict, where:str) -> dict:
+    check_row(report, REPORT_SCHEMA, where)
+    for r in [report['chosen'], *report['other_modes']]: check_row(r, FIDELITY_SCHEMA, f'{where}, mode')
+    return report
+
+def write_report(out, report:dict) -> Path:
+    "Write the fidelity report into the step folder `out`, after checking its shape."
+    return write_json(Path(out)/'report.json', _check_report(report, f"{out/'report.json'}"))
+
+def read_report(run_name:str) -> dict|None:
+    "The fidelity report of `run_name`'s merge, checked; None when the merge has not written one."
+    p = run_dir(run_name, 'merge', create=False)/'report.json'
+    return _check_report(read_json(p), str(p)) if p.exists() else None

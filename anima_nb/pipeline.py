@@ -4,24 +4,22 @@
 
 # %% ../nbs/06_pipeline.ipynb #33513ea9
 from __future__ import annotations
-import os, sys, ast, io, json, time, tokenize, argparse, datetime as dt
+import os, sys, io, json, time, argparse, datetime as dt
 from pathlib import Path
 from .core import *
+from .models import DEMO_MODEL
+from .data import read_profile
+from .merge import read_report
+from .elo import read_ratings
 
 # %% auto #0
-__all__ = ['CHAIN', 'NEEDS', 'notebooks_dir', 'select_steps', 'parameters_source', 'declared_params', 'declarers', 'parse_value',
-           'coerce', 'parse_sets', 'load_config', 'gather_params', 'param_types', 'check_names', 'step_inputs',
-           'resolve_step', 'linear_needs', 'param_changes', 'plan_steps', 'StepFailed', 'run_notebook', 'step_record',
-           'summarize', 'format_summary', 'prepare', 'RunLock', 'run_pipeline', 'cli', 'main']
+__all__ = ['CHAIN', 'NEEDS', 'select_steps', 'declarers', 'parse_value', 'coerce', 'parse_sets', 'load_config', 'gather_params',
+           'param_types', 'check_names', 'step_inputs', 'resolve_step', 'linear_needs', 'param_changes', 'plan_steps',
+           'StepFailed', 'run_notebook', 'step_record', 'summarize', 'format_summary', 'prepare', 'RunLock',
+           'run_pipeline', 'cli', 'main']
 
 # %% ../nbs/06_pipeline.ipynb #5124a586
-CHAIN = {'data': '01_data', 'train': '02_train', 'merge': '03_merge', 'inference': '04_inference', 'elo': '05_elo'}
-
-def notebooks_dir() -> Path:
-    "The folder holding the step notebooks: `<project root>/nbs`."
-    d = project_root()/'nbs'
-    if not d.is_dir(): raise FileNotFoundError(f"No notebooks in {d}: run from the project checkout, or set ANIMA_NB_ROOT to it")
-    return d
+CHAIN = STEP_NOTEBOOKS
 
 def select_steps(steps=None, chain=None) -> list:
     "Steps of `chain` named in `steps` (names or notebook names, comma-separated or a list), in chain order."
@@ -33,36 +31,9 @@ def select_steps(steps=None, chain=None) -> list:
     if bad: raise ValueError(f"Unknown step(s) {bad}: choose from {', '.join(chain)}")
     return [s for s in chain if s in {by_name[w] for w in want}]
 
-# %% ../nbs/06_pipeline.ipynb #d8d0589f
-_TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool, 'list': list, 'dict': dict}
-
-def parameters_source(nb_path) -> str:
-    "Source of the cell tagged `parameters` in the notebook at `nb_path`."
-    nb = json.loads(Path(nb_path).read_text(encoding='utf-8'))
-    for c in nb['cells']:
-        if 'parameters' in c.get('metadata', {}).get('tags', []):
-            return ''.join(c['source']) if isinstance(c['source'], list) else c['source']
-    raise ValueError(f"{nb_path} has no cell tagged 'parameters'")
-
-def _comments(src:str) -> dict:
-    "Line number -> text of the comment on that line."
-    toks = tokenize.generate_tokens(io.StringIO(src).readline)
-    return {t.start[0]: t.string.lstrip('#').strip() for t in toks if t.type == tokenize.COMMENT}
-
-def declared_params(nb_path) -> dict:
-    "Name -> `dict(type, default, help)` for every annotated name in the notebook's `parameters` cell."
-    src = parameters_source(nb_path)
-    notes, out = _comments(src), {}
-    for node in ast.parse(src).body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            ann = ast.unparse(node.annotation).split('|')[0].strip()
-            out[node.target.id] = dict(type=_TYPES.get(ann, object), default=ast.literal_eval(node.value) if node.value else None,
-                                       help=notes.get(node.lineno, ''))
-    return out
-
 # %% ../nbs/06_pipeline.ipynb #2ad1c33a
 def declarers(declared:dict) -> dict:
-    "Parameter name -> the steps that declare it, from `{step: declared_params}`."
+    "Parameter name -> the steps that declare it, from `{step: notebook_schema}`."
     out = {}
     for step, d in declared.items():
         for k in d: out.setdefault(k, []).append(step)
@@ -110,7 +81,7 @@ def gather_params(types:dict, profile=None, run_name=None, config=None, sets=())
     if profile is not None: values['profile'] = profile
     if run_name is not None: values['run_name'] = run_name
     values['profile'] = values.get('profile') or 'demo'
-    values['run_name'] = values.get('run_name') or Path(str(values['profile'])).stem
+    values['run_name'] = values.get('run_name') or load_profile(values['profile']).get('run_name') or Path(str(values['profile'])).stem
     return values
 
 # %% ../nbs/06_pipeline.ipynb #0c83186f
@@ -133,9 +104,8 @@ def step_inputs(values:dict, declared:dict) -> dict:
     return {k: v for k, v in values.items() if k in declared}
 
 def resolve_step(values:dict, declared:dict, where='this step') -> dict:
-    "The parameters a step will run with: its defaults, then `values`, then the profile for every None."
-    given = {**{k: d['default'] for k, d in declared.items()}, **step_inputs(values, declared)}
-    return resolve_params(given, {k: d['type'] for k, d in declared.items()}, where)
+    "The parameters a step will run with: what it is given, else the profile's, else its declared defaults."
+    return resolve_params(step_inputs(values, declared), declared, where)
 
 # %% ../nbs/06_pipeline.ipynb #dc747215
 NEEDS = {'data': (), 'train': (), 'merge': ('train',), 'inference': ('train', 'merge'), 'elo': ('inference',)}
@@ -215,70 +185,61 @@ def step_record(step, m:dict|None) -> dict:
                 step_seconds=_seconds(m), git=m.get('git'), versions=m.get('versions'), error=m.get('error'))
 
 # %% ../nbs/06_pipeline.ipynb #17967c0e
-def _get(d, *keys):
-    for k in keys:
-        if not isinstance(d, dict) or k not in d: return None
-        d = d[k]
-    return d
-
-def _read(p):
-    try: return read_json(p) if Path(p).exists() else None
-    except (OSError, ValueError): return None
-
 def summarize(run_name:str, chain=None) -> dict:
-    "What a run produced, from its step folders: statuses, coverage, loss, fidelity, ratings and plots."
+    "What a run produced, read from its step folders with each step's reader: statuses, coverage, loss, fidelity, ratings."
     chain, root = chain or CHAIN, outputs_dir()/run_name
-    man = {s: read_manifest(root/s) for s in chain}
-    prof, rep, rat = _read(root/'data'/'profile.json'), _read(root/'merge'/'report.json'), _read(root/'elo'/'ratings.json')
-    tr = _get(man.get('train'), 'summary') or {}
-    ch = _get(rep, 'chosen') or {}
+    manifests = {s: read_manifest(root/s) for s in chain}
+    done = {s for s, m in manifests.items() if m and m['status'] == 'complete'}
+    prof = read_profile(run_name) if 'data' in done else None
+    report = read_report(run_name) if 'merge' in done else None
+    ratings = read_ratings(run_name) if 'elo' in done else None
+    train = manifests['train']['summary'] if 'train' in done else None
+    chosen = report['chosen'] if report else None
     return dict(
         run=run_name, folder=str(root),
-        status={s: (m or {}).get('status', 'not run') for s, m in man.items()},
-        data=prof and dict(rows=_get(prof, 'counts', 'rows'), configured=prof.get('configured'),
-                           coverage=_get(prof, 'coverage', 'both'),
-                           source=_get(prof, 'coverage', 'source'), target=_get(prof, 'coverage', 'target')),
-        train=tr and {k: tr.get(k) for k in ('steps', 'first_loss', 'final_loss', 'final_eval_loss', 'seconds')},
-        merge=rep and dict(mode=ch.get('merge_mode'), dtype=ch.get('merge_dtype'), passed=ch.get('passed'),
-                           reference=ch.get('reference'), tolerance=ch.get('tolerance'),
-                           vs_qlora=_get(ch, 'vs_qlora', 'max_abs_diff'), vs_full=_get(ch, 'vs_full', 'max_abs_diff'),
-                           greedy=[_get(ch, 'vs_qlora', 'greedy_tokens_equal'), _get(ch, 'vs_qlora', 'greedy_tokens')]),
-        answers=_get(man.get('inference'), 'summary', 'answers'),
-        elo=rat and dict(bradley_terry=rat.get('bradley_terry'), online_elo=rat.get('online_elo'),
-                         published=rat.get('published'), battles=rat.get('battles')),
+        status={s: (m or {}).get('status', 'not run') for s, m in manifests.items()},
+        data=prof and dict(rows=prof['counts']['rows'], configured=prof['configured'], coverage=prof['coverage']['both'],
+                           source=prof['coverage']['source'], target=prof['coverage']['target']),
+        train=train and {k: train[k] for k in ('steps', 'first_loss', 'final_loss', 'final_eval_loss', 'seconds')},
+        merge=chosen and dict(mode=chosen['merge_mode'], dtype=chosen['merge_dtype'], passed=chosen['passed'],
+                              reference=chosen['reference'], tolerance=chosen['tolerance'],
+                              vs_qlora=chosen['vs_qlora']['max_abs_diff'], vs_full=chosen['vs_full']['max_abs_diff'],
+                              greedy=[chosen['vs_qlora']['greedy_tokens_equal'], chosen['vs_qlora']['greedy_tokens']]),
+        answers=manifests['inference']['summary']['answers'] if 'inference' in done else None,
+        elo=ratings and dict(bradley_terry=ratings['bradley_terry'], online_elo=ratings['online_elo'],
+                             published=ratings.get('published'), battles=ratings['battles']),
         plots=[str(p) for s in chain for p in sorted((root/s).glob('*.png'))])
 
 # %% ../nbs/06_pipeline.ipynb #df802774
-def _pct(x): return '?' if x is None else f'{100 * x:.1f}%'
-def _num(x, f='.3f'): return '?' if x is None else format(x, f)
+def _pct(x): return f'{100 * x:.1f}%'
+def _num(x, f='.3f'): return '-' if x is None else format(x, f)
 
 def format_summary(s:dict) -> str:
     "The summary as text for the terminal and `summary.md`."
-    L = [f"Run {s['run']}: {s['folder']}", '  steps     ' + ', '.join(f'{k} {v}' for k, v in s['status'].items())]
+    lines = [f"Run {s['run']}: {s['folder']}", '  steps     ' + ', '.join(f'{k} {v}' for k, v in s['status'].items())]
     if d := s['data']:
-        c = d.get('configured') or {}
-        sl, tl = c.get('source_max_len'), c.get('target_max_len')
-        L.append(f"  data      {d.get('rows')} rows; uncut at source_max_len={sl}: {_pct(_get(d, 'source', str(sl)))}, "
-                 f"target_max_len={tl}: {_pct(_get(d, 'target', str(tl)))}; both <= 512: {_pct(_get(d, 'coverage', '512'))}")
+        sl, tl = d['configured']['source_max_len'], d['configured']['target_max_len']
+        lines.append(f"  data      {d['rows']} rows; uncut at source_max_len={sl}: {_pct(d['source'][str(sl)])}, "
+                     f"target_max_len={tl}: {_pct(d['target'][str(tl)])}; both <= 512: {_pct(d['coverage']['512'])}")
     if t := s['train']:
-        L.append(f"  training  {t.get('steps')} steps, loss {_num(t.get('first_loss'))} -> {_num(t.get('final_loss'))}"
-                 + (f", held-out {_num(t.get('final_eval_loss'))}" if t.get('final_eval_loss') is not None else ''))
+        held = f", held-out {_num(t['final_eval_loss'])}" if t['final_eval_loss'] is not None else ''
+        lines.append(f"  training  {t['steps']} steps, loss {_num(t['first_loss'])} -> {_num(t['final_loss'])}{held}")
     if m := s['merge']:
-        g = m.get('greedy') or [None, None]
-        L.append(f"  merge     {m.get('mode')} in {m.get('dtype')}: {'passed' if m.get('passed') else 'FAILED'}; max |dlogit| "
-                 f"{_num(m.get('vs_qlora'), '.2e')} vs the 4-bit model, {_num(m.get('vs_full'), '.2e')} vs the full base; "
-                 f"greedy tokens equal {g[0]}/{g[1]}")
-    if s['answers'] is not None: L.append(f"  answers   {s['answers']} in {Path(s['folder'])/'inference'/'answers.jsonl'}")
-    if (e := s['elo']) and e.get('bradley_terry'):
-        what = "the published tournament's recorded verdicts, replayed" if e.get('published') else 'this tournament'
-        L.append(f"  Elo       Bradley-Terry with 95% bootstrap interval, and online Elo; {e.get('battles')} battles of {what}")
+        lines.append(f"  merge     {m['mode']} in {m['dtype']}: {'passed' if m['passed'] else 'FAILED'}; max |dlogit| "
+                     f"{_num(m['vs_qlora'], '.2e')} vs the 4-bit model, {_num(m['vs_full'], '.2e')} vs the full base; "
+                     f"greedy tokens equal {m['greedy'][0]}/{m['greedy'][1]}")
+    if s['answers'] is not None: lines.append(f"  answers   {s['answers']} in {Path(s['folder'])/'inference'/'answers.jsonl'}")
+    if e := s['elo']:
+        what = "the published tournament's recorded verdicts, replayed" if e['published'] else 'this tournament'
+        lines.append(f"  Elo       Bradley-Terry with 95% bootstrap interval, and online Elo; {e['battles']} battles of {what}")
         for name, r in sorted(e['bradley_terry'].items(), key=lambda kv: -kv[1]['rating']):
-            L.append(f"            {name:<12} {r['rating']:7.1f}  [{r['lo']:.0f}, {r['hi']:.0f}]  online {_num(_get(e, 'online_elo', name), '.1f')}")
-    for p in s['plots']: L.append(f'  plot      {p}')
-    L.append(f"  record    {Path(s['folder'])/'manifest.json'}; executed notebooks in {Path(s['folder'])/'notebooks'}")
+            lines.append(f"            {name:<12} {r['rating']:7.1f}  [{r['lo']:.0f}, {r['hi']:.0f}]  "
+                         f"online {_num(e['online_elo'][name], '.1f')}")
+    for p in s['plots']: lines.append(f'  plot      {p}')
+    lines.append(f"  record    {Path(s['folder'])/'manifest.json'}; executed notebooks in {Path(s['folder'])/'notebooks'}")
     bad = [k for k, v in s['status'].items() if v != 'complete']
-    if bad: L.append('  NOT COMPLETE: ' + ', '.join(f"{k} ({s['status'][k]})" for k in bad))
-    return '\n'.join(L)
+    if bad: lines.append('  NOT COMPLETE: ' + ', '.join(f"{k} ({s['status'][k]})" for k in bad))
+    return '\n'.join(lines)
 
 # %% ../nbs/06_pipeline.ipynb #e5a89e16
 def _offline_for(profile):
@@ -292,7 +253,7 @@ def _offline_for(profile):
 def prepare(values:dict, steps=None, force=False, chain=None, nbs=None) -> dict:
     "Check `values` against the notebooks, resolve each step's parameters and plan the run; runs nothing."
     chain, nbs = chain or CHAIN, Path(nbs or notebooks_dir())
-    declared = {s: declared_params(nbs/f'{nb}.ipynb') for s, nb in chain.items()}
+    declared = {s: notebook_schema(nbs/f'{nb}.ipynb') for s, nb in chain.items()}
     check_names(values, declared)
     selected = select_steps(steps, chain)
     resolved = {s: resolve_step(values, declared[s], chain[s]) for s in chain}
@@ -365,13 +326,13 @@ def run_pipeline(values:dict, steps=None, force=False, log_output=False, chain=N
                 m.fail(e); echo(f"{tag} FAILED after {rec['seconds']} s"); raise
             rec.update(status='complete', seconds=round(time.perf_counter() - t0, 1), finished=_now(), **step_record(s, read_manifest(root/s)))
             m.add_output(rec['executed']).save(); echo(f"{tag} done in {rec['seconds']} s")
-        S = summarize(run, pre['chain'])
-        write_json(root/'summary.json', S)
-        atomic_write_text(root/'summary.md', format_summary(S) + '\n')
+        summary = summarize(run, pre['chain'])
+        write_json(root/'summary.json', summary)
+        atomic_write_text(root/'summary.md', format_summary(summary) + '\n')
         m.add_output(root/'summary.json').add_output(root/'summary.md')
-        m.finish(**{k: S[k] for k in ('status', 'data', 'train', 'merge', 'answers')},
+        m.finish(**{k: summary[k] for k in ('status', 'data', 'train', 'merge', 'answers')},
                  seconds={s: r['seconds'] for s, r in m.data['steps'].items()})
-    return S
+    return summary
 
 # %% ../nbs/06_pipeline.ipynb #184c4de8
 def cli(argv=None) -> argparse.Namespace:
@@ -398,7 +359,7 @@ def main(argv=None) -> int:
     a = cli(argv)
     try:
         nbs = notebooks_dir()
-        declared = {s: declared_params(nbs/f'{nb}.ipynb') for s, nb in CHAIN.items()}
+        declared = {s: notebook_schema(nbs/f'{nb}.ipynb') for s, nb in CHAIN.items()}
         if a.params: print(_params_table(declared)); return 0
         values = gather_params(param_types(declared), a.profile, a.run_name, a.config, a.set)
         check_names(values, declared)
@@ -406,7 +367,7 @@ def main(argv=None) -> int:
             for p in prepare(values, a.steps, a.force)['plan']: print(f"{p['step']:<10} {p['action']:<5} {p['reason']}")
             return 0
         print(f"anima-run: run {values['run_name']!r}, profile {values['profile']!r} -> {outputs_dir()/values['run_name']}", flush=True)
-        S = run_pipeline(values, a.steps, a.force, a.log_output, echo=lambda s: print(s, flush=True))
+        summary = run_pipeline(values, a.steps, a.force, a.log_output, echo=lambda s: print(s, flush=True))
     except StepFailed as e:
         print(f'anima-run: {e}', file=sys.stderr); return 1
     except (TypeError, ValueError, FileNotFoundError, RuntimeError) as e:
@@ -414,7 +375,7 @@ def main(argv=None) -> int:
     except Exception as e:
         if type(e).__module__.startswith('yaml'): print(f'anima-run: error: {e}', file=sys.stderr); return 2
         raise
-    print(format_summary(S))
+    print(format_summary(summary))
     return 0
 
 # %% ../nbs/06_pipeline.ipynb #49b0a5ef

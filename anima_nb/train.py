@@ -8,85 +8,14 @@ import os, sys, json, math, time, shutil, argparse
 from pathlib import Path
 from .core import *
 from .data import load_pairs
+from .models import *
 
 # %% auto #0
-__all__ = ['PARAMS', 'DEFAULTS', 'IGNORE_INDEX', 'PEAK_TFLOPS', 'UTILISATION', 'GB', 'MARK', 'load_tokenizer', 'compute_dtype',
-           'bnb_config', 'grow_embeddings', 'no_cpu_repack', 'load_base_model', 'encode_source', 'encode_target',
-           'encode_pair', 'encode_pairs', 'Collator', 'split_pairs', 'lora_targets', 'lora_config', 'add_lora',
-           'lora_param_count', 'arch_config', 'meta_model', 'param_counts', 'memory_estimate', 'compute_estimate',
-           'estimate', 'complete_checkpoints', 'newest_checkpoint', 'RunCallback', 'LossBar', 'QLoRATrainer',
-           'report_targets', 'training_args', 'save_adapter', 'plot_loss', 'base_revision', 'peak_rss_gb', 'train',
-           'cli_params', 'main']
-
-# %% ../nbs/02_train.ipynb #d116782f
-PARAMS = dict(profile=str, run_name=str, model_name_or_path=str, dataset=str, dataset_format=str, learning_rate=float,
-              per_device_train_batch_size=int, gradient_accumulation_steps=int, max_steps=int, source_max_len=int,
-              target_max_len=int, train_on_source=bool, lora_r=int, lora_alpha=int, lora_dropout=float,
-              lora_modules=str, bits=int, double_quant=bool, quant_type=str, bf16=bool, optim=str,
-              lr_scheduler_type=str, warmup_ratio=float, max_grad_norm=float, weight_decay=float, eval_steps=int,
-              save_steps=int, save_total_limit=int, eval_dataset_size=int, seed=int, report_to=str, pad_token=str,
-              gradient_checkpointing=bool, sample_max_new_tokens=int, resume=bool, dry_run=bool)
-
-DEFAULTS = dict(train_on_source=False, lora_modules='all', seed=0, report_to='none', gradient_checkpointing=True,
-                sample_max_new_tokens=32, resume=False, dry_run=False, profile='demo')
-
-# %% ../nbs/02_train.ipynb #020e0866
-def load_tokenizer(model_name_or_path:str, pad_token:str='unk', padding_side='right'):
-    "The tokenizer of `model_name_or_path` (resolved) with a pad token: `'unk'` reuses `<unk>`, `'[PAD]'` adds a token."
-    from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(resolve_model(model_name_or_path))
-    tok.padding_side = padding_side
-    if tok.pad_token is None:
-        if pad_token == 'unk': tok.pad_token = tok.unk_token
-        elif pad_token == '[PAD]': tok.add_special_tokens({'pad_token': '[PAD]'})
-        else: raise ValueError(f"pad_token must be 'unk' or '[PAD]', got {pad_token!r}")
-    return tok
-
-# %% ../nbs/02_train.ipynb #e91b6a12
-def compute_dtype(P:dict):
-    import torch
-    return torch.bfloat16 if P['bf16'] else torch.float32
-
-def bnb_config(P:dict):
-    "The `BitsAndBytesConfig` of `P` (4-bit NF4/FP4 with optional double quantization, or 8-bit), or None."
-    from transformers import BitsAndBytesConfig
-    if P['bits'] == 4:
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=P['quant_type'], bnb_4bit_use_double_quant=P['double_quant'],
-                                  bnb_4bit_compute_dtype=compute_dtype(P), bnb_4bit_quant_storage='uint8')
-    if P['bits'] == 8: return BitsAndBytesConfig(load_in_8bit=True)
-    if P['bits'] in (16, 32): return None
-    raise ValueError(f"bits must be 4, 8, 16 or 32, got {P['bits']!r}")
-
-def _device_map():
-    import torch
-    return {'': int(os.environ.get('LOCAL_RANK', 0))} if torch.cuda.is_available() else {'': 'cpu'}
-
-def grow_embeddings(model, vocab_size:int):
-    "Grow input and output embeddings to `vocab_size` rows, new rows set to the mean of the old ones (as `qlora.py`)."
-    import torch
-    n = model.get_input_embeddings().weight.shape[0]
-    if vocab_size <= n: return model
-    model.resize_token_embeddings(vocab_size, mean_resizing=False)
-    with torch.no_grad():
-        for emb in (model.get_input_embeddings(), model.get_output_embeddings()):
-            if emb is not None: emb.weight[n:] = emb.weight[:n].mean(0, keepdim=True)
-    return model
-
-def no_cpu_repack(model):
-    "Stop bitsandbytes from repacking 4-bit weights in place for its CPU inference kernel (it fails or corrupts them)."
-    for m in model.modules():
-        if hasattr(m, 'support_avx512bf16_for_cpu'): m.support_avx512bf16_for_cpu = False
-    return model
-
-def load_base_model(model_name_or_path:str, P:dict, quantized=True, revision=None, vocab_size:int=None):
-    "The base model: 4-bit/8-bit per `P` when `quantized`, else full precision in the compute dtype."
-    from transformers import AutoModelForCausalLM
-    q = bnb_config(P) if quantized else None
-    kw = dict(quantization_config=q, device_map=_device_map()) if q is not None else {}
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(model_name_or_path), revision=revision, dtype=compute_dtype(P), **kw)
-    if q is not None: no_cpu_repack(model)
-    if vocab_size: grow_embeddings(model, vocab_size)
-    return model
+__all__ = ['IGNORE_INDEX', 'PEAK_TFLOPS', 'UTILISATION', 'GB', 'MARK', 'TRAIN_OUTPUTS', 'encode_source', 'encode_target',
+           'encode_pair', 'encode_pairs', 'Collator', 'split_pairs', 'lora_param_count', 'arch_config', 'meta_model',
+           'param_counts', 'memory_estimate', 'compute_estimate', 'estimate', 'complete_checkpoints',
+           'newest_checkpoint', 'RunCallback', 'LossBar', 'QLoRATrainer', 'report_targets', 'training_args',
+           'plot_loss', 'base_revision', 'peak_rss_gb', 'train', 'training_data', 'cli_params', 'main']
 
 # %% ../nbs/02_train.ipynb #390c7f00
 IGNORE_INDEX = -100
@@ -122,9 +51,9 @@ def encode_pair(pair:dict, tok, source_max_len:int, target_max_len:int, train_on
     labels = (src if train_on_source else [IGNORE_INDEX] * len(src)) + tgt
     return dict(input_ids=src + tgt, labels=labels, source_truncated=s_cut, target_truncated=t_cut)
 
-def encode_pairs(pairs:list, tok, P:dict) -> tuple[list, dict]:
-    "Encode `pairs` per `P`; also count the truncated sources and targets."
-    ex = [encode_pair(p, tok, P['source_max_len'], P['target_max_len'], P['train_on_source']) for p in pairs]
+def encode_pairs(pairs:list, tok, params:dict) -> tuple[list, dict]:
+    "Encode `pairs` per `params`; also count the truncated sources and targets."
+    ex = [encode_pair(p, tok, params['source_max_len'], params['target_max_len'], params['train_on_source']) for p in pairs]
     return ex, dict(examples=len(ex), source_truncated=sum(e['source_truncated'] for e in ex),
                     target_truncated=sum(e['target_truncated'] for e in ex))
 
@@ -148,30 +77,6 @@ def split_pairs(pairs:list, eval_size:int, seed=42) -> tuple[list, list]:
     ev = set(idx[:eval_size])
     return [p for i, p in enumerate(pairs) if i not in ev], [pairs[i] for i in sorted(ev)]
 
-# %% ../nbs/02_train.ipynb #774e19ff
-def lora_targets(model, lora_modules:str='all') -> list:
-    "Names of the modules LoRA adapts: all linear layers but `lm_head`, or the comma-separated list given."
-    import torch
-    if lora_modules != 'all': return [m.strip() for m in lora_modules.split(',') if m.strip()]
-    return sorted({n.split('.')[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and 'lm_head' not in n})
-
-def lora_config(model, P:dict):
-    from peft import LoraConfig
-    return LoraConfig(r=P['lora_r'], lora_alpha=P['lora_alpha'], lora_dropout=P['lora_dropout'], bias='none',
-                      target_modules=lora_targets(model, P['lora_modules']), task_type='CAUSAL_LM')
-
-def add_lora(model, P:dict, prepare=True):
-    "Prepare a (quantized) base for training and wrap it with LoRA adapters per `P`."
-    from peft import get_peft_model, prepare_model_for_kbit_training
-    from transformers import set_seed
-    if prepare and (getattr(model, 'is_loaded_in_4bit', False) or getattr(model, 'is_loaded_in_8bit', False)):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=P['gradient_checkpointing'],
-                                                gradient_checkpointing_kwargs={'use_reentrant': False})
-    elif prepare and P['gradient_checkpointing']:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False}); model.enable_input_require_grads()
-    set_seed(P['seed'])
-    return get_peft_model(model, lora_config(model, P))
-
 # %% ../nbs/02_train.ipynb #c7d7dee6
 def lora_param_count(arch:dict, r:int, modules=('q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj')) -> int:
     "LoRA weights of rank `r` on `modules` of every decoder layer of a LLaMA with architecture `arch`."
@@ -185,21 +90,20 @@ def lora_param_count(arch:dict, r:int, modules=('q_proj', 'k_proj', 'v_proj', 'o
 PEAK_TFLOPS = {'bf16': 989.0, 'fp32': 67.0}   # H100 SXM, dense (NVIDIA datasheet)
 UTILISATION = 0.30
 
-def arch_config(P:dict):
-    "The model's config: the profile's `architecture` when the profile's model is asked for, else the model's own config."
+def arch_config(params:dict):
+    "The model's config: `architecture` when it describes the profile's own base model, else the model's config."
     from transformers import AutoConfig, LlamaConfig
-    prof = load_profile(P['profile']) if P['profile'] else {}
-    if prof.get('architecture') and P['model_name_or_path'] == prof.get('model_name_or_path'):
-        return LlamaConfig(**prof['architecture'])
-    return AutoConfig.from_pretrained(resolve_model(P['model_name_or_path']))
+    same = params['model_name_or_path'] == load_profile(params['profile']).get('model_name_or_path')
+    if params['architecture'] and same: return LlamaConfig(**params['architecture'])
+    return AutoConfig.from_pretrained(resolve_model(params['model_name_or_path']))
 
-def meta_model(cfg, P:dict):
-    "The model of `cfg` with LoRA per `P`, built on the meta device (shapes only)."
+def meta_model(cfg, params:dict):
+    "The model of `cfg` with LoRA per `params`, built on the meta device (shapes only)."
     import torch
     from transformers import AutoModelForCausalLM
     from peft import get_peft_model
     with torch.device('meta'): model = AutoModelForCausalLM.from_config(cfg)
-    return get_peft_model(model, lora_config(model, P))
+    return get_peft_model(model, lora_config(model, params))
 
 def param_counts(peft_model) -> dict:
     "Total base parameters, of which quantizable (decoder linear layers) and others; trainable LoRA parameters."
@@ -214,43 +118,43 @@ def param_counts(peft_model) -> dict:
 # %% ../nbs/02_train.ipynb #c87d6304
 GB = 1e9
 
-def memory_estimate(counts:dict, arch:dict, P:dict, unit=GB) -> dict:
-    "Training memory in `unit`s (GB), by part, for `counts` (see `param_counts`) of a LLaMA `arch` trained per `P`."
-    b, s = P['per_device_train_batch_size'], P['source_max_len'] + P['target_max_len']
+def memory_estimate(counts:dict, arch:dict, params:dict, unit=GB) -> dict:
+    "Training memory in `unit`s (GB), by part, for `counts` (see `param_counts`) of a LLaMA `arch` trained per `params`."
+    b, s = params['per_device_train_batch_size'], params['source_max_len'] + params['target_max_len']
     h, f, L, V = arch['hidden_size'], arch['intermediate_size'], arch['num_hidden_layers'], arch['vocab_size']
-    B, nq = (2 if P['bf16'] else 4), counts['quantized']
-    wbytes = {4: 0.5, 8: 1.0, 16: 2.0, 32: 4.0}[P['bits']]
-    consts = (nq / 64 * ((1 + 4 / 256) if P['double_quant'] else 4)) if P['bits'] == 4 else (nq / 4096 * 4 if P['bits'] == 8 else 0)
+    B, nq = (2 if params['bf16'] else 4), counts['quantized']
+    wbytes = {4: 0.5, 8: 1.0, 16: 2.0, 32: 4.0}[params['bits']]
+    consts = (nq / 64 * ((1 + 4 / 256) if params['double_quant'] else 4)) if params['bits'] == 4 else (nq / 4096 * 4 if params['bits'] == 8 else 0)
     parts = {'quantized_weights': nq * wbytes, 'quantization_constants': consts, 'other_weights': counts['other'] * 4,
              'lora_weights': counts['lora'] * 4, 'lora_gradients': counts['lora'] * 4, 'optimizer_states': counts['lora'] * 8,
-             'checkpointed_activations': (L if P['gradient_checkpointing'] else 0) * b * s * h * B,
-             'layer_activations': (1 if P['gradient_checkpointing'] else L) * b * s * (10 * h + 5 * f) * B,
-             'logits': 2 * b * s * V * 4, 'dequantized_weight': h * f * B if P['bits'] in (4, 8) else 0}
+             'checkpointed_activations': (L if params['gradient_checkpointing'] else 0) * b * s * h * B,
+             'layer_activations': (1 if params['gradient_checkpointing'] else L) * b * s * (10 * h + 5 * f) * B,
+             'logits': 2 * b * s * V * 4, 'dequantized_weight': h * f * B if params['bits'] in (4, 8) else 0}
     parts['total'] = sum(parts.values())
     return {k: round(v / unit, 3) for k, v in parts.items()}
 
-def compute_estimate(counts:dict, arch:dict, P:dict, processes:int=1) -> dict:
-    "Tokens, FLOPs and hours of the run per `P` (upper bound: every example at full length)."
-    s, L, h = P['source_max_len'] + P['target_max_len'], arch['num_hidden_layers'], arch['hidden_size']
+def compute_estimate(counts:dict, arch:dict, params:dict, processes:int=1) -> dict:
+    "Tokens, FLOPs and hours of the run per `params` (upper bound: every example at full length)."
+    s, L, h = params['source_max_len'] + params['target_max_len'], arch['num_hidden_layers'], arch['hidden_size']
     matmul = counts['quantized'] + arch['vocab_size'] * h          # decoder linears + lm_head (the embedding is a lookup)
     per_token = 6 * matmul + 6 * counts['lora'] + 3 * L * 2 * s * h
-    tokens = P['max_steps'] * P['per_device_train_batch_size'] * P['gradient_accumulation_steps'] * processes * s
-    dtype = 'bf16' if P['bf16'] else 'fp32'
+    tokens = params['max_steps'] * params['per_device_train_batch_size'] * params['gradient_accumulation_steps'] * processes * s
+    dtype = 'bf16' if params['bf16'] else 'fp32'
     secs = tokens * per_token / (PEAK_TFLOPS[dtype] * 1e12 * UTILISATION * processes)
     return dict(tokens=tokens, flops_per_token=per_token, total_flops=tokens * per_token, compute_dtype=dtype,
                 peak_tflops_per_device=PEAK_TFLOPS[dtype], utilisation=UTILISATION, devices=processes,
                 hours=round(secs / 3600, 2))
 
 # %% ../nbs/02_train.ipynb #b6440ed7
-def estimate(P:dict, processes:int=1) -> dict:
-    "The dry-run figures of `P`: parameter counts, memory and compute estimates (meta device, no weights)."
-    cfg = arch_config(P)
+def estimate(params:dict, processes:int=1) -> dict:
+    "The dry-run figures of `params`: parameter counts, memory and compute estimates (meta device, no weights)."
+    cfg = arch_config(params)
     arch = {k: getattr(cfg, k) for k in ('vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers',
                                          'num_attention_heads', 'num_key_value_heads')}
-    counts = param_counts(meta_model(cfg, P))
-    return dict(model=P['model_name_or_path'], architecture=arch, params=counts,
+    counts = param_counts(meta_model(cfg, params))
+    return dict(model=params['model_name_or_path'], architecture=arch, params=counts,
                 trainable_share=round(counts['lora'] / counts['total'], 5),
-                memory_gb=memory_estimate(counts, arch, P), compute=compute_estimate(counts, arch, P, processes))
+                memory_gb=memory_estimate(counts, arch, params), compute=compute_estimate(counts, arch, params, processes))
 
 # %% ../nbs/02_train.ipynb #e08f7809
 MARK = 'COMPLETE'
@@ -331,34 +235,24 @@ def report_targets(report_to:str) -> tuple[list, list]:
     have = set(get_available_reporting_integrations())
     return [r for r in want if r in have], [r for r in want if r not in have]
 
-def training_args(P:dict, output_dir):
-    "`TrainingArguments` for `P`, writing checkpoints to `output_dir`."
+def training_args(params:dict, output_dir):
+    "`TrainingArguments` for `params`, writing checkpoints to `output_dir`."
     import torch
     from transformers import TrainingArguments
-    report, _ = report_targets(P['report_to'])
+    report, _ = report_targets(params['report_to'])
     return TrainingArguments(
-        output_dir=str(output_dir), max_steps=P['max_steps'], per_device_train_batch_size=P['per_device_train_batch_size'],
-        per_device_eval_batch_size=P['per_device_train_batch_size'], gradient_accumulation_steps=P['gradient_accumulation_steps'],
-        learning_rate=P['learning_rate'], lr_scheduler_type=P['lr_scheduler_type'], warmup_steps=float(P['warmup_ratio']),
-        max_grad_norm=P['max_grad_norm'], weight_decay=P['weight_decay'], optim=P['optim'], bf16=P['bf16'],
-        eval_strategy='steps' if P['eval_dataset_size'] else 'no', eval_steps=P['eval_steps'],
-        save_strategy='steps', save_steps=P['save_steps'], save_total_limit=P['save_total_limit'],
-        logging_steps=1, logging_nan_inf_filter=False, seed=P['seed'], data_seed=P['seed'], report_to=report or 'none',
-        run_name=P['run_name'], remove_unused_columns=False, dataloader_num_workers=0,
-        activation_checkpointing=P['gradient_checkpointing'], activation_checkpointing_kwargs={'use_reentrant': False},
+        output_dir=str(output_dir), max_steps=params['max_steps'], per_device_train_batch_size=params['per_device_train_batch_size'],
+        per_device_eval_batch_size=params['per_device_train_batch_size'], gradient_accumulation_steps=params['gradient_accumulation_steps'],
+        learning_rate=params['learning_rate'], lr_scheduler_type=params['lr_scheduler_type'], warmup_steps=float(params['warmup_ratio']),
+        max_grad_norm=params['max_grad_norm'], weight_decay=params['weight_decay'], optim=params['optim'], bf16=params['bf16'],
+        eval_strategy='steps' if params['eval_dataset_size'] else 'no', eval_steps=params['eval_steps'],
+        save_strategy='steps', save_steps=params['save_steps'], save_total_limit=params['save_total_limit'],
+        logging_steps=1, logging_nan_inf_filter=False, seed=params['seed'], data_seed=params['seed'], report_to=report or 'none',
+        run_name=params['run_name'], remove_unused_columns=False, dataloader_num_workers=0,
+        activation_checkpointing=params['gradient_checkpointing'], activation_checkpointing_kwargs={'use_reentrant': False},
         ddp_find_unused_parameters=False, use_cpu=not torch.cuda.is_available())
 
 # %% ../nbs/02_train.ipynb #c1712e67
-def save_adapter(model, tok, dest, embeddings=False):
-    "Save the LoRA adapter and the tokenizer into `dest`, atomically (temporary folder, then rename)."
-    dest = Path(dest); tmp = dest.with_name(f'.{dest.name}.tmp')
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, save_embedding_layers=embeddings)
-    tok.save_pretrained(tmp)
-    if dest.exists(): shutil.rmtree(dest)
-    os.replace(tmp, dest)
-    return dest
-
 def plot_loss(rows:list, path=None):
     "Training loss per step and held-out loss per evaluation, from `metrics.jsonl` rows."
     import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
@@ -401,51 +295,53 @@ def _prepare_dir(out, ckpt, resume:bool):
         for f in ('metrics.jsonl', 'samples.jsonl', 'loss.png'): (out/f).unlink(missing_ok=True)
     return start
 
-def train(P:dict) -> dict:
-    "Train a LoRA adapter on the quantized base per `P` (or, with `dry_run`, only estimate); return the summary."
-    check_params(P, PARAMS, '02_train')
-    out, main = run_dir(P['run_name'], 'train'), _rank() == 0
-    if P['dry_run']:
-        est = estimate(P, _world())
-        if main: write_json(out/'estimate.json', est)
-        return est
-    data = resolve_path(P['dataset'])
-    m = Manifest(out, 'train', P, inputs=[data] if data.exists() else []) if main else None
-    try:
-        summary = _train(P, out, main)
-        if m:
-            for f in ('adapter', 'metrics.jsonl', 'samples.jsonl', 'loss.png', 'estimate.json', 'checkpoints'): m.add_output(out/f)
-            m.finish(**summary)
-        return summary
-    except BaseException as e:
-        if m: m.fail(e)
-        raise
+TRAIN_OUTPUTS = ('adapter', 'metrics.jsonl', 'samples.jsonl', 'loss.png', 'estimate.json', 'checkpoints')
 
-def _train(P:dict, out:Path, main:bool) -> dict:
+def train(params:dict) -> dict:
+    "Train a LoRA adapter on the quantized base per `params` (or, with `dry_run`, only estimate); return the summary."
+    check_step_params(params, 'train')
+    main = _rank() == 0
+    if params['dry_run']:
+        est = estimate(params, _world())
+        if main: write_json(run_dir(params['run_name'], 'train')/'estimate.json', est)
+        return est
+    data = resolve_path(params['dataset'])
+    with step(params, 'train', inputs=[data] if data.exists() else [], main=main) as (out, manifest):
+        summary = _train(params, out, main)
+        if manifest: manifest.add_output(*(out/f for f in TRAIN_OUTPUTS)).record(**summary)
+    return summary
+
+def training_data(params:dict, tok) -> dict:
+    "The encoded training and held-out examples of `params['dataset']`, the held-out pairs, and what was counted."
+    pairs, counts = load_pairs(params['dataset'], params['dataset_format'])
+    tr_pairs, ev_pairs = split_pairs(pairs, params['eval_dataset_size'])
+    train_ex, trunc = encode_pairs(tr_pairs, tok, params)
+    return dict(train=train_ex, eval=encode_pairs(ev_pairs, tok, params)[0], eval_pairs=ev_pairs, counts=counts,
+                truncated=trunc)
+
+def _train(params:dict, out:Path, main:bool) -> dict:
     from accelerate import PartialState
+    import torch
     ckpt = out/'checkpoints'
-    args = training_args(P, ckpt)                                   # sets up the processes of a distributed run
-    start = _prepare_dir(out, ckpt, P['resume']) if main else None
+    args = training_args(params, ckpt)                              # sets up the processes of a distributed run
+    start = _prepare_dir(out, ckpt, params['resume']) if main else None
     PartialState().wait_for_everyone()
-    if not main and P['resume']: start = newest_checkpoint(ckpt)
-    tok = load_tokenizer(P['model_name_or_path'], P['pad_token'])
-    pairs, counts = load_pairs(P['dataset'], P['dataset_format'])
-    tr_pairs, ev_pairs = split_pairs(pairs, P['eval_dataset_size'])
-    train_ex, trunc = encode_pairs(tr_pairs, tok, P)
-    eval_ex, _ = encode_pairs(ev_pairs, tok, P)
-    path = resolve_model(P['model_name_or_path'])
-    model = load_base_model(path, P)
+    if not main and params['resume']: start = newest_checkpoint(ckpt)
+    tok = load_tokenizer(params['model_name_or_path'], params['pad_token'])
+    data = training_data(params, tok)
+    path = resolve_model(params['model_name_or_path'])
+    model = load_base_model(path, params)
     base_vocab = model.get_input_embeddings().weight.shape[0]
     grow_embeddings(model, len(tok))
-    model = add_lora(model, P)
-    est = estimate(P, _world())
+    model = add_lora(model, params)
+    est = estimate(params, _world())
     if main: write_json(out/'estimate.json', est)
-    trainer = QLoRATrainer(model=model, args=args, train_dataset=train_ex, eval_dataset=eval_ex or None,
-                           data_collator=Collator(tok.pad_token_id), processing_class=tok,
-                           callbacks=[RunCallback(out, tok, [p['source'] for p in ev_pairs[:2]], P['sample_max_new_tokens'])])
+    samples = RunCallback(out, tok, [p['source'] for p in data['eval_pairs'][:2]], params['sample_max_new_tokens'])
+    trainer = QLoRATrainer(model=model, args=args, train_dataset=data['train'], eval_dataset=data['eval'] or None,
+                           data_collator=Collator(tok.pad_token_id), processing_class=tok, callbacks=[samples])
     trainer.remove_callback(ProgressCallback); trainer.add_callback(LossBar)
     t0 = time.time()
-    res = trainer.train(resume_from_checkpoint=str(start) if start else None)
+    trainer.train(resume_from_checkpoint=str(start) if start else None)
     secs = time.time() - t0
     if not main: return {}
     grown = len(tok) > base_vocab
@@ -455,16 +351,16 @@ def _train(P:dict, out:Path, main:bool) -> dict:
     losses = [r['loss'] for r in rows if 'loss' in r]
     evals = [r['eval_loss'] for r in rows if 'eval_loss' in r]
     done = trainer.state.global_step - (int(start.name.split('-')[-1]) if start else 0)
-    import torch
-    return dict(base_model=P['model_name_or_path'], base_model_path=path, base_revision=base_revision(path),
+    peak_cuda = round(torch.cuda.max_memory_allocated() / GB, 3) if torch.cuda.is_available() else None
+    return dict(base_model=params['model_name_or_path'], base_model_path=path, base_revision=base_revision(path),
                 steps=trainer.state.global_step, resumed_from=start.name if start else None,
                 first_loss=losses[0] if losses else None, final_loss=losses[-1] if losses else None,
-                final_eval_loss=evals[-1] if evals else None, data=counts, train_examples=len(train_ex),
-                eval_examples=len(eval_ex), source_truncated=trunc['source_truncated'], target_truncated=trunc['target_truncated'],
-                trainable_params=est['params']['lora'], total_params=est['params']['total'], vocab_grown=grown,
-                processes=_world(), seconds=round(secs, 2), seconds_per_step=round(secs / max(done, 1), 4),
-                peak_rss_gb=peak_rss_gb(), peak_cuda_gb=round(torch.cuda.max_memory_allocated() / GB, 3) if torch.cuda.is_available() else None,
-                report_to_skipped=report_targets(P['report_to'])[1])
+                final_eval_loss=evals[-1] if evals else None, data=data['counts'], train_examples=len(data['train']),
+                eval_examples=len(data['eval']), source_truncated=data['truncated']['source_truncated'],
+                target_truncated=data['truncated']['target_truncated'], trainable_params=est['params']['lora'],
+                total_params=est['params']['total'], vocab_grown=grown, processes=_world(),
+                seconds=round(secs, 2), seconds_per_step=round(secs / max(done, 1), 4), peak_rss_gb=peak_rss_gb(),
+                peak_cuda_gb=peak_cuda, report_to_skipped=report_targets(params['report_to'])[1])
 
 # %% ../nbs/02_train.ipynb #e9dbbd80
 def _bool(s:str) -> bool:
@@ -472,14 +368,21 @@ def _bool(s:str) -> bool:
     if s.lower() in ('0', 'false', 'no'): return False
     raise argparse.ArgumentTypeError(f'expected true or false, got {s!r}')
 
+def _yaml(s:str):
+    import yaml
+    return yaml.safe_load(s)
+
 def cli_params(argv=None) -> dict:
     "Parameters from command-line arguments `--name value`, validated and completed from the profile."
-    ap = argparse.ArgumentParser(prog='anima-train', description='QLoRA training step of anima_nb (see nbs/02_train.ipynb).')
-    for k, t in PARAMS.items():
-        ap.add_argument(f'--{k}', type=_bool if t is bool else t, default=None, metavar=t.__name__.upper(),
-                        help=f"default: {DEFAULTS[k]!r}" if k in DEFAULTS else 'default: from the profile')
+    schema = step_schema('train')
+    ap = argparse.ArgumentParser(prog='anima-train', description='QLoRA training step of anima_nb (nbs/02_train.ipynb).')
+    for k, d in schema.items():
+        t = d['type']
+        default = 'from the profile' if d['default'] is None else repr(d['default'])
+        ap.add_argument(f'--{k}', type=_bool if t is bool else _yaml if t in (dict, list) else t, default=None,
+                        metavar=t.__name__.upper(), help=f"{d['help']} (default: {default})".replace('%', '%%'))
     given = {k: v for k, v in vars(ap.parse_args(argv)).items() if v is not None}
-    return resolve_params({**DEFAULTS, **given}, PARAMS, 'anima-train')
+    return resolve_params(given, schema, 'anima-train')
 
 def main(argv=None):
     "Entry point of `python -m anima_nb.train` and `anima-train`."

@@ -3,8 +3,8 @@ import os, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 from conftest import ROOT, reference, make_outputs
-from anima_nb.core import load_profile, read_jsonl, read_manifest, run_dir, write_json, sha256_file, read_json
-from anima_nb import merge as M, inference as I
+from anima_nb.core import step_params, read_jsonl, read_manifest, run_dir, write_json, sha256_file, read_json
+from anima_nb import merge as M, inference as I, models, data
 
 RUN = 'inferencetest'
 FIELDS = {'question_id': int, 'category': str, 'model': str, 'prompt': str, 'answer': str, 'settings': dict,
@@ -17,13 +17,12 @@ def outdir(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv('ANIMA_NB_OUTPUTS', str(out))
         mp.setattr(M, 'FIDELITY_QUESTIONS', 1)
-        M.demo_adapter(RUN, std=0.2)
-        M.merge({**load_profile('demo'), 'run_name': RUN, 'merge_mode': 'nf4-roundtrip', 'compare_modes': False})
+        models.demo_adapter(RUN, std=0.2)
+        M.merge(step_params('merge', run_name=RUN, merge_mode='nf4-roundtrip', compare_modes=False))
         yield out
 
 def params(**kw):
-    return {**load_profile('demo'), 'profile': 'demo', 'run_name': RUN, 'model_source': 'merged', 'temperature': 0.7,
-            'top_p': 0.9, 'repetition_penalty': 1.0, 'do_sample': False, 'seed': 0, **kw}
+    return step_params('inference', run_name=RUN, **kw)
 
 def test_prompt_is_the_published_one():
     assert I.eval_prompt('如何提高我的时间管理技能？') == (
@@ -35,30 +34,30 @@ def test_prompt_is_the_published_one():
 def test_question_file_sha256(outputs, monkeypatch):
     ref = reference('anima', 'translated_vicuna_eval_set.json')
     name = 'translated_vicuna_eval_set.json'
-    assert sha256_file(ref) == I.ANIMA_FILES[name][1]
+    assert sha256_file(ref) == data.ANIMA_FILES[name][1]
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     monkeypatch.setattr(I, 'outputs_dir', lambda: outputs/'private')   # a cache of its own, not the shared .cache
-    with pytest.raises(FileNotFoundError, match='downloads are off'): I.load_questions('anima:' + name)
+    with pytest.raises(FileNotFoundError, match='downloads are off'): data.load_questions('anima:' + name)
     cached = outputs/'private'/'.cache'/'anima'/name; cached.parent.mkdir(parents=True)
     shutil.copy(ref, cached)
-    qs = I.load_questions('anima:' + name)
+    qs = data.load_questions('anima:' + name)
     assert len(qs) == 80 and len({q['question_id'] for q in qs}) == 80 and {'translation', 'category'} <= set(qs[0])
     cached.write_bytes(cached.read_bytes().replace('时间管理'.encode(), '时间安排'.encode()))
-    with pytest.raises(ValueError, match='does not match'): I.load_questions('anima:' + name)
-    assert len(I.load_questions(str(ref))) == 80                             # a local path is read as it is
+    with pytest.raises(ValueError, match='does not match'): data.load_questions('anima:' + name)
+    assert len(data.load_questions(str(ref))) == 80                             # a local path is read as it is
 
 @pytest.mark.parametrize('source', ['merged', 'adapter'])
 def test_batched_greedy_equals_one_at_a_time(outdir, source):
     model, tok = I.load_model(RUN, source)
-    qs = I.load_questions('pkg:sample_questions.json')[:8]
-    prompts = [I.eval_prompt(q['translation']) for q in qs]
+    qs = data.load_questions('pkg:sample_questions.json')[:8]
+    prompts = [I.eval_prompt(q['question']) for q in qs]
     s = I.gen_settings(params(max_new_tokens=10))
     batched = I.generate_batch(model, tok, prompts, s)
     assert len({r['prompt_tokens'] for r in batched}) > 3                  # real left padding
     assert batched == [I.generate_batch(model, tok, [p], s)[0] for p in prompts]
 
 def test_answers_jsonl(outdir, tmp_path, monkeypatch):
-    qs = I.load_questions('pkg:sample_questions.json')[:6]
+    qs = data.load_questions('pkg:sample_questions.json')[:6]
     write_json(tmp_path/'q.json', qs)
     rows = I.infer(params(questions=str(tmp_path/'q.json'), max_new_tokens=6, batch_size=4))
     d = run_dir(RUN, 'inference')
@@ -66,7 +65,7 @@ def test_answers_jsonl(outdir, tmp_path, monkeypatch):
     assert saved == rows and [r['question_id'] for r in saved] == [q['question_id'] for q in qs]
     for r in saved:
         assert set(r) == set(FIELDS) and all(isinstance(r[k], t) for k, t in FIELDS.items()), r
-        assert r['prompt'] == I.eval_prompt(qs[[q['question_id'] for q in qs].index(r['question_id'])]['translation'])
+        assert r['prompt'] == I.eval_prompt(qs[[q['question_id'] for q in qs].index(r['question_id'])]['question'])
         assert r['settings'] == {'max_new_tokens': 6, 'do_sample': False, 'repetition_penalty': 1.0}
         assert 1 <= r['answer_tokens'] <= 6 and r['stop'] in ('eos', 'length')
     m = read_manifest(d)
@@ -97,4 +96,4 @@ def test_papermill_from_root(outdir):
                         '-p', 'max_new_tokens', '8'], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = read_jsonl(outdir/RUN/'inference'/'answers.jsonl')
-    assert sorted(r['question_id'] for r in rows) == sorted(q['question_id'] for q in I.load_questions('pkg:sample_questions.json'))
+    assert sorted(r['question_id'] for r in rows) == sorted(q['question_id'] for q in data.load_questions('pkg:sample_questions.json'))

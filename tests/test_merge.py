@@ -3,8 +3,8 @@ import os, subprocess, sys
 from pathlib import Path
 import pytest, torch
 from conftest import ROOT, make_outputs
-from anima_nb.core import load_profile, read_manifest, read_json, run_dir
-from anima_nb import merge as M
+from anima_nb.core import read_manifest, read_json, run_dir, step_params
+from anima_nb import merge as M, models
 
 RUN = 'mergetest'
 
@@ -15,17 +15,17 @@ def outdir(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv('ANIMA_NB_OUTPUTS', str(out))
         mp.setattr(M, 'FIDELITY_QUESTIONS', 2)          # fewer probe prompts in-process; papermill runs the full check
-        M.demo_adapter(RUN)
+        models.demo_adapter(RUN)
         yield out
 
-def params(**kw): return {**load_profile('demo'), 'profile': 'demo', 'run_name': RUN, 'merge_mode': 'nf4-roundtrip', **kw}
+def params(**kw): return step_params('merge', run_name=RUN, merge_mode='nf4-roundtrip', **kw)
 
 def test_settings_come_from_training_run(outdir):
-    rec = M.train_record(RUN)
+    rec = models.train_record(RUN)
     test = read_json(Path(rec['adapter_dir'])/'adapter_config.json')
     assert (test['r'], test['lora_alpha']) == (rec['params']['lora_r'], rec['params']['lora_alpha'])
-    assert M.base_of(rec) == ('local:tiny-llama', None)
-    with pytest.raises(FileNotFoundError, match='Run 02_train first'): M.train_record('no-such-run')
+    assert models.base_of(rec) == ('local:tiny-llama', None)
+    with pytest.raises(FileNotFoundError, match='Run 02_train first'): models.train_record('no-such-run')
 
 def test_adapter_must_match_its_manifest(outdir):
     from anima_nb.core import write_json
@@ -33,11 +33,11 @@ def test_adapter_must_match_its_manifest(outdir):
     good = read_json(f)
     try:
         write_json(f, {**good, 'r': good['r'] * 2})
-        with pytest.raises(ValueError, match='is not the one the manifest describes'): M.train_record(RUN)
+        with pytest.raises(ValueError, match='is not the one the manifest describes'): models.train_record(RUN)
     finally: write_json(f, good)
 
 def test_merge_into_4bit_is_refused(outdir):
-    model, _ = M.load_adapter_model(M.train_record(RUN))
+    model, _ = models.load_adapter_model(models.train_record(RUN))
     assert M.is_quantized(model)
     with pytest.raises(ValueError, match='Merging LoRA into a quantized'): M.refuse_quantized(model)
     for bad in ('nf4', '4bit', 'int8'):
@@ -46,9 +46,9 @@ def test_merge_into_4bit_is_refused(outdir):
 
 def test_roundtrip_is_what_bitsandbytes_dequantizes(outdir):
     import bitsandbytes.functional as F
-    rec = M.train_record(RUN)
-    q4 = M.load_base_model('local:tiny-llama', rec['params'])
-    full = M.load_full_base('local:tiny-llama', 'float32')
+    rec = models.train_record(RUN)
+    q4 = models.load_base_model('local:tiny-llama', rec['params'])
+    full = models.load_full_base('local:tiny-llama', 'float32')
     assert M.nf4_roundtrip_(full, rec['params']) == 14            # 7 linears x 2 layers, lm_head left alone
     for (n, a), (_, b) in zip(M._quantized_linears(q4), M._quantized_linears(full)):
         assert torch.equal(F.dequantize_4bit(a.weight.data, a.weight.quant_state), b.weight.data), n
@@ -72,7 +72,7 @@ def test_merge_fidelity_both_modes(outdir):
     from transformers import AutoModelForCausalLM
     reloaded = AutoModelForCausalLM.from_pretrained(d/'model')
     assert not M.is_quantized(reloaded) and getattr(reloaded.config, 'quantization_config', None) is None
-    qlora, tok = M.load_adapter_model(M.train_record(RUN))
+    qlora, tok = models.load_adapter_model(models.train_record(RUN))
     got = M.probe(reloaded, tok, M.fidelity_prompts(1), n_tokens=4)
     ref = M.probe(qlora, tok, M.fidelity_prompts(1), n_tokens=4)
     assert M.compare(got, ref)['max_abs_diff'] < 1e-5
@@ -110,9 +110,8 @@ def test_papermill_from_root(outdir):
     assert r.returncode != 0 and 'Run 02_train first' in r.stderr + r.stdout
 
 def test_merge_of_a_real_training_run(outdir):
-    from anima_nb.core import resolve_params
-    from anima_nb.train import train, PARAMS, DEFAULTS
-    P = resolve_params({**DEFAULTS, 'run_name': 'trained', 'max_steps': 3, 'eval_steps': 3, 'save_steps': 3, 'sample_max_new_tokens': 4}, PARAMS)
+    from anima_nb.train import train
+    P = step_params('train', run_name='trained', max_steps=3, eval_steps=3, save_steps=3, sample_max_new_tokens=4)
     train(P)
     report = M.merge(params(run_name='trained', compare_modes=False))
     assert report['chosen']['passed'] and report['chosen']['vs_qlora']['max_abs_diff'] < 1e-5

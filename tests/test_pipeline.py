@@ -3,12 +3,12 @@ import os, subprocess, sys
 from pathlib import Path
 import pytest
 from conftest import ROOT
-from anima_nb.core import read_json, read_manifest, PROFILES
-from anima_nb.pipeline import (CHAIN, declared_params, gather_params, param_types, check_names, step_inputs, prepare,
+from anima_nb.core import read_json, read_manifest, load_profile, notebook_schema
+from anima_nb.pipeline import (CHAIN, gather_params, param_types, check_names, step_inputs, prepare,
                                plan_steps, select_steps, StepFailed)
 
 NBS = ROOT/'nbs'
-DECL = {s: declared_params(NBS/f'{nb}.ipynb') for s, nb in CHAIN.items()}
+DECL = {s: notebook_schema(NBS/f'{nb}.ipynb') for s, nb in CHAIN.items()}
 TYPES = param_types(DECL)
 BIN = Path(sys.executable).parent
 
@@ -84,7 +84,7 @@ def test_resolved_parameters_fill_from_profile(outputs):
     pre = prepare(gather_params(TYPES, profile='anima33b', sets=['max_steps=10000']), steps='train,merge')
     assert [p['step'] for p in pre['plan']] == ['train', 'merge']
     r = pre['resolved']['train']
-    assert (r['max_steps'], r['lora_r'], r['run_name']) == (10000, PROFILES['anima33b']['lora_r'], 'anima33b')
+    assert (r['max_steps'], r['lora_r'], r['run_name']) == (10000, load_profile('anima33b')['lora_r'], 'anima33b')
     assert sorted(os.listdir(outputs)) == ['.cache']          # planning creates nothing
 
 def test_profile_file_names_the_run(outputs, tmp_path):
@@ -92,7 +92,7 @@ def test_profile_file_names_the_run(outputs, tmp_path):
     pre = prepare(gather_params(TYPES, profile=str(prof), sets=['max_new_tokens=8']))
     assert pre['values']['run_name'] == 'small'
     assert (pre['resolved']['train']['max_steps'], pre['resolved']['inference']['max_new_tokens']) == (3, 8)
-    assert pre['resolved']['train']['lora_r'] == PROFILES['demo']['lora_r']
+    assert pre['resolved']['train']['lora_r'] == load_profile('demo')['lora_r']
 
 # --- the plan -------------------------------------------------------------------------------------------------------
 
@@ -198,5 +198,5 @@ def test_demo_chain_end_to_end(outputs):
     m3 = read_manifest(run)
     assert {s: v['status'] for s, v in m3['steps'].items()} == dict(data='skipped', train='skipped', merge='skipped',
                                                                      inference='complete', elo='complete')
-    assert f"max_new_tokens: {PROFILES['demo']['max_new_tokens']} -> 8" in m3['steps']['inference']['reason']
+    assert f"max_new_tokens: {load_profile('demo')['max_new_tokens']} -> 8" in m3['steps']['inference']['reason']
     assert read_manifest(run/'inference')['params']['max_new_tokens'] == 8
