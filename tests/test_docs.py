@@ -8,11 +8,49 @@ NBS = ROOT/'nbs'
 NOTEBOOKS = sorted(p.name for p in NBS.glob('[!_]*.ipynb'))
 BIN = Path(sys.executable).parent
 
+def markdown_lines(nb_path) -> list:
+    "The lines of a notebook's markdown cells, outside fenced code blocks."
+    out = []
+    for c in json.loads(Path(nb_path).read_text())['cells']:
+        if c['cell_type'] != 'markdown': continue
+        fenced = False
+        for line in ''.join(c['source']).splitlines():
+            if line.lstrip().startswith(('```', '~~~')): fenced = not fenced; continue
+            if not fenced: out.append(line)
+        out.append('')                                       # a cell ends any table
+    return out
+
+def heading_html(line:str) -> str:
+    "The element nbconvert writes for a markdown heading line: `<hN id=...>` text, an anchor link (its id: spaces as -, URL-quoted)."
+    from html import escape
+    from urllib.parse import quote
+    hashes, text = re.match(r'^(#{1,6})\s+(.*?)(?:\s+#+)?\s*$', line).groups()
+    plain = re.sub(r'`([^`]*)`', r'\1', text)
+    inner = re.sub(r'`([^`]*)`', r'<code>\1</code>', escape(text, quote=False))
+    hid = escape(quote(plain.replace(' ', '-'), safe="?/:@!$&'()*+,;="), quote=False)
+    n = len(hashes)
+    return f'<h{n} id="{hid}">{inner}<a class="anchor-link" href="#{hid}">¶</a></h{n}>'
+
+def table_count(lines:list) -> int:
+    "Markdown tables: runs of consecutive lines starting with `|`."
+    return sum(1 for i, l in enumerate(lines) if l.startswith('|') and (i == 0 or not lines[i - 1].startswith('|')))
+
 @pytest.mark.parametrize('nb', NOTEBOOKS)
 def test_notebook_renders_to_html(nb):
     from nbconvert import HTMLExporter
     html, _ = HTMLExporter().from_filename(str(NBS/nb))
     assert '<html' in html and len(html) > 1000
+    lines = markdown_lines(NBS/nb)
+    heads = [heading_html(l) for l in lines if re.match(r'^#{1,6}\s', l)]
+    assert heads and heads[0].startswith('<h1 '), 'every notebook opens with its title'
+    pos = [html.find(h) for h in heads]
+    missing = [h for h, p in zip(heads, pos) if p < 0]
+    assert not missing, f'headings not rendered: {missing}'
+    assert pos == sorted(pos), 'headings rendered out of order'
+    assert len(re.findall(r'<h[1-6][ >]', html)) >= len(heads)
+    n_tables = table_count(lines)
+    if n_tables:
+        assert html.count('<table') >= n_tables and '<th>' in html and '<td>' in html
 
 def test_nbconvert_command_renders_all(tmp_path):
     r = subprocess.run([str(BIN/'jupyter-nbconvert'), '--to', 'html', '--output-dir', str(tmp_path), *map(str, (NBS/n for n in NOTEBOOKS))],

@@ -5,7 +5,7 @@ import pytest
 import papermill as pm
 from conftest import ROOT, reference
 from elo_server import ChatServer, default_verdict
-from anima_nb.core import resolve_params, read_jsonl, read_json, write_json, write_jsonl
+from anima_nb.core import step_params, read_jsonl, read_json, write_json, write_jsonl
 from anima_nb.judge import *
 from anima_nb.elo import *
 
@@ -13,11 +13,8 @@ NB = ROOT/'nbs'/'05_elo.ipynb'
 MARKER = 'marker-secret-' + uuid.uuid4().hex   # a fresh fake key each run, never a literal in the repo
 
 def nb_params(**kw) -> dict:
-    "The notebook's parameters: its declared defaults, overridden by `kw`, resolved against the profile."
-    decl = pm.inspect_notebook(str(NB))
-    types = {k: {'str': str, 'int': int, 'float': float, 'bool': bool}.get(v['inferred_type_name'], object) for k, v in decl.items()}
-    vals = {k: ast.literal_eval(v['default']) for k, v in decl.items()}
-    return resolve_params({**vals, **kw}, types, '05_elo')
+    "The notebook's parameters given `kw`: resolved as the notebook resolves them (given, profile, declared default)."
+    return step_params('elo', **kw)
 
 @pytest.fixture
 def tourney(tmp_path):
@@ -85,17 +82,23 @@ def test_upstream_draw_rule_reproduces_recorded_stretch():
     up = read_upstream_notebook(reference('anima', 'upstream_elo_tournament.ipynb'))
     target = [(d['row_id'], order.index(d['first_model']), order.index(d['second_model'])) for d in up['draws']]
     stream = upstream_draws(42, 80, 4)
-    recorded, raw = set(), 0
-    while raw < 102:                                  # rounds 1-85: 102 raw draws, 95 after repeats (README)
-        d = next(stream); raw += 1
-        if d not in recorded and d[0] not in (67, 68, 69): recorded.add(d)
-    k = 0
+    before = [next(stream) for _ in range(102)]       # rounds 1-85: 102 raw draws, 95 after repeats (README)
+    assert len(set(before)) == 95
+    recorded = {d for d in before if d[0] not in (67, 68, 69)}
+    played, repeats = [], []
     for d in stream:
-        if d in recorded: continue
-        if d != target[k]: break
+        if d in recorded: repeats.append(d); continue
+        if len(played) == len(target) or d != target[len(played)]: break
         if d[0] not in (67, 68, 69): recorded.add(d)
-        k += 1
-    assert k >= 23
+        played.append(d)
+    # exactly the first 23 saved draws (rounds 86-105 and the three unparseable math draws between them), no more
+    assert len(played) == 23 and played == target[:23]
+    assert [up['draws'][i].get('round') for i in range(23)] == [86, 87, 88, 89, None, 90, 91, 92, None, None] + list(range(93, 106))
+    assert [target[i][0] for i in range(23) if up['draws'][i].get('round') is None] == [68, 69, 67]
+    # on the way the rule redrew four repeats, two of them of draws played within the stretch itself
+    assert repeats == [(14, 0, 2), (36, 1, 2), (33, 3, 1), (33, 1, 2)] and {(36, 1, 2), (33, 1, 2)} <= set(played)
+    # the first draw the saved outputs cannot explain: round 106 was anima vs belle on row 31, the rule draws row 26
+    assert (d, target[23], up['draws'][23]['round']) == ((26, 1, 2), (31, 0, 1), 106)
 
 # ---- the judge client against a local server ----
 
@@ -147,6 +150,37 @@ def test_concurrency_does_not_change_the_tournament(tmp_path, tourney, outputs):
     run_elo(P)
     assert read_jsonl(outputs/'rp'/'elo'/'battles.jsonl') == res[1]
 
+def hand_row(n, q, a, b, v, **kw) -> dict:
+    "A hand-made battle row: round `n`, question `q`, `a` shown first, verdict `v`."
+    return dict(round=n, question_id=q, category='generic', model_a=a, model_b=b, verdict=v, judge='hand', **kw)
+
+def test_combine_orders_agreement_is_a_win_disagreement_a_tie():
+    rows = [hand_row(1, 1, 'x', 'y', 'model_a', score_a=9),     # q1 x-y: x wins shown first ...
+            hand_row(2, 2, 'x', 'y', 'model_a'),                # q2 x-y: whoever is shown first wins: disagree
+            hand_row(3, 3, 'y', 'z', 'model_b'),                # q3 y-z: z wins shown second ...
+            hand_row(4, 1, 'x', 'z', 'model_b'),                # q1 x-z: judged in one order only
+            hand_row(5, 1, 'y', 'x', 'model_b'),                # ... and shown second: agree, x wins
+            hand_row(6, 3, 'z', 'y', 'model_a'),                # ... and shown first: agree, z wins
+            hand_row(7, 2, 'y', 'x', 'model_a'),
+            hand_row(8, 4, 'x', 'z', 'model_a'),                # q4 x-z: a win one way, a tie the other: tie
+            hand_row(9, 5, 'z', 'y', 'tie'),                    # q5 z-y: a tie both ways: tie
+            hand_row(10, 4, 'z', 'x', 'tie'),
+            hand_row(11, 5, 'y', 'z', 'tie'),
+            hand_row(12, 6, 'y', 'z', 'model_a')]               # q6 y-z: one order only
+    before = [dict(r) for r in rows]
+    out = combine_orders(rows)
+    assert rows == before                                  # the input is not modified
+    assert out == [hand_row(1, 1, 'x', 'y', 'model_a', score_a=9, orders=2),
+                   hand_row(2, 2, 'x', 'y', 'tie', orders=2),
+                   hand_row(3, 3, 'y', 'z', 'model_b', orders=2),
+                   hand_row(4, 1, 'x', 'z', 'model_b'),
+                   hand_row(8, 4, 'x', 'z', 'tie', orders=2),
+                   hand_row(9, 5, 'z', 'y', 'tie', orders=2),
+                   hand_row(12, 6, 'y', 'z', 'model_a')]
+    winner = lambda r: {'model_a': r['model_a'], 'model_b': r['model_b']}.get(r['verdict'])
+    assert [winner(r) for r in out] == ['x', None, 'z', 'z', None, None, 'y']
+    assert combine_orders([]) == [] and combine_orders(rows[:1]) == rows[:1]
+
 def test_balanced_both_orders_cancels_position_bias(tmp_path, tourney, outputs):
     first_wins = lambda msgs: '9 2\nthe first answer is better'
     own = [dict(question_id=q, category='generic', model='bal', answer=f'本次运行的回答 {q}') for q in range(1, 11)]
@@ -158,6 +192,8 @@ def test_balanced_both_orders_cancels_position_bias(tmp_path, tourney, outputs):
     assert r['battles'] == 10 * 6 * 2 and r['scored_battles'] == 60 and set(r['bradley_terry']) == {'bal', 'base', 'mine', 'ref'}
     assert r['first_slot']['first_slot_win_rate'] == 1.0
     assert all(abs(v['rating'] - 1000) < 1e-3 for v in r['bradley_terry'].values())
+    comb = combine_orders(read_jsonl(outputs/'bal'/'elo'/'battles.jsonl'))      # every pair split by position: all ties
+    assert len(comb) == 60 and all(b['verdict'] == 'tie' and b['orders'] == 2 for b in comb)
 
 def test_live_judge_needs_answers(outputs):
     os.environ['OPENAI_API_KEY'] = MARKER

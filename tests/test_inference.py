@@ -22,7 +22,7 @@ def outdir(tmp_path_factory):
         yield out
 
 def params(**kw):
-    return step_params('inference', run_name=RUN, **kw)
+    return step_params('inference', **{'run_name': RUN, **kw})
 
 def test_prompt_is_the_published_one():
     assert I.eval_prompt('如何提高我的时间管理技能？') == (
@@ -36,12 +36,12 @@ def test_question_file_sha256(outputs, monkeypatch):
     name = 'translated_vicuna_eval_set.json'
     assert sha256_file(ref) == data.ANIMA_FILES[name][1]
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
-    monkeypatch.setattr(I, 'outputs_dir', lambda: outputs/'private')   # a cache of its own, not the shared .cache
+    monkeypatch.setattr(data, 'outputs_dir', lambda: outputs/'private')   # a cache of its own, not the shared .cache
     with pytest.raises(FileNotFoundError, match='downloads are off'): data.load_questions('anima:' + name)
     cached = outputs/'private'/'.cache'/'anima'/name; cached.parent.mkdir(parents=True)
     shutil.copy(ref, cached)
     qs = data.load_questions('anima:' + name)
-    assert len(qs) == 80 and len({q['question_id'] for q in qs}) == 80 and {'translation', 'category'} <= set(qs[0])
+    assert len(qs) == 80 and len({q['question_id'] for q in qs}) == 80 and {'question', 'category'} <= set(qs[0])
     cached.write_bytes(cached.read_bytes().replace('时间管理'.encode(), '时间安排'.encode()))
     with pytest.raises(ValueError, match='does not match'): data.load_questions('anima:' + name)
     assert len(data.load_questions(str(ref))) == 80                             # a local path is read as it is

@@ -18,7 +18,7 @@ def outdir(tmp_path_factory):
         models.demo_adapter(RUN)
         yield out
 
-def params(**kw): return step_params('merge', run_name=RUN, merge_mode='nf4-roundtrip', **kw)
+def params(**kw): return step_params('merge', **{'run_name': RUN, 'merge_mode': 'nf4-roundtrip', **kw})
 
 def test_settings_come_from_training_run(outdir):
     rec = models.train_record(RUN)

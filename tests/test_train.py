@@ -4,16 +4,16 @@ from pathlib import Path
 import pytest
 import papermill as pm
 from conftest import ROOT
-from anima_nb.core import PROFILES, LLAMA_33B, read_json, read_jsonl, read_manifest, run_dir
+from anima_nb.core import load_profile, step_schema, step_params, notebook_schema, read_json, read_jsonl, read_manifest, run_dir
 from anima_nb.data import alpaca_prompt
-from anima_nb import train as T
+from anima_nb import train as T, models
 
 # Short sequences and few steps keep every run here to seconds on two CPU cores.
 TINY = dict(max_steps=6, source_max_len=48, target_max_len=32, per_device_train_batch_size=2, eval_steps=3,
             save_steps=2, eval_dataset_size=8, sample_max_new_tokens=4)
 
 def demo_params(**kw) -> dict:
-    return T.resolve_params({**T.DEFAULTS, **TINY, **kw}, T.PARAMS, 'test')
+    return step_params('train', **{**TINY, **kw})
 
 def cli_args(**kw) -> list:
     return [a for k, v in {**TINY, **kw}.items() for a in (f'--{k}', str(v))]
@@ -33,24 +33,40 @@ def adapter_tensors(d):
 
 @pytest.fixture(scope='module')
 def tok():
-    return T.load_tokenizer('local:tiny-llama')
+    return models.load_tokenizer('local:tiny-llama')
 
 # ---- schema ----------------------------------------------------------------------------------------------------------
-def test_schema_matches_notebook():
+def test_schema_is_the_notebook():
+    "The command line takes exactly the names, types and defaults of the parameters cell."
     nb = pm.inspect_notebook(str(ROOT/'nbs'/'02_train.ipynb'))
-    assert list(nb) == list(T.PARAMS)
-    for k, p in nb.items():
-        assert p['inferred_type_name'].split(' ')[0] == T.PARAMS[k].__name__, k
-        assert eval(p['default']) == T.DEFAULTS.get(k), k         # None (profile) unless the module holds a default
-        assert p['help'], k
+    schema = step_schema('train')
+    assert list(schema) == list(nb) and all(d['help'] for d in schema.values())
+    assert (schema['seed']['default'], schema['max_steps']['type'], schema['architecture']['type']) == (0, int, dict)
+    defaults = T.cli_params([])
+    prof = load_profile('demo')
+    for k, d in schema.items():
+        assert defaults[k] == prof.get(k, d['default']) if k != 'run_name' else defaults[k] == 'demo', k
+
+def test_declaration_papermill_cannot_read_is_refused(tmp_path):
+    "papermill skips a parameters line with a second '=' (even in its comment): the schema refuses to lose it."
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("profile: str = 'demo'  # profile\nlora_alpha: int = None  # scale = alpha / r")
+    cell.metadata['tags'] = ['parameters']
+    nb.cells = [cell]
+    nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'python3', 'language': 'python'}
+    nbformat.write(nb, tmp_path/'x.ipynb')
+    with pytest.raises(ValueError, match=r"papermill cannot read the declaration of \['lora_alpha'\]"):
+        notebook_schema(tmp_path/'x.ipynb')
 
 def test_profiles_hold_the_recipe():
-    a = PROFILES['anima33b']
+    a = load_profile('anima33b')
     assert (a['lora_r'], a['lora_alpha'], a['lora_dropout'], a['bits'], a['quant_type'], a['double_quant']) == (64, 16, 0.0, 4, 'nf4', True)
     assert (a['learning_rate'], a['lr_scheduler_type'], a['max_grad_norm'], a['optim']) == (1e-4, 'constant', 0.3, 'paged_adamw_32bit')
     assert (a['per_device_train_batch_size'], a['gradient_accumulation_steps'], a['max_steps']) == (1, 16, 10000)
     assert (a['source_max_len'], a['target_max_len'], a['eval_steps'], a['save_steps'], a['bf16']) == (512, 512, 200, 200, False)
-    assert all(k in p for p in PROFILES.values() for k in T.PARAMS if k not in T.DEFAULTS and k != 'run_name')
+    needed = [k for k, d in step_schema('train').items() if d['default'] is None and k != 'run_name']
+    assert all(k in load_profile(p) for p in ('anima33b', 'demo') for k in needed)
 
 def test_refuses_bad_parameters(outputs):
     with pytest.raises(TypeError, match='bogus'): T.train({**demo_params(), 'bogus': 1})
@@ -61,14 +77,37 @@ def test_refuses_bad_parameters(outputs):
     assert T.cli_params(['--profile', 'anima33b', '--max_steps', '5'])['max_steps'] == 5
 
 # ---- collator --------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize('max_len', [24, 40, 64])
+RESPONSE_TAIL = '\n\n### Response: '
+
+def split_source(tok, src) -> tuple[list, list]:
+    "Token ids of `src`'s head (before the last `\\n\\n### Response:`) and of its template tail, each tokenized here."
+    c = src.rfind(RESPONSE_TAIL.rstrip())
+    assert c > 0 and src[c:] == RESPONSE_TAIL
+    head = tok(src[:c], add_special_tokens=False)['input_ids']
+    full = tok(src, add_special_tokens=False)['input_ids']
+    assert full[:len(head)] == head, 'the head tokenizes alike alone and in the whole prompt'
+    tail = full[len(head):]
+    alone = tok(RESPONSE_TAIL, add_special_tokens=False)['input_ids']
+    assert tail in (alone, alone[1:]) and tok.decode(tail) == RESPONSE_TAIL   # alone: maybe a leading dummy-prefix piece
+    return head, tail
+
+# 15 and 16: the tail (14 tokens here) plus bos exactly fits / leaves one head token; 2 and 8: the tail alone does not fit.
+@pytest.mark.parametrize('max_len', [2, 8, 15, 16, 24, 40, 64])
 def test_long_prompt_keeps_response_line(tok, max_len):
     src = alpaca_prompt('请把下面的文章翻译成英文。' * 30, '春天来了，花开了。' * 40)
+    head_ids, tail_ids = split_source(tok, src)
+    n_tail = len(tail_ids)
+    assert n_tail == 14 and len(head_ids) > 64
     ids, cut = T.encode_source(src, tok, max_len)
     assert cut and len(ids) == max_len and ids[0] == tok.bos_token_id
-    assert tok.decode(ids[1:]).endswith('\n\n### Response: ')
-    head = tok.decode(ids[1:6])
-    assert src.startswith(head.strip()) or max_len <= 24
+    keep = max_len - 1 - n_tail                    # head tokens kept: the budget left after bos and the whole tail
+    if keep > 0:
+        assert ids[1:1 + keep] == head_ids[:keep] and ids[1 + keep:] == tail_ids   # head, then the whole tail: no middle
+        assert tok.decode(ids[1:]).endswith(RESPONSE_TAIL)
+        assert src.startswith(tok.decode(head_ids[:keep]).strip())
+    else:                                          # the tail alone does not fit: keep its last max_len - 1 tokens
+        assert ids[1:] == tail_ids[n_tail - (max_len - 1):]
+        assert RESPONSE_TAIL.endswith(tok.decode(ids[1:]))
 
 def test_short_prompt_untouched(tok):
     src = alpaca_prompt('你好')
@@ -104,18 +143,18 @@ def test_pad_token_added_is_saved_with_adapter(outputs):
     ad = run_dir('pad', 'train')/'adapter'
     keys = adapter_tensors(ad)
     assert any('embed_tokens' in k for k in keys) and any('lm_head' in k for k in keys)
-    tok = T.load_tokenizer(str(ad))
+    tok = models.load_tokenizer(str(ad))
     assert (len(tok), tok.pad_token) == (3001, '[PAD]')
-    base = T.load_base_model('local:tiny-llama', P, vocab_size=len(tok))
+    base = models.load_base_model('local:tiny-llama', P, vocab_size=len(tok))
     model = PeftModel.from_pretrained(base, str(ad))
     assert model.get_input_embeddings().weight.shape[0] == 3001
 
 # ---- dry run ---------------------------------------------------------------------------------------------------------
 def test_dry_run_anima33b(outputs):
-    P = T.resolve_params({**T.DEFAULTS, 'profile': 'anima33b', 'dry_run': True}, T.PARAMS, 'test')
+    P = step_params('train', profile='anima33b', dry_run=True)
     est = T.train(P)
     assert read_json(run_dir('anima33b', 'train')/'estimate.json') == json.loads(json.dumps(est))
-    assert est['params']['lora'] == 487_587_840 == T.lora_param_count(LLAMA_33B, 64)
+    assert est['params']['lora'] == 487_587_840 == T.lora_param_count(load_profile('anima33b')['architecture'], 64)
     assert 32.4e9 < est['params']['total'] < 32.6e9
     mem = est['memory_gb']
     assert 16.0 < mem['quantized_weights'] < 16.1 and 0.50 < mem['quantization_constants'] < 0.52
@@ -144,7 +183,7 @@ def test_papermill_demo_run(outputs, tmp_path):
     evals = [r['eval_loss'] for r in read_jsonl(d/'metrics.jsonl') if 'eval_loss' in r]
     assert evals[-1] < evals[0]
     ckpts = sorted(p.name for p in (d/'checkpoints').iterdir())
-    assert len(ckpts) <= PROFILES['demo']['save_total_limit'] and all((d/'checkpoints'/c/T.MARK).exists() for c in ckpts)
+    assert len(ckpts) <= load_profile('demo')['save_total_limit'] and all((d/'checkpoints'/c/T.MARK).exists() for c in ckpts)
 
 def test_kill_and_resume_matches_uninterrupted(outputs):
     "SIGKILL after the step-4 checkpoint, resume: the final adapter equals an uninterrupted run's (tolerance 1e-6; on CPU it is bit-identical)."
