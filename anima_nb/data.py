@@ -14,9 +14,9 @@ from .models import load_tokenizer
 # %% auto #0
 __all__ = ['ALPACA_PROMPT_DICT', 'FORMATS', 'READERS', 'QUANTILES', 'COVERAGE_AT', 'ANIMA_FILES', 'QUESTION_SCHEMA',
            'ANSWER_SCHEMA', 'TEMPLATE_MODES', 'PROFILE_SCHEMA', 'alpaca_prompt', 'check_format', 'to_pair', 'read_rows',
-           'load_pairs', 'token_lengths', 'pair_lengths', 'length_table', 'coverage', 'profile_pairs', 'plot_lengths',
-           'check_sha256', 'fetch_anima_file', 'questions_path', 'load_questions', 'answers_path', 'read_answers',
-           'run_data', 'write_profile', 'read_profile']
+           'pair_counts', 'load_pairs', 'pairs_dataset', 'token_lengths', 'pair_lengths', 'length_table', 'coverage',
+           'profile_pairs', 'plot_lengths', 'check_sha256', 'fetch_anima_file', 'questions_path', 'load_questions',
+           'answers_path', 'read_answers', 'run_data', 'write_profile', 'read_profile']
 
 # %% ../nbs/01_data.ipynb #4001dfff
 ALPACA_PROMPT_DICT = {
@@ -119,19 +119,55 @@ def read_rows(dataset:str):
     else: yield from _hub_rows(dataset)
 
 # %% ../nbs/01_data.ipynb #4b0eea13
-def load_pairs(dataset:str, dataset_format:str, always_input=False) -> tuple[list, dict]:
-    "Read `dataset` as `(source, target)` pairs in `dataset_format`; also return counts of what was read."
+def _checked_pairs(dataset:str, dataset_format:str, always_input=False):
+    "Yield the `{source, target}` pair of every row of `dataset`, refusing bad rows with their file and line."
     if dataset_format not in FORMATS: check_format(dataset_format, [])
-    pairs, checked, seen = [], False, Counter()
+    checked = False
     for where, row in read_rows(dataset):
         if not isinstance(row, dict): raise ValueError(f"{where}: expected an object with fields, got {type(row).__name__}")
         if not checked: check_format(dataset_format, row.keys()); checked = True
-        pair = to_pair(row, dataset_format, where, always_input)
-        pairs.append(pair); seen[(pair['source'], pair['target'])] += 1
+        yield to_pair(row, dataset_format, where, always_input)
+
+def pair_counts(pairs) -> dict:
+    "Rows, empty targets, duplicated `(source, target)` pairs and unique pairs among `pairs`."
+    seen, rows, empty = Counter(), 0, 0
+    for p in pairs:
+        rows += 1; empty += not p['target'].strip()
+        seen[hashlib.blake2b((p['source'] + '\x00' + p['target']).encode(), digest_size=12).digest()] += 1
+    return dict(rows=rows, empty_targets=empty, duplicates=rows - len(seen), unique=len(seen))
+
+def load_pairs(dataset:str, dataset_format:str, always_input=False) -> tuple[list, dict]:
+    "Read `dataset` as `(source, target)` pairs in `dataset_format`; also return counts of what was read."
+    pairs = list(_checked_pairs(dataset, dataset_format, always_input))
     if not pairs: raise ValueError(f"{dataset}: no rows")
-    stats = dict(rows=len(pairs), empty_targets=sum(not p['target'].strip() for p in pairs),
-                 duplicates=sum(n - 1 for n in seen.values()), unique=len(seen))
-    return pairs, stats
+    return pairs, pair_counts(pairs)
+
+# %% ../nbs/01_data.ipynb #a7c60002
+def _stamp(dataset:str) -> str:
+    "What identifies a version of `dataset`: a local file's path, size and modification time; else the name."
+    p = resolve_path(dataset)
+    return f'{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}' if p.exists() else str(dataset)
+
+def _pair_rows(dataset:str, dataset_format:str, always_input:bool, stamp:str):
+    yield from _checked_pairs(dataset, dataset_format, always_input)
+
+def pairs_dataset(dataset:str, # local file, 'pkg:NAME' or a hub dataset id
+                  dataset_format:str, # one of `FORMATS`
+                  always_input=False, # the with-input template for every alpaca row
+                  cache_dir=None): # where the Arrow table goes (default `outputs/.cache/datasets`)
+    "The checked `{source, target}` pairs of `dataset` as an Arrow-backed `datasets.Dataset`, built once and cached."
+    import datasets
+    from datasets.exceptions import DatasetGenerationError
+    if dataset_format not in FORMATS: check_format(dataset_format, [])
+    features = datasets.Features({'source': datasets.Value('string'), 'target': datasets.Value('string')})
+    kw = dict(dataset=str(dataset), dataset_format=dataset_format, always_input=always_input, stamp=_stamp(dataset))
+    try:
+        ds = datasets.Dataset.from_generator(_pair_rows, gen_kwargs=kw, features=features,
+                                             cache_dir=str(cache_dir or outputs_dir()/'.cache'/'datasets'))
+    except DatasetGenerationError as e:
+        raise (e.__cause__ or e) from None                  # the row's own error, naming its file and line
+    if len(ds) == 0: raise ValueError(f"{dataset}: no rows")
+    return ds
 
 # %% ../nbs/01_data.ipynb #28485bf8
 def _line_tokenizers(tokenizer):

@@ -12,7 +12,7 @@ from .core import *
 __all__ = ['DEMO_MODEL', 'TINY_LLAMA', 'FLOAT_DTYPES', 'train_demo_tokenizer', 'build_demo_model', 'resolve_model',
            'load_tokenizer', 'compute_dtype', 'bnb_config', 'grow_embeddings', 'no_cpu_repack', 'load_base_model',
            'load_full_base', 'lora_targets', 'lora_config', 'add_lora', 'save_adapter', 'train_record', 'base_of',
-           'demo_adapter', 'load_adapter_model', 'merged_record']
+           'demo_adapter', 'saved_embedding_rows', 'load_adapter_model', 'merged_record']
 
 # %% ../nbs/01a_models.ipynb #ec129f1b
 DEMO_MODEL = 'local:tiny-llama'
@@ -169,7 +169,12 @@ def add_lora(model, params:dict, prepare=True):
     elif prepare and params['gradient_checkpointing']:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False}); model.enable_input_require_grads()
     set_seed(params['seed'])
-    return get_peft_model(model, lora_config(model, params))
+    model = get_peft_model(model, lora_config(model, params))
+    if params['bf16']:                        # as qlora.py: with --bf16 the LoRA layers are cast to bfloat16 too
+        import torch
+        for n, p in model.named_parameters():
+            if 'lora_' in n: p.data = p.data.to(torch.bfloat16)
+    return model
 
 # %% ../nbs/01a_models.ipynb #c1712e67
 def save_adapter(model, tok, dest, embeddings=False):
@@ -213,19 +218,26 @@ def demo_adapter(run_name:str, # the run to write `train/` into
     params = step_params('train', profile=profile, run_name=run_name, seed=seed, **overrides)
     tok = load_tokenizer(params['model_name_or_path'], params['pad_token'])
     base = load_base_model(params['model_name_or_path'], params)
-    grown = len(tok) > base.get_input_embeddings().weight.shape[0]
     model = add_lora(grow_embeddings(base, len(tok)), params, prepare=False)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if 'lora_B' in n: p.copy_(torch.randn(p.shape, generator=g) * std)
     with step(params, 'train') as (out, manifest):
-        save_adapter(model, tok, out/'adapter', embeddings=grown)
+        save_adapter(model, tok, out/'adapter')
         manifest.record(base_model=params['model_name_or_path'], base_model_path=resolve_model(params['model_name_or_path']),
                         base_revision=None, synthetic=True)
     return out
 
 # %% ../nbs/01a_models.ipynb #6200c0dd
+def saved_embedding_rows(adapter_dir) -> int|None:
+    "Rows of the embedding saved with an adapter, or None when it holds the LoRA weights only (upstream's layout)."
+    from safetensors import safe_open
+    f = Path(adapter_dir)/'adapter_model.safetensors'
+    with safe_open(str(f), framework='pt') as st:
+        keys = [k for k in st.keys() if 'embed_tokens' in k]
+        return st.get_slice(keys[0]).get_shape()[0] if keys else None
+
 def load_adapter_model(rec:dict, # a training record (`train_record`)
                        quantized=True, # the 4-bit base as trained; else full precision in `dtype`
                        dtype=None): # one of `FLOAT_DTYPES` when not quantized
@@ -233,8 +245,10 @@ def load_adapter_model(rec:dict, # a training record (`train_record`)
     from peft import PeftModel
     name, rev = base_of(rec)
     tok = load_tokenizer(rec['adapter_dir'], rec['params'].get('pad_token') or 'unk', padding_side='left')
-    base = (load_base_model(name, rec['params'], quantized=True, revision=rev, vocab_size=len(tok)) if quantized
-            else load_full_base(name, dtype, rev, len(tok)))
+    rows = saved_embedding_rows(rec['adapter_dir'])
+    base = (load_base_model(name, rec['params'], quantized=True, revision=rev, vocab_size=rows) if quantized
+            else load_full_base(name, dtype, rev, rows))
+    if len(tok) > base.get_input_embeddings().weight.shape[0]: tok.pad_token = tok.unk_token   # `[PAD]` has no row
     return PeftModel.from_pretrained(base, rec['adapter_dir']).eval(), tok
 
 # %% ../nbs/01a_models.ipynb #a7c20011

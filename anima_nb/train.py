@@ -7,15 +7,17 @@ from __future__ import annotations
 import os, sys, json, math, time, shutil, argparse
 from pathlib import Path
 from .core import *
-from .data import load_pairs
+from .data import load_pairs, pairs_dataset, pair_counts, read_profile
 from .models import *
 
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'PEAK_TFLOPS', 'UTILISATION', 'GB', 'MARK', 'TRAIN_OUTPUTS', 'encode_source', 'encode_target',
-           'encode_pair', 'encode_pairs', 'Collator', 'split_pairs', 'lora_param_count', 'arch_config', 'meta_model',
-           'param_counts', 'memory_estimate', 'compute_estimate', 'estimate', 'complete_checkpoints',
-           'newest_checkpoint', 'RunCallback', 'LossBar', 'QLoRATrainer', 'report_targets', 'training_args',
-           'plot_loss', 'base_revision', 'peak_rss_gb', 'train', 'training_data', 'cli_params', 'main']
+__all__ = ['IGNORE_INDEX', 'LOSS_WEIGHTINGS', 'PEAK_TFLOPS', 'UTILISATION', 'GB', 'MARK', 'TRAIN_OUTPUTS', 'encode_source',
+           'encode_target', 'encode_pair', 'encode_pairs', 'Collator', 'example_ids', 'token_losses', 'loss_units',
+           'summed_loss', 'make_collator', 'split_dataset', 'encode_dataset', 'lora_param_count', 'arch_config',
+           'meta_model', 'param_counts', 'micro_batch_tokens', 'memory_estimate', 'compute_estimate',
+           'typical_example_tokens', 'estimate', 'complete_checkpoints', 'newest_checkpoint', 'RunCallback', 'LossBar',
+           'QLoRATrainer', 'report_targets', 'set_tf32', 'training_args', 'plot_loss', 'base_revision', 'peak_rss_gb',
+           'train', 'training_data', 'cli_params', 'main']
 
 # %% ../nbs/02_train.ipynb #390c7f00
 IGNORE_INDEX = -100
@@ -68,14 +70,76 @@ class Collator:
         mask = torch.tensor([[1] * len(e['input_ids']) + [0] * (n - len(e['input_ids'])) for e in examples])
         return dict(input_ids=pad('input_ids', self.pad), attention_mask=mask, labels=pad('labels', IGNORE_INDEX))
 
+# %% ../nbs/02_train.ipynb #a7c70005
+LOSS_WEIGHTINGS = ('example', 'token')
+
+def example_ids(labels, position_ids=None):
+    "For every predicted position (labels shifted by one), the index of its example within the micro-batch."
+    import torch
+    if position_ids is None: ids = torch.arange(labels.shape[0], device=labels.device)[:, None].expand_as(labels)
+    else:
+        starts = (position_ids == 0).long()
+        before = starts.sum(-1, keepdim=True).cumsum(0) - starts.sum(-1, keepdim=True)    # examples in earlier rows
+        ids = starts.cumsum(-1) - 1 + before
+    return ids[:, 1:]
+
+def token_losses(logits, labels):
+    "Cross-entropy of every predicted token, in fp32, and the mask of the positions that count."
+    import torch.nn.functional as F
+    tgt = labels[:, 1:]
+    loss = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), tgt.flatten(), ignore_index=IGNORE_INDEX,
+                           reduction='none')
+    return loss.view(tgt.shape), tgt != IGNORE_INDEX
+
+# %% ../nbs/02_train.ipynb #a7c70006
+def loss_units(labels, position_ids, weighting:str) -> int:
+    "What the step's loss is divided by: its target tokens ('token'), or its examples that have one ('example')."
+    mask = labels[:, 1:] != IGNORE_INDEX
+    if weighting == 'token': return int(mask.sum())
+    return int(example_ids(labels, position_ids)[mask].unique().numel())
+
+def summed_loss(logits, labels, position_ids, weighting:str):
+    "A micro-batch's part of the step loss before the division: summed token losses, or summed per-example means."
+    import torch
+    loss, mask = token_losses(logits, labels)
+    if weighting == 'token': return loss[mask].sum()
+    ids = example_ids(labels, position_ids)[mask]
+    n = int(ids.max()) + 1 if ids.numel() else 0
+    sums = torch.zeros(n, device=loss.device).index_add(0, ids, loss[mask])
+    counts = torch.zeros(n, device=loss.device).index_add(0, ids, torch.ones_like(loss[mask]))
+    return (sums[counts > 0] / counts[counts > 0]).sum()
+
+# %% ../nbs/02_train.ipynb #a7c70010
+def make_collator(params:dict, pad_token_id:int):
+    "The micro-batch builder: padded rows (`Collator`), or one flattened row per micro-batch with `flatten`."
+    from transformers import DataCollatorWithFlattening
+    if params['flatten']: return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+    return Collator(pad_token_id)
+
 # %% ../nbs/02_train.ipynb #25e40f57
-def split_pairs(pairs:list, eval_size:int, seed=42) -> tuple[list, list]:
-    "Train and eval lists: `eval_size` pairs drawn at random (fixed seed) are held out."
-    import random
-    idx = list(range(len(pairs))); random.Random(seed).shuffle(idx)
-    if not 0 <= eval_size < len(pairs): raise ValueError(f"eval_dataset_size={eval_size} must be below the {len(pairs)} rows")
-    ev = set(idx[:eval_size])
-    return [p for i, p in enumerate(pairs) if i not in ev], [pairs[i] for i in sorted(ev)]
+def split_dataset(ds, # a `datasets.Dataset` of pairs
+                  eval_size:int, # rows held out
+                  seed=42): # upstream's seed for this split, whatever the training seed
+    "Train and held-out parts of `ds`: `eval_size` rows drawn as qlora.py drew them (`train_test_split`, seed 42)."
+    if not 0 <= eval_size < len(ds): raise ValueError(f"eval_dataset_size={eval_size} must be below the {len(ds)} rows")
+    if eval_size == 0: return ds, ds.select([])
+    parts = ds.train_test_split(test_size=eval_size, shuffle=True, seed=seed)
+    return parts['train'], parts['test']
+
+# %% ../nbs/02_train.ipynb #a7c70002
+def _encode_batch(batch, tok, source_max_len, target_max_len, train_on_source):
+    ex = [encode_pair({'source': s, 'target': t}, tok, source_max_len, target_max_len, train_on_source)
+          for s, t in zip(batch['source'], batch['target'])]
+    out = {k: [e[k] for e in ex] for k in ('input_ids', 'labels', 'source_truncated', 'target_truncated')}
+    out['length'] = [len(s) + len(t) for s, t in zip(batch['source'], batch['target'])]
+    return out
+
+def encode_dataset(ds, tok, params:dict):
+    "Token ids, labels, truncation flags and upstream's grouping length of every pair of `ds`, cached beside it."
+    kw = dict(tok=tok, source_max_len=params['source_max_len'], target_max_len=params['target_max_len'],
+              train_on_source=params['train_on_source'])
+    return ds.map(_encode_batch, batched=True, batch_size=1000, fn_kwargs=kw, remove_columns=ds.column_names,
+                  desc='tokenizing')
 
 # %% ../nbs/02_train.ipynb #c7d7dee6
 def lora_param_count(arch:dict, r:int, modules=('q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj')) -> int:
@@ -118,27 +182,32 @@ def param_counts(peft_model) -> dict:
 # %% ../nbs/02_train.ipynb #c87d6304
 GB = 1e9
 
-def memory_estimate(counts:dict, arch:dict, params:dict, unit=GB) -> dict:
+def micro_batch_tokens(params:dict, example_tokens:float=None) -> float:
+    "Tokens in one micro-batch: padded rows of the longest example, or (flattened) the examples' own tokens."
+    longest = params['source_max_len'] + params['target_max_len']
+    return params['per_device_train_batch_size'] * (min(example_tokens or longest, longest) if params['flatten'] else longest)
+
+def memory_estimate(counts:dict, arch:dict, params:dict, unit=GB, example_tokens:float=None) -> dict:
     "Training memory in `unit`s (GB), by part, for `counts` (see `param_counts`) of a LLaMA `arch` trained per `params`."
-    b, s = params['per_device_train_batch_size'], params['source_max_len'] + params['target_max_len']
+    tokens = micro_batch_tokens(params, example_tokens)
     h, f, L, V = arch['hidden_size'], arch['intermediate_size'], arch['num_hidden_layers'], arch['vocab_size']
     B, nq = (2 if params['bf16'] else 4), counts['quantized']
     wbytes = {4: 0.5, 8: 1.0, 16: 2.0, 32: 4.0}[params['bits']]
     consts = (nq / 64 * ((1 + 4 / 256) if params['double_quant'] else 4)) if params['bits'] == 4 else (nq / 4096 * 4 if params['bits'] == 8 else 0)
     parts = {'quantized_weights': nq * wbytes, 'quantization_constants': consts, 'other_weights': counts['other'] * 4,
              'lora_weights': counts['lora'] * 4, 'lora_gradients': counts['lora'] * 4, 'optimizer_states': counts['lora'] * 8,
-             'checkpointed_activations': (L if params['gradient_checkpointing'] else 0) * b * s * h * B,
-             'layer_activations': (1 if params['gradient_checkpointing'] else L) * b * s * (10 * h + 5 * f) * B,
-             'logits': 2 * b * s * V * 4, 'dequantized_weight': h * f * B if params['bits'] in (4, 8) else 0}
+             'checkpointed_activations': (L if params['gradient_checkpointing'] else 0) * tokens * h * B,
+             'layer_activations': (1 if params['gradient_checkpointing'] else L) * tokens * (10 * h + 5 * f) * B,
+             'logits': 2 * tokens * V * 4, 'dequantized_weight': h * f * B if params['bits'] in (4, 8) else 0}
     parts['total'] = sum(parts.values())
     return {k: round(v / unit, 3) for k, v in parts.items()}
 
-def compute_estimate(counts:dict, arch:dict, params:dict, processes:int=1) -> dict:
-    "Tokens, FLOPs and hours of the run per `params` (upper bound: every example at full length)."
+def compute_estimate(counts:dict, arch:dict, params:dict, processes:int=1, example_tokens:float=None) -> dict:
+    "Tokens, FLOPs and hours of the run per `params` (every example at full length unless flattened and measured)."
     s, L, h = params['source_max_len'] + params['target_max_len'], arch['num_hidden_layers'], arch['hidden_size']
     matmul = counts['quantized'] + arch['vocab_size'] * h          # decoder linears + lm_head (the embedding is a lookup)
     per_token = 6 * matmul + 6 * counts['lora'] + 3 * L * 2 * s * h
-    tokens = params['max_steps'] * params['per_device_train_batch_size'] * params['gradient_accumulation_steps'] * processes * s
+    tokens = params['max_steps'] * params['gradient_accumulation_steps'] * processes * micro_batch_tokens(params, example_tokens)
     dtype = 'bf16' if params['bf16'] else 'fp32'
     secs = tokens * per_token / (PEAK_TFLOPS[dtype] * 1e12 * UTILISATION * processes)
     return dict(tokens=tokens, flops_per_token=per_token, total_flops=tokens * per_token, compute_dtype=dtype,
@@ -146,15 +215,25 @@ def compute_estimate(counts:dict, arch:dict, params:dict, processes:int=1) -> di
                 hours=round(secs / 3600, 2))
 
 # %% ../nbs/02_train.ipynb #b6440ed7
+def typical_example_tokens(run_name:str) -> float|None:
+    "Mean tokens of an example (prompt + response, each within its limit) from the run's data profile, if it has one."
+    prof = read_profile(run_name)
+    if prof is None: return None
+    q, c = prof['quantiles'], prof['configured']
+    return min(q['source']['mean'], c['source_max_len']) + min(q['target']['mean'], c['target_max_len'])
+
 def estimate(params:dict, processes:int=1) -> dict:
     "The dry-run figures of `params`: parameter counts, memory and compute estimates (meta device, no weights)."
     cfg = arch_config(params)
     arch = {k: getattr(cfg, k) for k in ('vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers',
                                          'num_attention_heads', 'num_key_value_heads')}
     counts = param_counts(meta_model(cfg, params))
+    ex = typical_example_tokens(params['run_name']) if params['flatten'] else None
     return dict(model=params['model_name_or_path'], architecture=arch, params=counts,
-                trainable_share=round(counts['lora'] / counts['total'], 5),
-                memory_gb=memory_estimate(counts, arch, params), compute=compute_estimate(counts, arch, params, processes))
+                trainable_share=round(counts['lora'] / counts['total'], 5), example_tokens=ex,
+                micro_batch_tokens=micro_batch_tokens(params, ex),
+                memory_gb=memory_estimate(counts, arch, params, example_tokens=ex),
+                compute=compute_estimate(counts, arch, params, processes, example_tokens=ex))
 
 # %% ../nbs/02_train.ipynb #e08f7809
 MARK = 'COMPLETE'
@@ -218,7 +297,31 @@ class LossBar(ProgressCallback):
 from transformers import Trainer
 
 class QLoRATrainer(Trainer):
-    "The Trainer, stopping at the first non-finite training loss."
+    "The Trainer with the step loss weighted per example (upstream) or per token; stops at a non-finite loss."
+    loss_is_scaled_for_ga = True                    # compute_loss divides by the whole step's examples or tokens
+
+    def __init__(self, *args, loss_weighting:str='example', **kw):
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {loss_weighting!r}")
+        super().__init__(*args, **kw)
+        self.loss_weighting = loss_weighting
+
+    def _get_num_items_in_batch(self, batch_samples, device):
+        "Examples (or target tokens) in the optimizer step: every micro-batch of it, on every process."
+        import torch
+        units = sum(loss_units(b['labels'], b.get('position_ids'), self.loss_weighting) for b in batch_samples)
+        n = torch.tensor(units, device=device)
+        return self.accelerator.gather(n).sum() if self.args.world_size > 1 else n
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels, pos = inputs['labels'], inputs.get('position_ids')
+        outputs = model(**{k: v for k, v in inputs.items() if k != 'labels'}, use_cache=False)
+        total = summed_loss(outputs.logits, labels, pos, self.loss_weighting)
+        if num_items_in_batch is None: num_items_in_batch = max(loss_units(labels, pos, self.loss_weighting), 1)
+        loss = total / num_items_in_batch
+        if model.training: loss = loss * self.accelerator.num_processes   # DDP averages the processes' gradients
+        return (loss, outputs) if return_outputs else loss
+
     def training_step(self, model, inputs, num_items_in_batch=None):
         import torch
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -235,6 +338,12 @@ def report_targets(report_to:str) -> tuple[list, list]:
     have = set(get_available_reporting_integrations())
     return [r for r in want if r in have], [r for r in want if r not in have]
 
+def set_tf32(on:bool) -> bool:
+    "Let fp32 matmuls and convolutions on CUDA use TF32 (as upstream did); what is now in force."
+    import torch
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
+    return torch.backends.cuda.matmul.allow_tf32
+
 def training_args(params:dict, output_dir):
     "`TrainingArguments` for `params`, writing checkpoints to `output_dir`."
     import torch
@@ -249,6 +358,7 @@ def training_args(params:dict, output_dir):
         save_strategy='steps', save_steps=params['save_steps'], save_total_limit=params['save_total_limit'],
         logging_steps=1, logging_nan_inf_filter=False, seed=params['seed'], data_seed=params['seed'], report_to=report or 'none',
         run_name=params['run_name'], remove_unused_columns=False, dataloader_num_workers=0,
+        train_sampling_strategy='group_by_length' if params['group_by_length'] else 'random', length_column_name='length',
         activation_checkpointing=params['gradient_checkpointing'], activation_checkpointing_kwargs={'use_reentrant': False},
         ddp_find_unused_parameters=False, use_cpu=not torch.cuda.is_available())
 
@@ -300,9 +410,11 @@ TRAIN_OUTPUTS = ('adapter', 'metrics.jsonl', 'samples.jsonl', 'loss.png', 'estim
 def train(params:dict) -> dict:
     "Train a LoRA adapter on the quantized base per `params` (or, with `dry_run`, only estimate); return the summary."
     check_step_params(params, 'train')
+    if params['loss_weighting'] not in LOSS_WEIGHTINGS:
+        raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {params['loss_weighting']!r}")
     main = _rank() == 0
     if params['dry_run']:
-        est = estimate(params, _world())
+        est = {**estimate(params, _world()), 'parameters': params}
         if main: write_json(run_dir(params['run_name'], 'train')/'estimate.json', est)
         return est
     data = resolve_path(params['dataset'])
@@ -313,11 +425,12 @@ def train(params:dict) -> dict:
 
 def training_data(params:dict, tok) -> dict:
     "The encoded training and held-out examples of `params['dataset']`, the held-out pairs, and what was counted."
-    pairs, counts = load_pairs(params['dataset'], params['dataset_format'])
-    tr_pairs, ev_pairs = split_pairs(pairs, params['eval_dataset_size'])
-    train_ex, trunc = encode_pairs(tr_pairs, tok, params)
-    return dict(train=train_ex, eval=encode_pairs(ev_pairs, tok, params)[0], eval_pairs=ev_pairs, counts=counts,
-                truncated=trunc)
+    pairs = pairs_dataset(params['dataset'], params['dataset_format'])
+    tr_pairs, ev_pairs = split_dataset(pairs, params['eval_dataset_size'])
+    train_ex = encode_dataset(tr_pairs, tok, params)
+    return dict(train=train_ex, eval=encode_dataset(ev_pairs, tok, params), eval_pairs=ev_pairs, counts=pair_counts(pairs),
+                truncated=dict(source_truncated=sum(train_ex['source_truncated']),
+                               target_truncated=sum(train_ex['target_truncated'])))
 
 def _train(params:dict, out:Path, main:bool) -> dict:
     from accelerate import PartialState
@@ -328,24 +441,27 @@ def _train(params:dict, out:Path, main:bool) -> dict:
     PartialState().wait_for_everyone()
     if not main and params['resume']: start = newest_checkpoint(ckpt)
     tok = load_tokenizer(params['model_name_or_path'], params['pad_token'])
-    data = training_data(params, tok)
+    with PartialState().main_process_first(): data = training_data(params, tok)
+    tf32 = set_tf32(params['tf32']) if torch.cuda.is_available() and not params['bf16'] else False
     path = resolve_model(params['model_name_or_path'])
     model = load_base_model(path, params)
+    model.config.use_cache = False
     base_vocab = model.get_input_embeddings().weight.shape[0]
     grow_embeddings(model, len(tok))
     model = add_lora(model, params)
     est = estimate(params, _world())
     if main: write_json(out/'estimate.json', est)
-    samples = RunCallback(out, tok, [p['source'] for p in data['eval_pairs'][:2]], params['sample_max_new_tokens'])
+    samples = RunCallback(out, tok, list(data['eval_pairs']['source'])[:2], params['sample_max_new_tokens'])
     trainer = QLoRATrainer(model=model, args=args, train_dataset=data['train'], eval_dataset=data['eval'] or None,
-                           data_collator=Collator(tok.pad_token_id), processing_class=tok, callbacks=[samples])
+                           data_collator=make_collator(params, tok.pad_token_id), processing_class=tok,
+                           callbacks=[samples], loss_weighting=params['loss_weighting'])
     trainer.remove_callback(ProgressCallback); trainer.add_callback(LossBar)
     t0 = time.time()
     trainer.train(resume_from_checkpoint=str(start) if start else None)
     secs = time.time() - t0
     if not main: return {}
     grown = len(tok) > base_vocab
-    save_adapter(trainer.model, tok, out/'adapter', embeddings=grown)
+    save_adapter(trainer.model, tok, out/'adapter')                    # LoRA weights only, as published
     rows = read_jsonl(out/'metrics.jsonl')
     plot_loss(rows, out/'loss.png')
     losses = [r['loss'] for r in rows if 'loss' in r]
@@ -359,6 +475,7 @@ def _train(params:dict, out:Path, main:bool) -> dict:
                 eval_examples=len(data['eval']), source_truncated=data['truncated']['source_truncated'],
                 target_truncated=data['truncated']['target_truncated'], trainable_params=est['params']['lora'],
                 total_params=est['params']['total'], vocab_grown=grown, processes=_world(),
+                tf32=tf32, loss_weighting=params['loss_weighting'], flatten=params['flatten'],
                 seconds=round(secs, 2), seconds_per_step=round(secs / max(done, 1), 4), peak_rss_gb=peak_rss_gb(),
                 peak_cuda_gb=peak_cuda, report_to_skipped=report_targets(params['report_to'])[1])
 
