@@ -18,18 +18,19 @@ __all__ = ['PACKAGE', 'ASSETS', 'TRACKED_PACKAGES', 'STEP_NOTEBOOKS', 'TYPES', '
 
 # %% ../nbs/00_core.ipynb #1e9dfed4
 def project_root(start=None) -> Path:
-    "The project root: `$ANIMA_NB_ROOT`, else the nearest folder at or above `start` (default: cwd) with `settings.ini`."
+    "The project root: `$ANIMA_NB_ROOT`, else the nearest folder at or above `start` (default cwd) with `settings.ini`."
     if os.environ.get('ANIMA_NB_ROOT'): return Path(os.environ['ANIMA_NB_ROOT']).resolve()
     here = Path(start or Path.cwd()).resolve()
-    for p in [here, *here.parents]:
-        if (p/'settings.ini').exists(): return p
+    for folder in [here, *here.parents]:
+        if (folder/'settings.ini').exists(): return folder
     return here
 
 # %% ../nbs/00_core.ipynb #93cb0f5e
 PACKAGE = Path(__file__).parent if '__file__' in globals() else project_root()/'anima_nb'
 ASSETS = PACKAGE/'assets'
 
-def resolve_path(p, root=None) -> Path:
+def resolve_path(p, # a path, or `pkg:NAME` for a shipped asset
+                 root=None) -> Path: # folder a relative path is taken from (default: the project root)
     "Absolute path for `p`: `pkg:NAME` is a shipped asset, a relative path is taken from the project root."
     p = str(p)
     if p.startswith('pkg:'): return ASSETS/p[4:]
@@ -39,20 +40,25 @@ def resolve_path(p, root=None) -> Path:
 # %% ../nbs/00_core.ipynb #cec6bf3a
 def outputs_dir() -> Path:
     "Root of all runs: `$ANIMA_NB_OUTPUTS`, else `<project root>/outputs`."
-    return Path(os.environ['ANIMA_NB_OUTPUTS']).resolve() if os.environ.get('ANIMA_NB_OUTPUTS') else project_root()/'outputs'
+    if os.environ.get('ANIMA_NB_OUTPUTS'): return Path(os.environ['ANIMA_NB_OUTPUTS']).resolve()
+    return project_root()/'outputs'
 
 _NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
 
-def run_dir(run_name:str, step:str=None, create=True) -> Path:
+def run_dir(run_name:str, # the run, a folder under `outputs_dir()`
+            step:str=None, # the step, a folder under the run (None: the run's own folder)
+            create=True) -> Path: # make the folder if it is missing
     "Folder of `run_name` (and of its `step`): `outputs/<run_name>/<step>/`."
-    for n in (run_name, step):
-        if n is not None and not _NAME_RE.match(n): raise ValueError(f"Invalid run or step name {n!r}: use letters, digits, '.', '_' and '-'")
+    for name in (run_name, step):
+        if name is not None and not _NAME_RE.match(name):
+            raise ValueError(f"Invalid run or step name {name!r}: use letters, digits, '.', '_' and '-'")
     d = outputs_dir()/run_name/(step or '')
     if create: d.mkdir(parents=True, exist_ok=True)
     return d
 
 # %% ../nbs/00_core.ipynb #d28863d4
-def atomic_write_bytes(path, data:bytes):
+def atomic_write_bytes(path, # the file to write
+                       data:bytes): # its whole content
     "Write `data` to `path` via a temporary file and an atomic rename."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
@@ -64,26 +70,33 @@ def atomic_write_bytes(path, data:bytes):
         raise
     return path
 
-def atomic_write_text(path, text:str): return atomic_write_bytes(path, text.encode('utf-8'))
+def atomic_write_text(path, # the file to write
+                      text:str): # its whole content, written as UTF-8
+    return atomic_write_bytes(path, text.encode('utf-8'))
 
-def write_json(path, obj, indent=2):
+def write_json(path, # the file to write
+               obj, # anything `json.dumps` takes (other values are written as `str`)
+               indent=2): # spaces per nesting level
     "Atomically write `obj` as UTF-8 JSON (Chinese stays readable)."
     return atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=indent, default=str) + '\n')
 
 def read_json(path): return json.loads(Path(path).read_text(encoding='utf-8'))
 
 # %% ../nbs/00_core.ipynb #d2819e66
-def write_jsonl(path, rows):
+def write_jsonl(path, # the file to write
+                rows): # dicts, one a line
     "Atomically write `rows` as JSON lines."
     return atomic_write_text(path, ''.join(json.dumps(r, ensure_ascii=False, default=str) + '\n' for r in rows))
 
-def append_jsonl(path, row):
+def append_jsonl(path, # the file to grow (made if missing)
+                 row): # one dict, one line
     "Append one row and flush it to disk, so a kill loses at most the row being written."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, 'a', encoding='utf-8') as f:
         f.write(json.dumps(row, ensure_ascii=False, default=str) + '\n'); f.flush(); os.fsync(f.fileno())
 
-def read_jsonl(path, tolerate_torn_tail=False) -> list:
+def read_jsonl(path, # the file to read
+               tolerate_torn_tail=False) -> list: # skip a bad last line, the trace of a write cut short
     "Rows of a JSON-lines file; a bad line raises an error naming the file and line."
     text = Path(path).read_text(encoding='utf-8')
     lines, rows = text.split('\n'), []
@@ -100,9 +113,11 @@ _SECRET_NAME = re.compile(r'KEY|TOKEN|SECRET|PASSWORD|PASSWD', re.I)
 
 def secret_values() -> list:
     "Values of environment variables whose names look like credentials (8 characters or longer)."
-    return sorted({v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 8}, key=len, reverse=True)
+    found = {value for name, value in os.environ.items() if _SECRET_NAME.search(name) and len(value) >= 8}
+    return sorted(found, key=len, reverse=True)
 
-def redact(obj, secrets=None):
+def redact(obj, # a string, or dicts, lists and tuples of them (other values pass through)
+           secrets=None): # the values to hide (default: `secret_values()`)
     "A copy of `obj` with every credential value from the environment replaced by `***`."
     secrets = secret_values() if secrets is None else secrets
     if isinstance(obj, str):
@@ -118,32 +133,36 @@ TRACKED_PACKAGES = ('torch', 'transformers', 'peft', 'bitsandbytes', 'accelerate
 
 def package_versions(names=TRACKED_PACKAGES) -> dict:
     "Installed versions of `names` (None where missing)."
-    def v(n):
-        try: return importlib_metadata.version(n)
+    def version(name):
+        try: return importlib_metadata.version(name)
         except importlib_metadata.PackageNotFoundError: return None
-    return {'python': platform.python_version(), **{n: v(n) for n in names}}
+    return {'python': platform.python_version(), **{n: version(n) for n in names}}
 
+# %% ../nbs/00_core.ipynb #6790cafb
 def git_state(root=None) -> dict:
     "Commit of the project checkout and whether it has uncommitted changes (None outside git)."
     def git(*a):
         return subprocess.run(['git', *a], cwd=root or project_root(), capture_output=True, text=True, timeout=10)
     try:
-        c = git('rev-parse', 'HEAD')
-        if c.returncode: return {'commit': None, 'dirty': None}
-        return {'commit': c.stdout.strip(), 'dirty': bool(git('status', '--porcelain', '-uno').stdout.strip())}
+        head = git('rev-parse', 'HEAD')
+        if head.returncode: return {'commit': None, 'dirty': None}
+        return {'commit': head.stdout.strip(), 'dirty': bool(git('status', '--porcelain', '-uno').stdout.strip())}
     except (OSError, subprocess.TimeoutExpired): return {'commit': None, 'dirty': None}
 
-def sha256_file(path, chunk=1<<20) -> str:
+# %% ../nbs/00_core.ipynb #de049a12
+def sha256_file(path, # the file to hash
+                chunk=1<<20) -> str: # bytes read at a time
     "sha256 of a file, read in chunks."
-    h = hashlib.sha256()
+    digest = hashlib.sha256()
     with open(path, 'rb') as f:
-        while b := f.read(chunk): h.update(b)
-    return h.hexdigest()
+        while block := f.read(chunk): digest.update(block)
+    return digest.hexdigest()
 
 def file_record(path) -> dict:
     "Path, size and sha256 of a file (for a folder: of every file in it)."
     path = Path(path)
-    if path.is_dir(): return {'path': str(path), 'files': [file_record(p) for p in sorted(path.rglob('*')) if p.is_file()]}
+    if path.is_dir():
+        return {'path': str(path), 'files': [file_record(p) for p in sorted(path.rglob('*')) if p.is_file()]}
     return {'path': str(path), 'bytes': path.stat().st_size, 'sha256': sha256_file(path)}
 
 # %% ../nbs/00_core.ipynb #fb44874a
@@ -151,7 +170,10 @@ def _now(): return dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'
 
 class Manifest:
     "The record of one step of one run, kept in `<step dir>/manifest.json`."
-    def __init__(self, step_dir, step:str, params:dict, inputs=()):
+    def __init__(self, step_dir, # the step's folder: the manifest is its `manifest.json`
+                 step:str, # the step's name
+                 params:dict, # the parameters it runs with
+                 inputs=()): # files it reads: recorded with their sha256
         self.path = Path(step_dir)/'manifest.json'
         self.data = dict(step=step, status='running', params=dict(params), started=_now(), finished=None,
                          versions=package_versions(), git=git_state(), host=platform.node(),
@@ -186,12 +208,12 @@ def step(params:dict, # the step's resolved parameters (`run_name` names the run
     out = run_dir(params['run_name'], name)
     if not main:
         yield out, None; return
-    m = Manifest(out, name, params, inputs)
+    manifest = Manifest(out, name, params, inputs)
     t0 = time.perf_counter()
-    try: yield out, m
+    try: yield out, manifest
     except BaseException as e:
-        m.data['seconds'] = round(time.perf_counter() - t0, 2); m.fail(e); raise
-    m.data['seconds'] = round(time.perf_counter() - t0, 2); m.finish()
+        manifest.data['seconds'] = round(time.perf_counter() - t0, 2); manifest.fail(e); raise
+    manifest.data['seconds'] = round(time.perf_counter() - t0, 2); manifest.finish()
 
 # %% ../nbs/00_core.ipynb #a7c10007
 STEP_NOTEBOOKS = {'data': '01_data', 'train': '02_train', 'merge': '03_merge', 'inference': '04_inference',
@@ -200,9 +222,10 @@ TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool, 'list': list, 'di
 
 def notebooks_dir() -> Path:
     "The folder holding the step notebooks: `<project root>/nbs`."
-    d = project_root()/'nbs'
-    if not d.is_dir(): raise FileNotFoundError(f"No notebooks in {d}: run from the project checkout, or set ANIMA_NB_ROOT to it")
-    return d
+    nbs = project_root()/'nbs'
+    if not nbs.is_dir():
+        raise FileNotFoundError(f"No notebooks in {nbs}: run from the project checkout, or set ANIMA_NB_ROOT to it")
+    return nbs
 
 # %% ../nbs/00_core.ipynb #a7c10008
 def _type_of(annotation:str):
@@ -217,7 +240,8 @@ def _declared_names(nb_path) -> list:
     cell = next((c for c in nb['cells'] if 'parameters' in c.get('metadata', {}).get('tags', [])), None)
     if cell is None: raise ValueError(f"{nb_path} has no cell tagged 'parameters'")
     src = ''.join(cell['source']) if isinstance(cell['source'], list) else cell['source']
-    return [n.target.id for n in ast.parse(src).body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)]
+    return [n.target.id for n in ast.parse(src).body
+            if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)]
 
 def notebook_schema(nb_path) -> dict:
     "Name -> `dict(type, default, help)` of the notebook's `parameters` cell, as papermill reads it."
@@ -234,7 +258,8 @@ def notebook_schema(nb_path) -> dict:
 
 def step_schema(step:str) -> dict:
     "The parameters of step `step` (a key of `STEP_NOTEBOOKS`), from its notebook."
-    if step not in STEP_NOTEBOOKS: raise ValueError(f"Unknown step {step!r}: choose one of {', '.join(STEP_NOTEBOOKS)}")
+    if step not in STEP_NOTEBOOKS:
+        raise ValueError(f"Unknown step {step!r}: choose one of {', '.join(STEP_NOTEBOOKS)}")
     return notebook_schema(notebooks_dir()/f'{STEP_NOTEBOOKS[step]}.ipynb')
 
 def all_types() -> dict:
@@ -304,22 +329,25 @@ def load_profile(profile:str, # a name in `anima_nb/profiles/`, or a .yaml/.json
 # %% ../nbs/00_core.ipynb #0a6469e4
 def resolve_params(given:dict, # the values given for this step
                    schema:dict, # name -> dict(type, default, help), as `notebook_schema` reads it
-                   where='this step') -> dict:
+                   where='this step') -> dict: # names the step in the errors
     "The step's values: given, else the profile's, else the declared default; all checked."
     types = {k: d['type'] for k, d in schema.items()}
     given = {k: v for k, v in given.items() if v is not None}
     check_params(given, types, where)
     profile = given.get('profile') or (schema.get('profile') or {}).get('default') or 'demo'
-    prof = {'run_name': Path(str(profile)).stem, **load_profile(profile)}
-    values = {k: given[k] if k in given else prof.get(k, d['default']) for k, d in schema.items()}
+    profile_values = {'run_name': Path(str(profile)).stem, **load_profile(profile)}
+    values = {k: given[k] if k in given else profile_values.get(k, d['default']) for k, d in schema.items()}
     check_params(values, types, f'{where} (with profile {profile!r})')
     return values
 
-def step_params(step:str, **given) -> dict:
+def step_params(step:str, # a key of `STEP_NOTEBOOKS`
+                **given) -> dict: # the values given for it
     "The values step `step` runs with when given `given`."
     return resolve_params(given, step_schema(step), STEP_NOTEBOOKS[step])
 
-def check_step_params(params:dict, step:str):
+# %% ../nbs/00_core.ipynb #b98f4c13
+def check_step_params(params:dict, # a complete parameter set
+                      step:str): # a key of `STEP_NOTEBOOKS`
     "Refuse a parameter set that is not exactly step `step`'s: unknown or missing names, wrong types."
     schema, where = step_schema(step), STEP_NOTEBOOKS[step]
     check_params(params, {k: d['type'] for k, d in schema.items()}, where)
@@ -327,6 +355,7 @@ def check_step_params(params:dict, step:str):
     if missing: raise TypeError(f"{where} needs parameter(s) {missing}")
     return params
 
+# %% ../nbs/00_core.ipynb #b98a32c3
 def injected_names(ns:dict) -> set:
     "Names assigned by papermill's injected `# Parameters` cells in this kernel's history."
     names = set()
@@ -336,11 +365,13 @@ def injected_names(ns:dict) -> set:
             if isinstance(node, ast.Assign): names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
     return names
 
-def notebook_params(ns:dict, where='this notebook') -> dict:
+def notebook_params(ns:dict, # the notebook's `globals()`
+                    where='this notebook') -> dict: # names the notebook in the errors
     "The running notebook's values: declared in its `parameters` cell, given by papermill's injected cell."
     schema = {k: dict(type=_type_of(t if isinstance(t, str) else getattr(t, '__name__', t)), default=ns.get(k))
               for k, t in ns.get('__annotations__', {}).items()}
     injected = injected_names(ns)
     unknown = sorted(injected - set(schema))
-    if unknown: raise TypeError(f"{where} does not accept parameter(s) {unknown}. Accepted: {', '.join(sorted(schema))}")
+    if unknown:
+        raise TypeError(f"{where} does not accept parameter(s) {unknown}. Accepted: {', '.join(sorted(schema))}")
     return resolve_params({k: ns[k] for k in injected}, schema, where)

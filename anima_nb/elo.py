@@ -35,7 +35,8 @@ def load_verdicts(path='pkg:anima_elo_verdicts.jsonl') -> list:
 BATTLE_SCHEMA = {'round': int, 'question_id': (int, str), 'category': str, 'model_a': str, 'model_b': str,
                  'score_a': float, 'score_b': float, 'verdict': str, 'judge': str, 'prompt_hash': str}
 
-def verdict(score_a:float, score_b:float) -> str:
+def verdict(score_a:float, # the score of the answer shown first
+            score_b:float) -> str: # the score of the answer shown second
     "Who won a judged pair: `model_a`, `model_b` or `tie`."
     return 'model_a' if score_a > score_b else 'model_b' if score_b > score_a else 'tie'
 
@@ -43,46 +44,75 @@ def outcome(row:dict) -> float:
     "Score of `model_a` in a battle row: 1, 0 or 0.5."
     return {'model_a': 1.0, 'model_b': 0.0, 'tie': 0.5}[row['verdict']]
 
-def battle_row(question_id, category, model_a, model_b, score_a, score_b, judge='gpt-4', prompt_hash=None, round=None, **extra) -> dict:
+def battle_row(question_id, # the question judged
+               category, # its category
+               model_a, # the model whose answer was shown first
+               model_b, # the model whose answer was shown second
+               score_a, # the judge's score of `model_a`'s answer
+               score_b, # the judge's score of `model_b`'s answer
+               judge='gpt-4', # who judged
+               prompt_hash=None, # hash of the judge prompt
+               round=None, # the battle's number in the tournament
+               **extra) -> dict: # further fields of the row
     "A row of the battles table."
     return dict(round=round, question_id=question_id, category=category, model_a=model_a, model_b=model_b,
-                score_a=score_a, score_b=score_b, verdict=verdict(score_a, score_b), judge=judge, prompt_hash=prompt_hash, **extra)
+                score_a=score_a, score_b=score_b, verdict=verdict(score_a, score_b), judge=judge,
+                prompt_hash=prompt_hash, **extra)
 
-def verdicts_to_battles(verdicts:list, judge='gpt-4 (recorded)') -> list:
+def verdicts_to_battles(verdicts:list, # as `load_verdicts` reads them
+                        judge='gpt-4 (recorded)') -> list: # who judged, written in each row
     "Battles table from recorded upstream verdicts."
     return [battle_row(v['question_id'], v['category'], v['first_model'], v['second_model'], v['score_1'], v['score_2'],
                        judge=judge, round=v['round']) for v in verdicts]
 
 # %% ../nbs/05_elo.ipynb #13b6c420
-def expected_score(ra:float, rb:float, scale:float=400, base:float=10) -> float:
+def expected_score(ra:float, # rating of A
+                   rb:float, # rating of B
+                   scale:float=400, # rating difference that multiplies the odds by `base`
+                   base:float=10) -> float: # odds factor per `scale` points
     "Probability that a player rated `ra` beats one rated `rb` under the Elo model."
     return 1 / (1 + base ** ((rb - ra) / scale))
 
-def elo_update(ra:float, rb:float, score_a:float, k:float=32, scale:float=400, base:float=10) -> tuple:
+def elo_update(ra:float, # rating of A
+               rb:float, # rating of B
+               score_a:float, # what A scored: 1, 0 or 0.5
+               k:float=32, # step size K
+               scale:float=400, # as in `expected_score`
+               base:float=10) -> tuple: # as in `expected_score`
     "Ratings of A and B after A scored `score_a` (1, 0 or 0.5) against B."
-    d = k * (score_a - expected_score(ra, rb, scale, base))
-    return ra + d, rb - d
+    delta = k * (score_a - expected_score(ra, rb, scale, base))
+    return ra + delta, rb - delta
 
-def online_elo(battles:list, models, init:float=1000, k:float=32, scale:float=400, base:float=10, start:dict=None, history=False):
+def online_elo(battles:list, # the battles table, in the order played
+               models, # every model rated
+               init:float=1000, # the starting rating
+               k:float=32, # step size K
+               scale:float=400, # as in `expected_score`
+               base:float=10, # as in `expected_score`
+               start:dict=None, # ratings to start from instead of `init`
+               history=False): # also return the ratings after every battle
     "Online Elo over `battles` in order, from `start` (default: everyone at `init`)."
-    r = {m: float(init) for m in models} if start is None else dict(start)
+    ratings = {m: float(init) for m in models} if start is None else dict(start)
     hist = []
     for b in battles:
-        r[b['model_a']], r[b['model_b']] = elo_update(r[b['model_a']], r[b['model_b']], outcome(b), k, scale, base)
-        if history: hist.append(dict(r))
-    return (r, hist) if history else r
+        ratings[b['model_a']], ratings[b['model_b']] = elo_update(ratings[b['model_a']], ratings[b['model_b']],
+                                                                  outcome(b), k, scale, base)
+        if history: hist.append(dict(ratings))
+    return (ratings, hist) if history else ratings
 
 # %% ../nbs/05_elo.ipynb #b69c16bf
-def reproduce_published(verdicts=None, published=None) -> dict:
+def reproduce_published(verdicts=None, # recorded verdicts (default: `load_verdicts()`)
+                        published=None) -> dict: # the published record (default: `load_published()`)
     "Ratings after replaying the recorded verdicts from the recorded state after round 85."
     pub = published or load_published()
-    h = pub['params']
-    return online_elo(verdicts_to_battles(verdicts or load_verdicts()), h['model_order'], h['init_rating'], h['K'],
-                      h['scale'], h['base'], start=pub['rating_before_first_recorded_round'])
+    hyper = pub['params']
+    return online_elo(verdicts_to_battles(verdicts or load_verdicts()), hyper['model_order'], hyper['init_rating'],
+                      hyper['K'], hyper['scale'], hyper['base'], start=pub['rating_before_first_recorded_round'])
 
 # %% ../nbs/05_elo.ipynb #bd99d4ca
 _DRAW = re.compile(r"competing: \((\d+), '([^']+)', '([^']+)'\)\n")
-_SKIP = re.compile(r"Invalid score pair\.\nContent: (.*?)\nYou must manually fix the score pair\.\nbad score: \[-1, -1\], skipping", re.S)
+_SKIP = re.compile(r"Invalid score pair\.\nContent: (.*?)\nYou must manually fix the score pair\.\n"
+                   r"bad score: \[-1, -1\], skipping", re.S)
 _ANSWER_KEYS = ('{m}_answer_extraced', 'extracted_{m}_answer', '{m}_answer')
 
 def notebook_stdout(path) -> str:
@@ -93,21 +123,23 @@ def notebook_stdout(path) -> str:
         if 'competing: (' in text: return text
     raise ValueError(f'{path}: no cell output with tournament draws ("competing: (...)")')
 
-def _answer(d, m):
-    return next(d[k.format(m=m)] for k in _ANSWER_KEYS if k.format(m=m) in d)
+def _answer(output, model):
+    return next(output[k.format(m=model)] for k in _ANSWER_KEYS if k.format(m=model) in output)
 
 def _parse_draw(row, a, b, body) -> dict:
     "One draw's record from the text printed after its `competing:` line."
     prompt = body.split('\nprompt:\n', 1)[1] if '\nprompt:\n' in body else None
     out = dict(row_id=int(row), first_model=a, second_model=b)
-    if m := re.search(r'^gpt4 output: (\{.*\})$', body, re.M):
-        d = ast.literal_eval(m.group(1))
-        out.update(question_id=d['question_id'], category=d['category'], score=d['score'],
-                   answers={a: _answer(d, a), b: _answer(d, b)}, prompt=prompt[:prompt.index('\ngpt4 output: ')])
-        if r := re.search(r'^elo rating updated: .*?(\{[^{}]*\})\)$', body, re.M): out['ratings'] = ast.literal_eval(r.group(1))
-        if n := re.search(r'^records: (\d+)$', body, re.M): out['round'] = int(n.group(1))
-    elif s := _SKIP.search(body):
-        out.update(review=s.group(1), prompt=prompt[:prompt.index('\nInvalid score pair.')])
+    if found := re.search(r'^gpt4 output: (\{.*\})$', body, re.M):
+        output = ast.literal_eval(found.group(1))
+        out.update(question_id=output['question_id'], category=output['category'], score=output['score'],
+                   answers={a: _answer(output, a), b: _answer(output, b)},
+                   prompt=prompt[:prompt.index('\ngpt4 output: ')])
+        if update := re.search(r'^elo rating updated: .*?(\{[^{}]*\})\)$', body, re.M):
+            out['ratings'] = ast.literal_eval(update.group(1))
+        if records := re.search(r'^records: (\d+)$', body, re.M): out['round'] = int(records.group(1))
+    elif skip := _SKIP.search(body):
+        out.update(review=skip.group(1), prompt=prompt[:prompt.index('\nInvalid score pair.')])
     return out
 
 def read_upstream_notebook(path) -> dict:
@@ -115,10 +147,12 @@ def read_upstream_notebook(path) -> dict:
     text = notebook_stdout(path)
     parts = _DRAW.split(text)[1:]
     draws = [_parse_draw(*parts[i:i+4]) for i in range(0, len(parts), 4)]
-    verdicts = [dict(question_id=d['question_id'], row_id=d['row_id'], category=d['category'], first_model=d['first_model'],
-                     second_model=d['second_model'], score_1=float(d['score'][0]), score_2=float(d['score'][1]), round=d['round'])
+    verdicts = [dict(question_id=d['question_id'], row_id=d['row_id'], category=d['category'],
+                     first_model=d['first_model'], second_model=d['second_model'], score_1=float(d['score'][0]),
+                     score_2=float(d['score'][1]), round=d['round'])
                 for d in draws if 'score' in d]
-    skipped = [dict(draw=i, row_id=d['row_id'], first_model=d['first_model'], second_model=d['second_model'], review=d['review'])
+    skipped = [dict(draw=i, row_id=d['row_id'], first_model=d['first_model'], second_model=d['second_model'],
+                    review=d['review'])
                for i, d in enumerate(draws) if 'review' in d]
     answers = {}
     for d in draws:
@@ -128,13 +162,17 @@ def read_upstream_notebook(path) -> dict:
                 ratings=[d.get('ratings') for d in draws if 'score' in d])
 
 # %% ../nbs/05_elo.ipynb #b1d69621
-def upstream_draw(rng:random.Random, n_questions:int, n_models:int) -> tuple:
+def upstream_draw(rng:random.Random, # the seeded generator, advanced by three draws
+                  n_questions:int, # questions to draw from
+                  n_models:int) -> tuple: # models to draw from
     "One upstream draw: `(row, first, second)` indices, with `second != first`."
     row, first, second = rng.randint(0, n_questions - 1), rng.randint(0, n_models - 1), rng.randint(0, n_models - 2)
     if second == first: second = (second + 1) % n_models
     return row, first, second
 
-def upstream_draws(seed:int, n_questions:int, n_models:int):
+def upstream_draws(seed:int, # the `random.seed` of the tournament
+                   n_questions:int, # questions to draw from
+                   n_models:int): # models to draw from
     "The endless stream of upstream draws after `random.seed(seed)`."
     rng = random.Random(seed)
     while True: yield upstream_draw(rng, n_questions, n_models)
@@ -143,44 +181,62 @@ def upstream_draws(seed:int, n_questions:int, n_models:int):
 def answer_files(spec) -> list:
     "Files named by `spec`: comma-separated .jsonl files or folders (every *.jsonl under a folder)."
     out = []
-    for s in (spec if isinstance(spec, (list, tuple)) else str(spec).split(',')):
-        p = resolve_path(str(s).strip())
-        if not p.exists(): raise FileNotFoundError(f'answers: {p} does not exist')
-        out += sorted(p.rglob('*.jsonl')) if p.is_dir() else [p]
+    for name in (spec if isinstance(spec, (list, tuple)) else str(spec).split(',')):
+        path = resolve_path(str(name).strip())
+        if not path.exists(): raise FileNotFoundError(f'answers: {path} does not exist')
+        out += sorted(path.rglob('*.jsonl')) if path.is_dir() else [path]
     return out
 
 def load_answers(spec) -> dict:
     "`{(question_id, model): answer}` from the answer files named by `spec`."
-    ans = {}
+    answers = {}
     for f in answer_files(spec):
         for i, r in enumerate(read_jsonl(f), 1):
             text = next((r[k] for k in ('answer', 'text', 'output') if k in r), None)
             if text is None or 'question_id' not in r: raise ValueError(f'{f}, line {i}: needs question_id and answer')
-            ans[(r['question_id'], r.get('model') or f.stem)] = text
-    return ans
+            answers[(r['question_id'], r.get('model') or f.stem)] = text
+    return answers
 
 def answer_sources(params:dict) -> list:
-    "Answer files to play: those named by `params['answers']`, plus this run's own `inference/answers.jsonl` when it exists."
+    "Answer files to play: those named by `params['answers']`, plus this run's `inference/answers.jsonl` if it exists."
     files = answer_files(params['answers'])
     own = answers_path(params['run_name'])
     return files + ([own] if own.exists() and own.resolve() not in [f.resolve() for f in files] else [])
 
-def playable(questions:list, answers:dict) -> tuple:
+def playable(questions:list, # as `load_questions` reads them
+             answers:dict) -> tuple: # `{(question_id, model): answer}`, as `load_answers` reads them
     "Models (sorted) and the questions that every model answered."
     models = sorted({m for _, m in answers})
     return models, [q for q in questions if all((q['question_id'], m) in answers for m in models)]
 
 # %% ../nbs/05_elo.ipynb #f51ef71f
-def judge_draws(draws, questions, answers, judge, parser, concurrency=1, progress=True) -> list:
+def judge_draws(draws, # `(question, model_a, model_b)` triples
+                questions, # the questions played (unused: each draw carries its question)
+                answers, # `{(question_id, model): answer}`
+                judge, # a `BaseJudge`
+                parser, # review -> `[score_a, score_b]`, `[-1, -1]` when unreadable
+                concurrency=1, # requests in flight
+                progress=True) -> list: # show a progress bar
     "Judge `(question, model_a, model_b)` draws; each gets its review, parsed scores and prompt hash."
-    msgs = [judge_messages(q['question'], answers[(q['question_id'], a)], answers[(q['question_id'], b)], q['category']) for q, a, b in draws]
+    msgs = [judge_messages(q['question'], answers[(q['question_id'], a)], answers[(q['question_id'], b)], q['category'])
+            for q, a, b in draws]
     reviews = judge.judge_many(msgs, concurrency, progress)
     return [dict(review=r, score=parser(r), prompt_hash=judge.key(m)[:16]) for r, m in zip(reviews, msgs)]
 
-def upstream_tournament(questions, answers, models, judge, parser, rounds, seed=42, concurrency=1, max_draws=None, progress=True) -> dict:
-    "The upstream schedule: seeded random draws, repeats redrawn, unparseable verdicts skipped, until `rounds` are recorded."
+def upstream_tournament(questions, # the questions played, in the order the draws index
+                        answers, # `{(question_id, model): answer}`
+                        models, # the models, in the order the draws index
+                        judge, # a `BaseJudge`
+                        parser, # review -> `[score_a, score_b]`, `[-1, -1]` when unreadable
+                        rounds, # battles to record
+                        seed=42, # the `random.seed` of the draws
+                        concurrency=1, # requests in flight
+                        max_draws=None, # give up after this many draws (default: 50 per round + 1000)
+                        progress=True) -> dict: # show a progress bar
+    "The upstream schedule: seeded draws, repeats redrawn, unparseable verdicts skipped, until `rounds` are recorded."
     from tqdm import tqdm
-    stream, recorded, battles, skipped, n, held = upstream_draws(seed, len(questions), len(models)), set(), [], [], 0, None
+    stream = upstream_draws(seed, len(questions), len(models))
+    recorded, battles, skipped, n, held = set(), [], [], 0, None
     max_draws = max_draws or 50 * rounds + 1000
     with tqdm(total=rounds, disable=not progress, desc='battles', mininterval=1) as bar:
         while len(battles) < rounds:
@@ -194,14 +250,21 @@ def upstream_tournament(questions, answers, models, judge, parser, rounds, seed=
                 if d in batch: held = d; break              # a repeat must wait for the verdict on its twin
                 batch.append(d)
             todo = [(questions[r], models[a], models[b]) for r, a, b in batch]
-            for d, (q, a, b), j in zip(batch, todo, judge_draws(todo, questions, answers, judge, parser, concurrency, progress=False)):
-                if j['score'] == [-1, -1]: skipped.append(dict(question_id=q['question_id'], model_a=a, model_b=b)); continue
+            judged = judge_draws(todo, questions, answers, judge, parser, concurrency, progress=False)
+            for d, (q, a, b), j in zip(batch, todo, judged):
+                if j['score'] == [-1, -1]:
+                    skipped.append(dict(question_id=q['question_id'], model_a=a, model_b=b)); continue
                 recorded.add(d); bar.update(1)
-                battles.append(battle_row(q['question_id'], q['category'], a, b, *j['score'], judge=judge.model, prompt_hash=j['prompt_hash'], round=len(battles) + 1))
+                battles.append(battle_row(q['question_id'], q['category'], a, b, *j['score'], judge=judge.model,
+                                          prompt_hash=j['prompt_hash'], round=len(battles) + 1))
     return dict(battles=battles, skipped=skipped)
 
 # %% ../nbs/05_elo.ipynb #d26eef4f
-def balanced_draws(questions:list, models:list, rounds:int=0, seed:int=42, both_orders:bool=False) -> list:
+def balanced_draws(questions:list, # the questions played
+                   models:list, # the models played
+                   rounds:int=0, # draws to sample, spread evenly over the pairs (0: all)
+                   seed:int=42, # seed of the shuffle
+                   both_orders:bool=False) -> list: # each draw also in the other answer order
     "Every pair of models on every question (or a seeded sample of `rounds`, even over pairs), orders alternating."
     rng = random.Random(seed)
     pairs = [(a, b) for i, a in enumerate(models) for b in models[i+1:]]
@@ -226,23 +289,43 @@ def combine_orders(battles:list) -> list:
         out.append({**x, 'verdict': v, 'orders': 2})
     return out
 
-def balanced_tournament(questions, answers, models, judge, parser, rounds=0, seed=42, both_orders=False, concurrency=1, progress=True) -> dict:
+def balanced_tournament(questions, # the questions played
+                        answers, # `{(question_id, model): answer}`
+                        models, # the models played
+                        judge, # a `BaseJudge`
+                        parser, # review -> `[score_a, score_b]`, `[-1, -1]` when unreadable
+                        rounds=0, # draws to sample (0: every pair on every question)
+                        seed=42, # seed of the sample and the orders
+                        both_orders=False, # judge each draw in both answer orders
+                        concurrency=1, # requests in flight
+                        progress=True) -> dict: # show a progress bar
     "The balanced schedule; unparseable verdicts are counted and left out."
     draws = balanced_draws(questions, models, rounds, seed, both_orders)
     battles, skipped = [], []
     for (q, a, b), j in zip(draws, judge_draws(draws, questions, answers, judge, parser, concurrency, progress)):
-        if j['score'] == [-1, -1]: skipped.append(dict(question_id=q['question_id'], model_a=a, model_b=b)); continue
-        battles.append(battle_row(q['question_id'], q['category'], a, b, *j['score'], judge=judge.model, prompt_hash=j['prompt_hash'], round=len(battles) + 1))
+        if j['score'] == [-1, -1]:
+            skipped.append(dict(question_id=q['question_id'], model_a=a, model_b=b)); continue
+        battles.append(battle_row(q['question_id'], q['category'], a, b, *j['score'], judge=judge.model,
+                                  prompt_hash=j['prompt_hash'], round=len(battles) + 1))
     return dict(battles=battles, skipped=skipped)
 
 # %% ../nbs/05_elo.ipynb #cd6cdec1
-def games_array(battles:list, models:list) -> tuple:
+def games_array(battles:list, # the battles table
+                models:list) -> tuple: # the models, in the order of the indices
     "Battles as index arrays `(ia, ib, s)`, `s` the score of `model_a`."
     ix = {m: i for i, m in enumerate(models)}
-    return (np.array([ix[b['model_a']] for b in battles], dtype=int), np.array([ix[b['model_b']] for b in battles], dtype=int),
+    return (np.array([ix[b['model_a']] for b in battles], dtype=int),
+            np.array([ix[b['model_b']] for b in battles], dtype=int),
             np.array([outcome(b) for b in battles], dtype=float))
 
-def bt_fit(ia, ib, s, n_models:int, scale:float=400, base:float=10, init:float=1000, ridge:float=1e-8) -> np.ndarray:
+def bt_fit(ia, # index of `model_a` per battle
+           ib, # index of `model_b` per battle
+           s, # score of `model_a` per battle: 1, 0 or 0.5
+           n_models:int, # how many models
+           scale:float=400, # as in `expected_score`
+           base:float=10, # as in `expected_score`
+           init:float=1000, # the mean rating
+           ridge:float=1e-8) -> np.ndarray: # L2 penalty that keeps an unbeaten model finite
     "Bradley–Terry maximum-likelihood ratings on the Elo scale, centred on `init`."
     from scipy.optimize import minimize
     def nll(beta):                                  # beta: log-odds strengths; a rating is beta * scale / ln(base)
@@ -255,7 +338,13 @@ def bt_fit(ia, ib, s, n_models:int, scale:float=400, base:float=10, init:float=1
     r = beta * scale / math.log(base)
     return r - r.mean() + init
 
-def bradley_terry(battles:list, models:list, bootstrap:int=1000, seed:int=42, scale=400, base=10, init=1000) -> dict:
+def bradley_terry(battles:list, # the battles table
+                  models:list, # the models rated
+                  bootstrap:int=1000, # resamples for the intervals (0: none, the interval is the rating)
+                  seed:int=42, # seed of the resampling
+                  scale=400, # as in `expected_score`
+                  base=10, # as in `expected_score`
+                  init=1000) -> dict: # the mean rating
     "Bradley–Terry ratings with bootstrap 95% intervals: `{model: {rating, lo, hi}}`."
     ia, ib, s = games_array(battles, models)
     best = bt_fit(ia, ib, s, len(models), scale, base, init)
@@ -266,28 +355,37 @@ def bradley_terry(battles:list, models:list, bootstrap:int=1000, seed:int=42, sc
     return {m: dict(rating=float(best[i]), lo=float(lo[i]), hi=float(hi[i])) for i, m in enumerate(models)}
 
 # %% ../nbs/05_elo.ipynb #cc1fb413
-def permuted_elo(battles:list, models:list, n:int=100, seed:int=42, init=1000, k=32, scale=400, base=10) -> dict:
+def permuted_elo(battles:list, # the battles table
+                 models:list, # the models rated
+                 n:int=100, # random orderings
+                 seed:int=42, # seed of the orderings
+                 init=1000, # the starting rating
+                 k=32, # step size K
+                 scale=400, # as in `expected_score`
+                 base=10) -> dict: # as in `expected_score`
     "Online Elo over `n` random orderings of the battles: `{model: {rating (mean), lo, hi}}`."
     rng, runs = random.Random(seed), []
     for _ in range(n):
         order = battles[:]; rng.shuffle(order)
-        r = online_elo(order, models, init, k, scale, base); runs.append([r[m] for m in models])
-    a = np.array(runs); lo, hi = np.percentile(a, [2.5, 97.5], axis=0)
-    return {m: dict(rating=float(a[:, i].mean()), lo=float(lo[i]), hi=float(hi[i])) for i, m in enumerate(models)}
+        ratings = online_elo(order, models, init, k, scale, base); runs.append([ratings[m] for m in models])
+    runs = np.array(runs); lo, hi = np.percentile(runs, [2.5, 97.5], axis=0)
+    return {m: dict(rating=float(runs[:, i].mean()), lo=float(lo[i]), hi=float(hi[i])) for i, m in enumerate(models)}
 
 # %% ../nbs/05_elo.ipynb #16b19f93
-def first_slot_stats(battles:list, models:list=None) -> dict:
+def first_slot_stats(battles:list, # the battles table
+                     models:list=None) -> dict: # the models to report (default: every model in `battles`)
     "Wins of the first and second answers, ties, the first-slot win rate, and each model's share of first slots."
     c = Counter(b['verdict'] for b in battles)
-    dec = c['model_a'] + c['model_b']
+    decisive = c['model_a'] + c['model_b']
     models = models or sorted({b['model_a'] for b in battles} | {b['model_b'] for b in battles})
     first = {m: sum(b['model_a'] == m for b in battles) for m in models}
     played = {m: sum(m in (b['model_a'], b['model_b']) for b in battles) for m in models}
     return dict(battles=len(battles), first_wins=c['model_a'], second_wins=c['model_b'], ties=c['tie'],
-                first_slot_win_rate=round(c['model_a'] / dec, 4) if dec else None,
+                first_slot_win_rate=round(c['model_a'] / decisive, 4) if decisive else None,
                 first_share={m: round(first[m] / played[m], 4) if played[m] else None for m in models})
 
-def pair_matrices(battles:list, models:list) -> tuple:
+def pair_matrices(battles:list, # the battles table
+                  models:list) -> tuple: # the models, in the order of rows and columns
     "`(wins, counts)`: wins[i, j] = points of model i against model j (ties half), counts[i, j] = their battles."
     ix, n = {m: i for i, m in enumerate(models)}, len(models)
     wins, counts = np.zeros((n, n)), np.zeros((n, n), dtype=int)
@@ -297,7 +395,11 @@ def pair_matrices(battles:list, models:list) -> tuple:
     return wins, counts
 
 # %% ../nbs/05_elo.ipynb #8f04a4c6
-def plot_matrix(mat, models:list, title:str, path=None, fmt='{:.2f}'):
+def plot_matrix(mat, # model-by-model values, NaN where there are none
+                models:list, # the models, in the order of rows and columns
+                title:str, # the title ('rate' in it picks a diverging colour map)
+                path=None, # where to save the figure
+                fmt='{:.2f}'): # format of the numbers in the cells
     "A heatmap of a model-by-model matrix (rows: the model, columns: its opponent), saved to `path` if given."
     import matplotlib; import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(1.4 * len(models) + 2, 1.2 * len(models) + 1.5))
@@ -306,12 +408,15 @@ def plot_matrix(mat, models:list, title:str, path=None, fmt='{:.2f}'):
     ax.set_xticks(range(len(models)), models, rotation=30); ax.set_yticks(range(len(models)), models)
     for i in range(len(models)):
         for j in range(len(models)):
-            if i != j and not shown.mask[i, j] if np.ndim(shown.mask) else i != j: ax.text(j, i, fmt.format(mat[i, j]), ha='center', va='center')
+            if i != j and not shown.mask[i, j] if np.ndim(shown.mask) else i != j:
+                ax.text(j, i, fmt.format(mat[i, j]), ha='center', va='center')
     ax.set_xlabel('opponent'); ax.set_title(title); fig.colorbar(im, ax=ax); fig.tight_layout()
     if path: fig.savefig(path, dpi=110)
     return fig
 
-def plot_ratings(tables:dict, path=None, title='Ratings with 95% intervals'):
+def plot_ratings(tables:dict, # method -> {model: rating or {rating, lo, hi}}
+                 path=None, # where to save the figure
+                 title='Ratings with 95% intervals'):
     "Ratings of several methods side by side, with their intervals where they have them."
     import matplotlib.pyplot as plt
     models = list(next(iter(tables.values())))
@@ -329,28 +434,36 @@ def plot_ratings(tables:dict, path=None, title='Ratings with 95% intervals'):
     return fig
 
 # %% ../nbs/05_elo.ipynb #d161605e
-def make_judge(params:dict, cache_path) -> BaseJudge:
+def make_judge(params:dict, # the Elo step's parameters
+               cache_path) -> BaseJudge: # the judge cache of the live client (and replay's default file)
     "The judge the parameters ask for: the live client with its cache, or a replay of a cache file."
-    kw = dict(model=params['judge_model'], temperature=params['judge_temperature'], max_tokens=params['judge_max_tokens'])
+    settings = dict(model=params['judge_model'], temperature=params['judge_temperature'],
+                    max_tokens=params['judge_max_tokens'])
     if params['judge'] == 'openai':
-        return OpenAIJudge(base_url=params['judge_base_url'], cache=cache_path, timeout=params['judge_timeout'], seed=params['seed'], **kw)
-    if params['judge'] == 'replay': return ReplayJudge(params['replay_file'] or cache_path, **kw)
+        return OpenAIJudge(base_url=params['judge_base_url'], cache=cache_path, timeout=params['judge_timeout'],
+                           seed=params['seed'], **settings)
+    if params['judge'] == 'replay': return ReplayJudge(params['replay_file'] or cache_path, **settings)
     raise ValueError(f"judge must be 'replay' or 'openai', got {params['judge']!r}")
 
-def play(params:dict, out:Path) -> dict:
+def play(params:dict, # the Elo step's parameters
+         out:Path) -> dict: # the step's folder (the judge cache goes there)
     "Play a tournament between the answer sets of `params['answers']` with the configured judge."
     answers = load_answers(answer_sources(params))
-    models, qs = playable(load_questions(params['questions']), answers)
-    if len(models) < 2 or not qs: raise ValueError(f"answers: need two or more models with answers to common questions; got models {models}, {len(qs)} questions")
+    models, questions = playable(load_questions(params['questions']), answers)
+    if len(models) < 2 or not questions:
+        raise ValueError(f"answers: need two or more models with answers to common questions; "
+                         f"got models {models}, {len(questions)} questions")
     judge, parser = make_judge(params, out/'judge_cache.jsonl'), SCORE_PARSERS[params['score_parser']]
     if params['schedule'] == 'upstream':
-        t = upstream_tournament(qs, answers, models, judge, parser, params['rounds'], params['seed'], params['concurrency'])
+        tournament = upstream_tournament(questions, answers, models, judge, parser, params['rounds'], params['seed'],
+                                         params['concurrency'])
     elif params['schedule'] == 'balanced':
-        t = balanced_tournament(qs, answers, models, judge, parser, params['rounds'] or 0, params['seed'], params['both_orders'], params['concurrency'])
+        tournament = balanced_tournament(questions, answers, models, judge, parser, params['rounds'] or 0,
+                                         params['seed'], params['both_orders'], params['concurrency'])
     else: raise ValueError(f"schedule must be 'upstream' or 'balanced', got {params['schedule']!r}")
     reviews = [r['content'] for r in judge.cache.rows.values()]
-    failures = {n: sum(f(r) == [-1, -1] for r in reviews) for n, f in SCORE_PARSERS.items()}
-    return dict(models=models, battles=t['battles'], skipped=t['skipped'], judge=judge.summary(),
+    failures = {name: sum(parse(r) == [-1, -1] for r in reviews) for name, parse in SCORE_PARSERS.items()}
+    return dict(models=models, battles=tournament['battles'], skipped=tournament['skipped'], judge=judge.summary(),
                 parse_failures=dict(reviews=len(reviews), **failures), start=None)
 
 def replay_recorded(params:dict) -> dict:
@@ -358,19 +471,22 @@ def replay_recorded(params:dict) -> dict:
     pub, path = load_published(), params['replay_file'] or 'pkg:anima_elo_verdicts.jsonl'
     verdicts = load_verdicts(path)
     skipped = read_jsonl(resolve_path('pkg:anima_elo_skipped.jsonl'))
-    n = len(verdicts) + len(skipped)
+    draws = len(verdicts) + len(skipped)
     return dict(models=pub['params']['model_order'], battles=verdicts_to_battles(verdicts), skipped=skipped,
                 start=pub['rating_before_first_recorded_round'], published=pub['published_table'],
-                parse_failures=dict(draws=n, fastchat=len(skipped), better=sum(s['score_1'] is None for s in skipped)))
+                parse_failures=dict(draws=draws, fastchat=len(skipped),
+                                    better=sum(s['score_1'] is None for s in skipped)))
 
-def ratings_report(t:dict, params:dict) -> dict:
+def ratings_report(t:dict, # the tournament: models, battles, parse failures (and start ratings, published table)
+                   params:dict) -> dict: # the Elo step's parameters
     "Online Elo, Bradley–Terry with intervals, permutation-averaged Elo and position statistics of a battles table."
     models, battles = t['models'], t['battles']
     scored = combine_orders(battles) if params['both_orders'] else battles
-    kw = dict(init=params['init_rating'], k=params['k_factor'])
-    rep = dict(online_elo=online_elo(scored, models, start=t.get('start'), **kw),
-               bradley_terry=bradley_terry(scored, models, params['bootstrap_rounds'], params['seed'], init=params['init_rating']),
-               permuted_elo=permuted_elo(scored, models, params['permutations'], params['seed'], **kw),
+    elo_args = dict(init=params['init_rating'], k=params['k_factor'])
+    rep = dict(online_elo=online_elo(scored, models, start=t.get('start'), **elo_args),
+               bradley_terry=bradley_terry(scored, models, params['bootstrap_rounds'], params['seed'],
+                                           init=params['init_rating']),
+               permuted_elo=permuted_elo(scored, models, params['permutations'], params['seed'], **elo_args),
                first_slot=first_slot_stats(battles, models), parse_failures=t['parse_failures'],
                battles=len(battles), scored_battles=len(scored))
     if t.get('published'): rep['published'] = t['published']
@@ -380,55 +496,64 @@ def ratings_report(t:dict, params:dict) -> dict:
 RATINGS_SCHEMA = {'online_elo': dict, 'bradley_terry': dict, 'permuted_elo': dict, 'first_slot': dict,
                   'parse_failures': dict, 'battles': int, 'scored_battles': int}
 
-def write_battles(out, battles:list) -> Path:
+def write_battles(out, # the Elo step's folder
+                  battles:list) -> Path: # the battles table
     "Write the battles table into the step folder `out`, every row checked."
-    p = Path(out)/'battles.jsonl'
-    return write_jsonl(p, [check_row(b, BATTLE_SCHEMA, f'{p}, battle {i}') for i, b in enumerate(battles, 1)])
+    path = Path(out)/'battles.jsonl'
+    return write_jsonl(path, [check_row(b, BATTLE_SCHEMA, f'{path}, battle {i}') for i, b in enumerate(battles, 1)])
 
 def read_battles(run_name:str) -> list:
     "The battles table of `run_name`'s Elo step, every row checked."
-    p = run_dir(run_name, 'elo', create=False)/'battles.jsonl'
-    return [check_row(b, BATTLE_SCHEMA, f'{p}, battle {i}') for i, b in enumerate(read_jsonl(p), 1)]
+    path = run_dir(run_name, 'elo', create=False)/'battles.jsonl'
+    return [check_row(b, BATTLE_SCHEMA, f'{path}, battle {i}') for i, b in enumerate(read_jsonl(path), 1)]
 
-def write_ratings(out, rep:dict) -> Path:
+def write_ratings(out, # the Elo step's folder
+                  rep:dict) -> Path: # the ratings report, as `full_report` makes it
     "Write the ratings report into the step folder `out`, after checking its shape."
     return write_json(Path(out)/'ratings.json', check_row(rep, RATINGS_SCHEMA, str(Path(out)/'ratings.json')))
 
 def read_ratings(run_name:str) -> dict|None:
     "The ratings report of `run_name`'s Elo step, checked; None when the step has not written one."
-    p = run_dir(run_name, 'elo', create=False)/'ratings.json'
-    return check_row(read_json(p), RATINGS_SCHEMA, str(p)) if p.exists() else None
+    path = run_dir(run_name, 'elo', create=False)/'ratings.json'
+    return check_row(read_json(path), RATINGS_SCHEMA, str(path)) if path.exists() else None
 
 # %% ../nbs/05_elo.ipynb #94a10ace
-def battles_table(params:dict, out:Path) -> dict:
+def battles_table(params:dict, # the Elo step's parameters
+                  out:Path) -> dict: # the step's folder (the judge cache goes there)
     "The battles of `params`: a tournament played with the judge on the given answer sets, or the recorded verdicts."
     if params['judge'] == 'openai' and not params['answers']:
         raise ValueError("judge='openai' needs answers: answer files or folders to judge this run's answers against")
     return play(params, out) if params['answers'] else replay_recorded(params)
 
-def full_report(t:dict, params:dict) -> dict:
+def full_report(t:dict, # the tournament, as `battles_table` returns it
+                params:dict) -> dict: # the Elo step's parameters
     "The ratings report of a tournament `t`, with the recorded math verdicts added when it is the published one."
     rep = ratings_report(t, params)
     if t.get('published'):
-        rec = [battle_row(s['question_id'], s['category'], s['first_model'], s['second_model'], s['score_1'],
-                          s['score_2'], judge='gpt-4 (recorded, better parser)')
-               for s in t['skipped'] if s['score_1'] is not None]
-        rep['bradley_terry_with_math'] = bradley_terry(t['battles'] + rec, t['models'], params['bootstrap_rounds'],
-                                                       params['seed'], init=params['init_rating'])
+        math_battles = [battle_row(s['question_id'], s['category'], s['first_model'], s['second_model'], s['score_1'],
+                                   s['score_2'], judge='gpt-4 (recorded, better parser)')
+                        for s in t['skipped'] if s['score_1'] is not None]
+        rep['bradley_terry_with_math'] = bradley_terry(t['battles'] + math_battles, t['models'],
+                                                       params['bootstrap_rounds'], params['seed'],
+                                                       init=params['init_rating'])
     if 'judge' in t: rep['judge'] = t['judge']
     return rep
 
-def elo_figures(t:dict, rep:dict, params:dict, out:Path) -> dict:
+def elo_figures(t:dict, # the tournament, as `battles_table` returns it
+                rep:dict, # its ratings report
+                params:dict, # the Elo step's parameters
+                out:Path) -> dict: # the folder the figures are saved in
     "The win-rate and battle-count heatmaps and the ratings plot, saved in `out`."
     import matplotlib.pyplot as plt
     wins, counts = pair_matrices(combine_orders(t['battles']) if params['both_orders'] else t['battles'], t['models'])
     with np.errstate(invalid='ignore'): rate = wins / counts
     online = {m: {'rating': v} for m, v in rep['online_elo'].items()}
+    tables = {'Bradley–Terry (bootstrap 95%)': rep['bradley_terry'],
+              f"Elo over {params['permutations']} orderings (95% range)": rep['permuted_elo'],
+              'online Elo, as played': online}
     figs = {'win_rate.png': plot_matrix(rate, t['models'], 'win rate (row vs column)', out/'win_rate.png'),
             'battle_counts.png': plot_matrix(counts, t['models'], 'battles', out/'battle_counts.png', fmt='{:d}'),
-            'ratings.png': plot_ratings({'Bradley–Terry (bootstrap 95%)': rep['bradley_terry'],
-                                         f"Elo over {params['permutations']} orderings (95% range)": rep['permuted_elo'],
-                                         'online Elo, as played': online}, out/'ratings.png')}
+            'ratings.png': plot_ratings(tables, out/'ratings.png')}
     for f in figs.values(): plt.close(f)               # shown below, on demand, not as a side effect
     return figs
 
@@ -437,14 +562,14 @@ def run_elo(params:dict) -> dict:
     recorded = resolve_path(params['replay_file'] or 'pkg:anima_elo_verdicts.jsonl')
     with step(params, 'elo', inputs=answer_sources(params) if params['answers'] else [recorded]) as (out, manifest):
         t0 = time.time()
-        t = battles_table(params, out)
-        rep = full_report(t, params)
+        tournament = battles_table(params, out)
+        rep = full_report(tournament, params)
         rep['seconds'] = round(time.time() - t0, 2)
-        write_battles(out, t['battles'])
+        write_battles(out, tournament['battles'])
         write_ratings(out, rep)
-        figs = elo_figures(t, rep, params, out)
+        figs = elo_figures(tournament, rep, params, out)
         cache = ('judge_cache.jsonl',) if (out/'judge_cache.jsonl').exists() else ()
         manifest.add_output(*(out/f for f in ('battles.jsonl', 'ratings.json', *figs, *cache))).record(
-            battles=len(t['battles']), online_elo={k: round(v, 2) for k, v in rep['online_elo'].items()},
-            first_slot_win_rate=rep['first_slot']['first_slot_win_rate'], parse_failures=t['parse_failures'])
+            battles=len(tournament['battles']), online_elo={k: round(v, 2) for k, v in rep['online_elo'].items()},
+            first_slot_win_rate=rep['first_slot']['first_slot_win_rate'], parse_failures=tournament['parse_failures'])
     return dict(report=rep, figures=figs, out=out)

@@ -29,7 +29,8 @@ def extract_answer(text:str) -> str:
     return text[i + len(RESPONSE_MARK):]
 
 # %% ../nbs/04_inference.ipynb #9204f869
-def load_model(run_name:str, model_source:str='merged'):
+def load_model(run_name:str, # the run whose model answers
+               model_source:str='merged'): # 'merged' (the 03_merge model) or 'adapter' (4-bit base + adapter)
     "`(model, tokenizer)` of a run: its merged model, or its 4-bit base + adapter; the tokenizer pads on the left."
     if model_source == 'adapter': return load_adapter_model(train_record(run_name))
     if model_source != 'merged': raise ValueError(f"model_source must be 'merged' or 'adapter', got {model_source!r}")
@@ -44,15 +45,19 @@ def load_model(run_name:str, model_source:str='merged'):
 # %% ../nbs/04_inference.ipynb #1a426f24
 def gen_settings(params:dict) -> dict:
     "The generation settings of `params` that shape an answer (recorded with each answer)."
-    s = dict(max_new_tokens=params['max_new_tokens'], do_sample=params['do_sample'], repetition_penalty=params['repetition_penalty'])
-    if params['do_sample']: s.update(temperature=params['temperature'], top_p=params['top_p'], seed=params['seed'])
-    return s
+    settings = dict(max_new_tokens=params['max_new_tokens'], do_sample=params['do_sample'],
+                    repetition_penalty=params['repetition_penalty'])
+    if params['do_sample']:
+        settings.update(temperature=params['temperature'], top_p=params['top_p'], seed=params['seed'])
+    return settings
 
-def gen_kwargs(settings:dict, tok) -> dict:
+# %% ../nbs/04_inference.ipynb #aa800bfd
+def gen_kwargs(settings:dict, # as `gen_settings` makes them
+               tok) -> dict: # the tokenizer (its pad and eos tokens)
     "`generate` keyword arguments for `settings`."
-    kw = {k: v for k, v in settings.items() if k != 'seed'}
-    if not settings['do_sample']: kw.update(temperature=None, top_p=None, top_k=None)
-    return dict(kw, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    kwargs = {k: v for k, v in settings.items() if k != 'seed'}
+    if not settings['do_sample']: kwargs.update(temperature=None, top_p=None, top_k=None)
+    return dict(kwargs, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
 
 # %% ../nbs/04_inference.ipynb #f872e0ee
 def _n_generated(row, eos_id) -> tuple:
@@ -60,7 +65,10 @@ def _n_generated(row, eos_id) -> tuple:
     row = row.tolist()
     return (row.index(eos_id) + 1, True) if eos_id in row else (len(row), False)
 
-def generate_batch(model, tok, prompts:list, settings:dict) -> list:
+def generate_batch(model, # the model to generate with
+                   tok, # its tokenizer, padding on the left
+                   prompts:list, # the prompts, e.g. from `eval_prompt`
+                   settings:dict) -> list: # as `gen_settings` makes them
     "Answers to `prompts`, generated together with left padding."
     import torch
     assert tok.padding_side == 'left', 'batched generation needs left padding'
@@ -68,16 +76,21 @@ def generate_batch(model, tok, prompts:list, settings:dict) -> list:
     if settings.get('do_sample'): torch.manual_seed(settings.get('seed', 0))
     with torch.no_grad(): out = model.generate(**enc, **gen_kwargs(settings, tok))
     new = out[:, enc.input_ids.shape[1]:]
-    res = []
-    for i, p in enumerate(prompts):
-        n, eos = _n_generated(new[i], tok.eos_token_id)
-        full = tok.decode(torch.cat([enc.input_ids[i][enc.attention_mask[i].bool()], new[i, :n]]), skip_special_tokens=True)
-        res.append(dict(answer=extract_answer(full), prompt_tokens=int(enc.attention_mask[i].sum()), answer_tokens=n,
-                        stop='eos' if eos else 'length'))
-    return res
+    results = []
+    for i in range(len(prompts)):
+        n_new, reached_eos = _n_generated(new[i], tok.eos_token_id)
+        prompt_ids = enc.input_ids[i][enc.attention_mask[i].bool()]
+        full = tok.decode(torch.cat([prompt_ids, new[i, :n_new]]), skip_special_tokens=True)
+        results.append(dict(answer=extract_answer(full), prompt_tokens=int(enc.attention_mask[i].sum()),
+                            answer_tokens=n_new, stop='eos' if reached_eos else 'length'))
+    return results
 
 # %% ../nbs/04_inference.ipynb #f4eb68a5
-def chat(model, tok, question:str, settings:dict, streamer=None) -> str:
+def chat(model, # the model to answer with
+         tok, # its tokenizer
+         question:str, # the translated question, without the prompt around it
+         settings:dict, # as `gen_settings` makes them
+         streamer=None) -> str: # a transformers streamer that receives the tokens as they come
     "Answer one question (streamed to `streamer` as it is generated)."
     import torch
     enc = tok(eval_prompt(question), return_tensors='pt').to(model.device)
@@ -86,21 +99,29 @@ def chat(model, tok, question:str, settings:dict, streamer=None) -> str:
     return extract_answer(tok.decode(out[0], skip_special_tokens=True))
 
 # %% ../nbs/04_inference.ipynb #d5887018
-def answer_questions(model, tok, questions:list, settings:dict, path, model_name:str, batch_size:int=8) -> list:
+def answer_questions(model, # the model to answer with
+                     tok, # its tokenizer, padding on the left
+                     questions:list, # as `load_questions` reads them
+                     settings:dict, # as `gen_settings` makes them
+                     path, # the answers file (JSON lines), resumed when present
+                     model_name:str, # the contestant's name in each row
+                     batch_size:int=8) -> list: # questions generated together
     "Answer `questions` in batches into the JSON-lines file `path` (resumable); the rows, in question order."
     path = Path(path)
     done = {r['question_id']: r for r in (read_answers(path, tolerate_torn_tail=True) if path.exists() else [])
             if r.get('model') == model_name and r.get('settings') == settings}
     if path.exists(): write_jsonl(path, list(done.values()))           # drop rows of other settings and a torn tail
-    todo = sorted((q for q in questions if q['question_id'] not in done), key=lambda q: -len(tok(eval_prompt(q['question'])).input_ids))
+    todo = sorted((q for q in questions if q['question_id'] not in done),
+                  key=lambda q: -len(tok(eval_prompt(q['question'])).input_ids))
     for i in range(0, len(todo), batch_size):
         batch = todo[i:i + batch_size]
         t0 = time.perf_counter()
-        res = generate_batch(model, tok, [eval_prompt(q['question']) for q in batch], settings)
+        results = generate_batch(model, tok, [eval_prompt(q['question']) for q in batch], settings)
         secs = (time.perf_counter() - t0) / len(batch)
-        for q, r in zip(batch, res):
-            row = dict(question_id=q['question_id'], category=q['category'], model=model_name, prompt=eval_prompt(q['question']),
-                       answer=r['answer'], settings=settings, prompt_tokens=r['prompt_tokens'], answer_tokens=r['answer_tokens'],
+        for q, r in zip(batch, results):
+            row = dict(question_id=q['question_id'], category=q['category'], model=model_name,
+                       prompt=eval_prompt(q['question']), answer=r['answer'], settings=settings,
+                       prompt_tokens=r['prompt_tokens'], answer_tokens=r['answer_tokens'],
                        stop=r['stop'], seconds=round(secs, 4), batch_size=len(batch))
             done[q['question_id']] = check_row(row, ANSWER_SCHEMA, f'{path}, answer to {q["question_id"]}')
             append_jsonl(path, row)
@@ -109,14 +130,16 @@ def answer_questions(model, tok, questions:list, settings:dict, path, model_name
     return rows
 
 # %% ../nbs/04_inference.ipynb #ed3a45d7
-def infer(params:dict, model=None, tok=None) -> list:
+def infer(params:dict, # the inference step's parameters
+          model=None, # a model already loaded (default: the run's, per `model_source`)
+          tok=None) -> list: # its tokenizer, padding on the left
     "The inference step: answer the questions with the run's model (or the one given) into `inference/answers.jsonl`."
-    qpath = questions_path(params['questions'])
+    questions_file = questions_path(params['questions'])
     path = answers_path(params['run_name'])
     old = read_manifest(path.parent)
-    if old is None or old['status'] == 'complete' or old['params'] != params:   # resume only an interrupted identical run
-        path.unlink(missing_ok=True)
-    with step(params, 'inference', inputs=[qpath]) as (out, manifest):
+    # resume only an interrupted identical run
+    if old is None or old['status'] == 'complete' or old['params'] != params: path.unlink(missing_ok=True)
+    with step(params, 'inference', inputs=[questions_file]) as (out, manifest):
         questions = load_questions(params['questions'])
         if model is None: model, tok = load_model(params['run_name'], params['model_source'])
         t0 = time.perf_counter()

@@ -18,53 +18,76 @@ __all__ = ['JUDGE_SYSTEM', 'JUDGE_TEMPLATE', 'JUDGE_PROMPTS', 'SCORE_PARSERS', '
 # %% ../nbs/05a_judge.ipynb #d8c13d34
 JUDGE_SYSTEM = "You are a helpful and precise assistant for checking the quality of the answer."
 
-JUDGE_TEMPLATE = ("[Question]\n{question}\n\n[The Start of Assistant 1's Answer]\n{answer_1}\n\n[The End of Assistant 1's Answer]\n\n"
-                  "[The Start of Assistant 2's Answer]\n{answer_2}\n\n[The End of Assistant 2's Answer]\n\n[System]\n{prompt}\n\n")
+JUDGE_TEMPLATE = ("[Question]\n{question}\n\n"
+                  "[The Start of Assistant 1's Answer]\n{answer_1}\n\n[The End of Assistant 1's Answer]\n\n"
+                  "[The Start of Assistant 2's Answer]\n{answer_2}\n\n[The End of Assistant 2's Answer]\n\n"
+                  "[System]\n{prompt}\n\n")
 
 JUDGE_PROMPTS = {
-    'general': ("We would like to request your feedback on the performance of two AI assistants in response to the user question displayed above.\n"
-                "Please rate the helpfulness, relevance, accuracy, level of details of their responses. Each assistant receives an overall score on a scale of 1 to 10, where a higher score indicates better overall performance.\n"
-                "Please first output a single line containing only two values indicating the scores for Assistant 1 and 2, respectively. The two scores are separated by a space. In the subsequent line, please provide a comprehensive explanation of your evaluation, avoiding any potential bias and ensuring that the order in which the responses were presented does not affect your judgment."),
-    'coding': ("Your task is to evaluate the coding abilities of the above two assistants. They have been asked to implement a program to solve a given problem. Please review their code submissions, paying close attention to their problem-solving approach, code structure, readability, and the inclusion of helpful comments.\n\n"
-               "Please ensure that the assistants' submissions:\n\n"
-               "1. Correctly implement the given problem statement.\n2. Contain accurate and efficient code.\n"
-               "3. Include clear and concise comments that explain the code's logic and functionality.\n4. Adhere to proper coding standards and best practices.\n\n"
-               "Once you have carefully reviewed both submissions, provide detailed feedback on their strengths and weaknesses, along with any suggestions for improvement. You should first output a single line containing two scores on the scale of 1-10 (1: no code/no sense; 10: perfect) for Assistant 1 and 2, respectively. Then give extra comments starting from the next line."),
-    'math': ("We would like to request your feedback on the mathematical proficiency of two AI assistants regarding the given user question displayed above.\n"
-             "First, please solve the problem independently, without referring to the answers provided by Assistant 1 and Assistant 2.\n"
-             "Afterward, please examine the problem-solving process of Assistant 1 and Assistant 2 step-by-step to ensure their correctness, identifying any incorrect steps if present. Your evaluation should take into account not only the answer but also the problem-solving steps.\n"
-             "Finally, please output a Python tuple containing two numerical scores for Assistant 1 and Assistant 2, ranging from 1 to 10, respectively. If applicable, explain the reasons for any variations in their scores and determine which assistant performed better."),
+    'general': ("We would like to request your feedback on the performance of two AI assistants in response to the "
+                "user question displayed above.\nPlease rate the helpfulness, relevance, accuracy, level of details "
+                "of their responses. Each assistant receives an overall score on a scale of 1 to 10, where a higher "
+                "score indicates better overall performance.\nPlease first output a single line containing only two "
+                "values indicating the scores for Assistant 1 and 2, respectively. The two scores are separated by a "
+                "space. In the subsequent line, please provide a comprehensive explanation of your evaluation, "
+                "avoiding any potential bias and ensuring that the order in which the responses were presented does "
+                "not affect your judgment."),
+    'coding': ("Your task is to evaluate the coding abilities of the above two assistants. They have been asked to "
+               "implement a program to solve a given problem. Please review their code submissions, paying close "
+               "attention to their problem-solving approach, code structure, readability, and the inclusion of "
+               "helpful comments.\n\nPlease ensure that the assistants' submissions:\n"
+               "\n1. Correctly implement the given problem statement.\n2. Contain accurate and efficient code.\n"
+               "3. Include clear and concise comments that explain the code's logic and functionality.\n"
+               "4. Adhere to proper coding standards and best practices.\n\n"
+               "Once you have carefully reviewed both submissions, provide detailed feedback on their strengths and "
+               "weaknesses, along with any suggestions for improvement. You should first output a single line "
+               "containing two scores on the scale of 1-10 (1: no code/no sense; 10: perfect) for Assistant 1 and 2, "
+               "respectively. Then give extra comments starting from the next line."),
+    'math': ("We would like to request your feedback on the mathematical proficiency of two AI assistants regarding "
+             "the given user question displayed above.\nFirst, please solve the problem independently, without "
+             "referring to the answers provided by Assistant 1 and Assistant 2.\n"
+             "Afterward, please examine the problem-solving process of Assistant 1 and Assistant 2 step-by-step to "
+             "ensure their correctness, identifying any incorrect steps if present. Your evaluation should take into "
+             "account not only the answer but also the problem-solving steps.\n"
+             "Finally, please output a Python tuple containing two numerical scores for Assistant 1 and Assistant 2, "
+             "ranging from 1 to 10, respectively. If applicable, explain the reasons for any variations in their "
+             "scores and determine which assistant performed better."),
 }
 
 def prompt_category(category:str) -> str:
     "The FastChat reviewer for a Vicuna question category: `coding`, `math`, or `general` for everything else."
     return category if category in ('coding', 'math') else 'general'
 
-def judge_messages(question:str, answer_1:str, answer_2:str, category:str='generic') -> list:
+def judge_messages(question:str, # the question asked
+                   answer_1:str, # the answer shown first
+                   answer_2:str, # the answer shown second
+                   category:str='generic') -> list: # the question's category, which picks the reviewer prompt
     "The chat messages FastChat v1 sends to the judge for one ordered pair of answers."
-    user = JUDGE_TEMPLATE.format(question=question, answer_1=answer_1, answer_2=answer_2, prompt=JUDGE_PROMPTS[prompt_category(category)])
+    user = JUDGE_TEMPLATE.format(question=question, answer_1=answer_1, answer_2=answer_2,
+                                 prompt=JUDGE_PROMPTS[prompt_category(category)])
     return [{'role': 'system', 'content': JUDGE_SYSTEM}, {'role': 'user', 'content': user}]
 
 # %% ../nbs/05a_judge.ipynb #d30204d9
 def parse_score_fastchat(review:str) -> list:
     "FastChat v1's `parse_score`: two numbers on the first line, else `[-1, -1]`."
     try:
-        sp = review.split('\n')[0].replace(',', ' ').split(' ')
-        if len(sp) == 2: return [float(sp[0]), float(sp[1])]
+        fields = review.split('\n')[0].replace(',', ' ').split(' ')
+        if len(fields) == 2: return [float(fields[0]), float(fields[1])]
     except (ValueError, AttributeError): pass
     return [-1, -1]
 
 _NUM = r'(\d+(?:\.\d+)?)'
 _TUPLE = re.compile(r'\(\s*' + _NUM + r'\s*,\s*' + _NUM + r'\s*\)')
-_ASSISTANT = {i: re.compile(r'^[\s*#-]*Assistant ' + str(i) + r'\**\s*[:：]\s*\**\s*' + _NUM + r'(?:\s*/\s*10)?', re.M) for i in (1, 2)}
+_ASSISTANT = {i: re.compile(r'^[\s*#-]*Assistant ' + str(i) + r'\**\s*[:：]\s*\**\s*' + _NUM + r'(?:\s*/\s*10)?', re.M)
+              for i in (1, 2)}
 
 def _valid(pair): return pair if all(0 <= x <= 10 for x in pair) else [-1, -1]
 
 def parse_score_better(review:str) -> list:
     "FastChat's parser, then the last `(a, b)` tuple, then the last `Assistant 1: a` / `Assistant 2: b` lines."
-    s = parse_score_fastchat(review)
-    if s != [-1, -1]: return _valid(s)
-    if t := _TUPLE.findall(review or ''): return _valid([float(x) for x in t[-1]])
+    first_line = parse_score_fastchat(review)
+    if first_line != [-1, -1]: return _valid(first_line)
+    if tuples := _TUPLE.findall(review or ''): return _valid([float(x) for x in tuples[-1]])
     a1, a2 = (_ASSISTANT[i].findall(review or '') for i in (1, 2))
     if a1 and a2: return _valid([float(a1[-1]), float(a2[-1])])
     return [-1, -1]
@@ -72,7 +95,10 @@ def parse_score_better(review:str) -> list:
 SCORE_PARSERS = {'fastchat': parse_score_fastchat, 'better': parse_score_better}
 
 # %% ../nbs/05a_judge.ipynb #ef849d63
-def request_key(model:str, messages:list, temperature:float, max_tokens:int) -> str:
+def request_key(model:str, # the judge model
+                messages:list, # the chat messages sent
+                temperature:float, # sampling temperature
+                max_tokens:int) -> str: # longest review
     "sha256 of the canonical JSON of what the judge is asked: model, messages and sampling settings."
     blob = json.dumps({'model': model, 'messages': messages, 'temperature': temperature, 'max_tokens': max_tokens},
                       sort_keys=True, ensure_ascii=False, separators=(',', ':'))
@@ -83,7 +109,8 @@ class JudgeCache:
     def __init__(self, path):
         self.path, self.lock = Path(path), threading.Lock()
         rows = read_jsonl(self.path, tolerate_torn_tail=True) if self.path.exists() else []
-        if any('key' not in r for r in rows): raise ValueError(f'{self.path} is not a judge cache: its rows have no request key')
+        if any('key' not in r for r in rows):
+            raise ValueError(f'{self.path} is not a judge cache: its rows have no request key')
         self.rows = {r['key']: r for r in rows}
         if self.path.exists(): self._drop_torn_tail()
 
@@ -119,7 +146,10 @@ def is_retryable(err) -> bool:
     if isinstance(err, openai.APIStatusError): return err.status_code in RETRYABLE_STATUS or err.status_code >= 500
     return False
 
-def backoff_delay(attempt:int, base:float=1.0, cap:float=60.0, rng=random) -> float:
+def backoff_delay(attempt:int, # retries so far (0 before the first retry)
+                  base:float=1.0, # seconds of the first window
+                  cap:float=60.0, # the longest window, in seconds
+                  rng=random) -> float: # source of the uniform draw
     "Full-jitter exponential backoff: uniform in `[0, min(cap, base * 2**attempt)]`."
     return rng.uniform(0, min(cap, base * 2 ** attempt))
 
@@ -130,28 +160,34 @@ class JudgeError(RuntimeError): pass
 
 class BaseJudge:
     "Cache lookup, usage accounting and the concurrent `judge_many`, shared by the live and replay judges."
-    def __init__(self, model='gpt-4', temperature=0.2, max_tokens=1024, cache=None):
+    def __init__(self, model='gpt-4', # the judge model
+                 temperature=0.2, # sampling temperature
+                 max_tokens=1024, # longest review
+                 cache=None): # a `JudgeCache` or its path (None: no cache)
         self.model, self.temperature, self.max_tokens = model, temperature, max_tokens
         self.cache = cache if isinstance(cache, JudgeCache) or cache is None else JudgeCache(cache)
         self.stats = dict(requests=0, cache_hits=0, retries=0, waits=[], prompt_tokens=0, completion_tokens=0)
         self._lock = threading.Lock()
 
     def key(self, messages): return request_key(self.model, messages, self.temperature, self.max_tokens)
-    def _count(self, **kw):
+    def _count(self, **counts):
         with self._lock:
-            for k, v in kw.items(): self.stats[k] = self.stats[k] + v
+            for k, v in counts.items(): self.stats[k] = self.stats[k] + v
     def _fetch(self, messages) -> dict: raise NotImplementedError
 
     def complete(self, messages) -> str:
         "The judge's answer to `messages`: cached, or fetched and cached."
-        k = self.key(messages)
-        if self.cache is not None and k in self.cache:
-            self._count(cache_hits=1); return self.cache.get(k)['content']
-        row = {'key': k, 'model': self.model, 'temperature': self.temperature, 'max_tokens': self.max_tokens, **self._fetch(messages)}
+        key = self.key(messages)
+        if self.cache is not None and key in self.cache:
+            self._count(cache_hits=1); return self.cache.get(key)['content']
+        row = {'key': key, 'model': self.model, 'temperature': self.temperature, 'max_tokens': self.max_tokens,
+               **self._fetch(messages)}
         if self.cache is not None: self.cache.put(row)
         return row['content']
 
-    def judge_many(self, requests:list, concurrency:int=1, progress=True) -> list:
+    def judge_many(self, requests:list, # message lists, one per request
+                   concurrency:int=1, # requests in flight
+                   progress=True) -> list: # show a progress bar
         "Answers to a list of message lists, in order, with `concurrency` requests in flight."
         from tqdm import tqdm
         keys = [self.key(m) for m in requests]
@@ -166,49 +202,73 @@ class BaseJudge:
 
     def cost(self) -> float|None:
         "Dollars spent on the requests this judge sent (None for an unknown price)."
-        p = PRICES_PER_1K.get(self.model)
-        return None if p is None else round((self.stats['prompt_tokens'] * p[0] + self.stats['completion_tokens'] * p[1]) / 1000, 4)
+        price = PRICES_PER_1K.get(self.model)
+        if price is None: return None
+        return round((self.stats['prompt_tokens'] * price[0] + self.stats['completion_tokens'] * price[1]) / 1000, 4)
 
     def summary(self) -> dict:
-        s = {k: v for k, v in self.stats.items() if k != 'waits'}
-        return {**s, 'waited_s': round(sum(self.stats['waits']), 3), 'cost_usd': self.cost()}
+        counts = {k: v for k, v in self.stats.items() if k != 'waits'}
+        return {**counts, 'waited_s': round(sum(self.stats['waits']), 3), 'cost_usd': self.cost()}
 
 # %% ../nbs/05a_judge.ipynb #0f30210c
 class OpenAIJudge(BaseJudge):
     "A judge behind any OpenAI-compatible chat-completions endpoint, with our retry policy."
-    def __init__(self, model='gpt-4', base_url=None, temperature=0.2, max_tokens=1024, cache=None, timeout=120.0,
-                 max_attempts=6, backoff_base=1.0, backoff_cap=60.0, retry_after_cap=600.0, seed=None, sleep=time.sleep):
+    def __init__(self, model='gpt-4', # the judge model
+                 base_url=None, # the endpoint (default: `$OPENAI_BASE_URL`, else OpenAI's)
+                 temperature=0.2, # sampling temperature
+                 max_tokens=1024, # longest review
+                 cache=None, # a `JudgeCache` or its path (None: no cache)
+                 timeout=120.0, # seconds before a request is abandoned and retried
+                 max_attempts=6, # tries per request
+                 backoff_base=1.0, # seconds of the first backoff window
+                 backoff_cap=60.0, # the longest backoff window
+                 retry_after_cap=600.0, # the longest `Retry-After` wait honoured
+                 seed=None, # seed of the backoff jitter
+                 sleep=time.sleep): # how to wait (tests pass a fake)
         import openai
         super().__init__(model, temperature, max_tokens, cache)
-        if not os.environ.get('OPENAI_API_KEY'): raise JudgeError('Set OPENAI_API_KEY in the environment to use judge=openai')
-        self.client = openai.OpenAI(base_url=base_url or os.environ.get('OPENAI_BASE_URL') or None, timeout=timeout, max_retries=0)
-        self.max_attempts, self.backoff_base, self.backoff_cap, self.retry_after_cap = max_attempts, backoff_base, backoff_cap, retry_after_cap
-        self.rng, self.sleep = random.Random(seed), sleep
+        if not os.environ.get('OPENAI_API_KEY'):
+            raise JudgeError('Set OPENAI_API_KEY in the environment to use judge=openai')
+        self.client = openai.OpenAI(base_url=base_url or os.environ.get('OPENAI_BASE_URL') or None, timeout=timeout,
+                                    max_retries=0)
+        self.max_attempts, self.backoff_base, self.backoff_cap = max_attempts, backoff_base, backoff_cap
+        self.retry_after_cap, self.rng, self.sleep = retry_after_cap, random.Random(seed), sleep
 
     def _fetch(self, messages) -> dict:
         for attempt in range(self.max_attempts):
             try:
                 self._count(requests=1)
-                r = self.client.chat.completions.create(model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens)
+                response = self.client.chat.completions.create(model=self.model, messages=messages,
+                                                               temperature=self.temperature, max_tokens=self.max_tokens)
                 break
             except Exception as e:
-                if not is_retryable(e): raise JudgeError(redact(f'judge request failed: {type(e).__name__}: {e}')) from None
-                if attempt == self.max_attempts - 1: raise JudgeError(redact(f'judge request failed after {self.max_attempts} attempts: {type(e).__name__}: {e}')) from None
+                if not is_retryable(e):
+                    raise JudgeError(redact(f'judge request failed: {type(e).__name__}: {e}')) from None
+                if attempt == self.max_attempts - 1:
+                    raise JudgeError(redact(f'judge request failed after {self.max_attempts} attempts: '
+                                            f'{type(e).__name__}: {e}')) from None
                 wait = retry_after(e)
-                wait = backoff_delay(attempt, self.backoff_base, self.backoff_cap, self.rng) if wait is None else min(wait, self.retry_after_cap)
+                if wait is None: wait = backoff_delay(attempt, self.backoff_base, self.backoff_cap, self.rng)
+                else: wait = min(wait, self.retry_after_cap)
                 with self._lock: self.stats['retries'] += 1; self.stats['waits'].append(wait)
                 self.sleep(wait)
-        u = getattr(r, 'usage', None)
-        usage = {'prompt_tokens': getattr(u, 'prompt_tokens', 0) or 0, 'completion_tokens': getattr(u, 'completion_tokens', 0) or 0}
+        reported = getattr(response, 'usage', None)
+        usage = {'prompt_tokens': getattr(reported, 'prompt_tokens', 0) or 0,
+                 'completion_tokens': getattr(reported, 'completion_tokens', 0) or 0}
         self._count(**usage)
-        content = r.choices[0].message.content if r.choices else None
-        return {'content': content or '', 'usage': usage, 'finish_reason': r.choices[0].finish_reason if r.choices else None}
+        choice = response.choices[0] if response.choices else None
+        return {'content': (choice.message.content if choice else None) or '', 'usage': usage,
+                'finish_reason': choice.finish_reason if choice else None}
 
 class ReplayJudge(BaseJudge):
     "A judge that only answers from a cache file: no network, and a miss is an error."
-    def __init__(self, path, model='gpt-4', temperature=0.2, max_tokens=1024):
+    def __init__(self, path, # the judge cache to answer from
+                 model='gpt-4', # the judge model the requests were sent to
+                 temperature=0.2, # their sampling temperature
+                 max_tokens=1024): # their longest review
         path = resolve_path(path)
         if not path.exists(): raise FileNotFoundError(f'replay file {path} does not exist')
         super().__init__(model, temperature, max_tokens, JudgeCache(path))
     def _fetch(self, messages):
-        raise JudgeError(f'judge=replay: request {self.key(messages)[:12]} is not in {self.cache.path}; run with judge=openai to fetch it')
+        raise JudgeError(f'judge=replay: request {self.key(messages)[:12]} is not in {self.cache.path}; '
+                         f'run with judge=openai to fetch it')

@@ -21,15 +21,18 @@ __all__ = ['MERGE_DTYPES', 'MERGE_MODES', 'TOLERANCE', 'QLORA_TOLERANCE', 'FIDEL
 MERGE_DTYPES = FLOAT_DTYPES
 MERGE_MODES = ('plain', 'nf4-roundtrip')
 
-_WHY = ("Merging LoRA into a quantized (4-bit/8-bit) model is refused: the merged weights would be re-quantized, losing "
-        "the adapter's update, and on CPU bitsandbytes repacks 4-bit weights in place after the first forward pass, so "
-        "the merge reads them in the wrong layout. Merge into a float16/bfloat16/float32 copy of the base instead "
-        "(merge_mode='nf4-roundtrip' gives the weights training saw).")
+_WHY = ("Merging LoRA into a quantized (4-bit/8-bit) model is refused: the merged weights would be re-quantized, "
+        "losing the adapter's update, and on CPU bitsandbytes repacks 4-bit weights in place after the first "
+        "forward pass, so the merge reads them in the wrong layout. Merge into a float16/bfloat16/float32 copy of "
+        "the base instead (merge_mode='nf4-roundtrip' gives the weights training saw).")
 
-def check_merge_args(merge_dtype:str, merge_mode:str='plain'):
+def check_merge_args(merge_dtype:str, # one of `MERGE_DTYPES`
+                     merge_mode:str='plain'): # one of `MERGE_MODES`
     "Refuse a quantized or unknown `merge_dtype`, or an unknown `merge_mode`."
     if merge_dtype not in MERGE_DTYPES:
-        raise ValueError(f"merge_dtype {merge_dtype!r} is not one of {MERGE_DTYPES}. " + (_WHY if any(s in str(merge_dtype).lower() for s in ('4', '8', 'nf', 'int', 'fp4')) else ''))
+        looks_quantized = any(s in str(merge_dtype).lower() for s in ('4', '8', 'nf', 'int', 'fp4'))
+        why = _WHY if looks_quantized else ''
+        raise ValueError(f"merge_dtype {merge_dtype!r} is not one of {MERGE_DTYPES}. " + why)
     if merge_mode not in MERGE_MODES: raise ValueError(f"merge_mode {merge_mode!r} is not one of {MERGE_MODES}")
 
 def is_quantized(model) -> bool:
@@ -43,25 +46,29 @@ def refuse_quantized(model):
 
 # %% ../nbs/03_merge.ipynb #346ee68b
 def _quantized_linears(model):
-    "`(name, module)` of the linear layers transformers would have quantized: all but the output head and LoRA's own."
+    "`(name, module)` of the linear layers transformers would have quantized: all but the output head and LoRA's."
     import torch
     base = model.get_base_model() if hasattr(model, 'get_base_model') else model
     head = base.get_output_embeddings()
-    for n, m in model.named_modules():
-        if type(m) is torch.nn.Linear and m is not head and not any(s in n for s in ('lora_', 'modules_to_save', 'original_module', 'lm_head')):
-            yield n, m
+    skip = ('lora_', 'modules_to_save', 'original_module', 'lm_head')
+    for name, module in model.named_modules():
+        if type(module) is torch.nn.Linear and module is not head and not any(s in name for s in skip):
+            yield name, module
 
-def nf4_roundtrip_(model, train_params:dict, blocksize:int=64) -> int:
+def nf4_roundtrip_(model, # the full-precision model, changed in place
+                   train_params:dict, # the training run's parameters (`quant_type`, `double_quant`, compute dtype)
+                   blocksize:int=64) -> int: # weights per quantization block
     "Replace each quantizable base weight of `model` by its 4-bit quantize-dequantize image; returns how many."
     import torch, bitsandbytes.functional as F
-    cd, n = compute_dtype(train_params), 0
+    dtype, count = compute_dtype(train_params), 0
     with torch.no_grad():
-        for _, m in _quantized_linears(model):
-            w = m.weight.data
-            q, st = F.quantize_4bit(w.to(cd), blocksize=blocksize, compress_statistics=train_params['double_quant'],
-                                    quant_type=train_params['quant_type'])
-            m.weight.data = F.dequantize_4bit(q, st).to(w.dtype); n += 1
-    return n
+        for _, module in _quantized_linears(model):
+            weight = module.weight.data
+            packed, state = F.quantize_4bit(weight.to(dtype), blocksize=blocksize,
+                                            compress_statistics=train_params['double_quant'],
+                                            quant_type=train_params['quant_type'])
+            module.weight.data = F.dequantize_4bit(packed, state).to(weight.dtype); count += 1
+    return count
 
 # %% ../nbs/03_merge.ipynb #9824e96d
 TOLERANCE = {'float32': 1e-4, 'float16': 2e-2, 'bfloat16': 8e-2}
@@ -70,41 +77,50 @@ FIDELITY_QUESTIONS, FIDELITY_TOKENS = 4, 12
 
 def fidelity_prompts(n:int=None) -> list:
     "The fixed probe prompts: the first `n` (default `FIDELITY_QUESTIONS`) shipped sample questions, as Alpaca prompts."
-    return [alpaca_prompt(q['translation']) for q in read_json(resolve_path('pkg:sample_questions.json'))[:n or FIDELITY_QUESTIONS]]
+    questions = read_json(resolve_path('pkg:sample_questions.json'))[:n or FIDELITY_QUESTIONS]
+    return [alpaca_prompt(q['translation']) for q in questions]
 
-def probe(model, tok, prompts, n_tokens:int=None) -> list:
+def probe(model, # the model to run
+          tok, # its tokenizer
+          prompts, # the prompts, e.g. `fidelity_prompts()`
+          n_tokens:int=None) -> list: # greedy tokens to generate (default `FIDELITY_TOKENS`)
     "Per prompt: float32 logits at every prompt position, and `n_tokens` (default `FIDELITY_TOKENS`) greedy tokens."
     import torch
     n_tokens = n_tokens or FIDELITY_TOKENS
     out = []
     with torch.no_grad():
-        for p in prompts:
-            ids = tok(p, return_tensors='pt').to(model.device)
+        for prompt in prompts:
+            ids = tok(prompt, return_tensors='pt').to(model.device)
             logits = model(**ids).logits[0].float().cpu()
             gen = model.generate(**ids, max_new_tokens=n_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
             out.append({'logits': logits, 'tokens': gen[0, ids.input_ids.shape[1]:].tolist()})
     return out
 
+# %% ../nbs/03_merge.ipynb #f4898c01
 def _agree(a, b) -> int:
     "How many leading tokens `a` and `b` share."
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
-def compare(got:list, ref:list) -> dict:
+def compare(got:list, # the probe of the model under test
+            ref:list) -> dict: # the probe of the reference, on the same prompts
     "Max and mean absolute logit difference of two probes, the logits' scale, and greedy-token agreement."
     import torch
-    d = torch.cat([(g['logits'] - r['logits']).abs().flatten() for g, r in zip(got, ref)])
+    diffs = torch.cat([(g['logits'] - r['logits']).abs().flatten() for g, r in zip(got, ref)])
     agree = [_agree(g['tokens'], r['tokens']) for g, r in zip(got, ref)]
-    return dict(max_abs_diff=d.max().item(), mean_abs_diff=d.mean().item(),
+    return dict(max_abs_diff=diffs.max().item(), mean_abs_diff=diffs.mean().item(),
                 logit_scale=max(r['logits'].abs().max().item() for r in ref),
                 greedy_tokens_equal=sum(agree), greedy_tokens=sum(len(r['tokens']) for r in ref),
                 greedy_identical=all(g['tokens'] == r['tokens'] for g, r in zip(got, ref)))
 
-def within_tolerance(c:dict, tol:float) -> bool:
+def within_tolerance(c:dict, # a comparison, as `compare` returns it
+                     tol:float) -> bool: # the bound, relative to the logit scale
     "Is the largest difference of comparison `c` within `tol` times the logit scale (at least 1)?"
     return c['max_abs_diff'] <= tol * max(1.0, c['logit_scale'])
 
 # %% ../nbs/03_merge.ipynb #1344f8ce
-def merged_model(rec:dict, merge_dtype:str, merge_mode:str):
+def merged_model(rec:dict, # the training run's record, as `train_record` reads it
+                 merge_dtype:str, # the float dtype to merge in
+                 merge_mode:str): # 'plain' or 'nf4-roundtrip'
     "The merged model and tokenizer, and the probes of the unmerged model before and after the NF4 round trip."
     check_merge_args(merge_dtype, merge_mode)
     model, tok = load_adapter_model(rec, quantized=False, dtype=merge_dtype)
@@ -115,14 +131,23 @@ def merged_model(rec:dict, merge_dtype:str, merge_mode:str):
         ref_unmerged = probe(model, tok, fidelity_prompts())
     return model.merge_and_unload(), tok, ref_full, ref_unmerged
 
-def fidelity(merged, tok, ref_qlora, ref_full, ref_unmerged, merge_dtype, merge_mode, train_dtype='float32') -> dict:
+def fidelity(merged, # the merged model
+             tok, # its tokenizer
+             ref_qlora, # probe of the training model: 4-bit base + adapter
+             ref_full, # probe of the original full-precision base + adapter
+             ref_unmerged, # probe of the base merged into + adapter
+             merge_dtype, # the dtype merged in
+             merge_mode, # 'plain' or 'nf4-roundtrip'
+             train_dtype='float32') -> dict: # the dtype training computed in
     "The fidelity figures of a merged model against the three references, and the verdict."
     got = probe(merged, tok, fidelity_prompts())
     vs = {'qlora': compare(got, ref_qlora), 'full': compare(got, ref_full), 'unmerged': compare(got, ref_unmerged)}
     qtol = QLORA_TOLERANCE[merge_dtype] if merge_mode == 'nf4-roundtrip' and merge_dtype == train_dtype else None
-    ok = within_tolerance(vs['unmerged'], TOLERANCE[merge_dtype]) and (qtol is None or within_tolerance(vs['qlora'], qtol))
+    ok = (within_tolerance(vs['unmerged'], TOLERANCE[merge_dtype])
+          and (qtol is None or within_tolerance(vs['qlora'], qtol)))
     return dict(merge_mode=merge_mode, merge_dtype=merge_dtype, reference='unmerged', tolerance=TOLERANCE[merge_dtype],
-                checked=['unmerged'] + (['qlora'] if qtol else []), qlora_tolerance=qtol, passed=ok, **{f'vs_{k}': v for k, v in vs.items()})
+                checked=['unmerged'] + (['qlora'] if qtol else []), qlora_tolerance=qtol, passed=ok,
+                **{f'vs_{k}': v for k, v in vs.items()})
 
 def failures(r:dict) -> list:
     "What a failed fidelity check exceeded, in words."
@@ -130,32 +155,41 @@ def failures(r:dict) -> list:
     for ref, tol in (('unmerged', r['tolerance']), ('qlora', r['qlora_tolerance'])):
         v = r[f'vs_{ref}']
         if tol is not None and not within_tolerance(v, tol):
-            out.append(f"max |Δlogit| {v['max_abs_diff']:.3g} > {tol} x {max(1, v['logit_scale']):.3g} against the {ref} reference")
+            out.append(f"max |Δlogit| {v['max_abs_diff']:.3g} > {tol} x {max(1, v['logit_scale']):.3g} "
+                       f"against the {ref} reference")
     return out
 
 # %% ../nbs/03_merge.ipynb #232f4f26
-def model_bytes(name:str, dtype:str, revision=None, vocab_size:int=None) -> int:
+def model_bytes(name:str, # the base model (hub id, local path or `local:NAME`)
+                dtype:str, # the dtype of the weights, e.g. 'float16'
+                revision=None, # the hub revision
+                vocab_size:int=None) -> int: # the vocabulary after training added tokens, if larger
     "Bytes of the base model's weights in `dtype`, counted without loading them."
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
     cfg = AutoConfig.from_pretrained(resolve_model(name), revision=revision)
     if vocab_size and vocab_size > cfg.vocab_size: cfg.vocab_size = vocab_size
-    with torch.device('meta'): m = AutoModelForCausalLM.from_config(cfg)
-    return sum(p.numel() for p in m.parameters()) * getattr(torch, dtype).itemsize
+    with torch.device('meta'): model = AutoModelForCausalLM.from_config(cfg)
+    return sum(p.numel() for p in model.parameters()) * getattr(torch, dtype).itemsize
 
-def check_disk(path, need:int, margin:float=1.1):
+def check_disk(path, # where the files will go (it need not exist yet)
+               need:int, # bytes to write
+               margin:float=1.1): # factor of headroom
     "Fail early, with the figures, when the disk holding `path` has less than `need * margin` bytes free."
-    p = Path(path)
-    while not p.exists(): p = p.parent
-    free = shutil.disk_usage(p).free
+    folder = Path(path)
+    while not folder.exists(): folder = folder.parent
+    free = shutil.disk_usage(folder).free
     if free < need * margin:
         raise OSError(f"Not enough disk space for the merged model in {path}: it needs about {need/1e9:.2f} GB "
                       f"(+{margin-1:.0%} margin), {free/1e9:.2f} GB are free.")
     return free
 
 # %% ../nbs/03_merge.ipynb #520f3cfe
-def save_merged(merged, tok, out_dir, max_shard_size:str) -> list:
-    "Save `merged` (sharded safetensors), `tok` and the generation config into `out_dir`, atomically; the files written."
+def save_merged(merged, # the merged model
+                tok, # its tokenizer
+                out_dir, # the folder to write (replaced if present)
+                max_shard_size:str) -> list: # largest safetensors shard, e.g. '10GB'
+    "Save `merged` (sharded safetensors), `tok` and the generation config in `out_dir`, atomically; the files written."
     out_dir = Path(out_dir); out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f'.{out_dir.name}.'))
     try:
@@ -174,7 +208,8 @@ def _free():
     gc.collect()
     if torch.cuda.is_available(): torch.cuda.empty_cache()
 
-def fidelity_report(rec:dict, params:dict) -> tuple:
+def fidelity_report(rec:dict, # the training run's record, as `train_record` reads it
+                    params:dict) -> tuple: # the merge step's parameters
     "Merge per `params` (and with the other mode when `compare_modes`); the report and the chosen merged model."
     name, rev = base_of(rec)
     qlora, tok = load_adapter_model(rec)
@@ -196,8 +231,9 @@ def merge(params:dict) -> dict:
     check_merge_args(params['merge_dtype'], params['merge_mode'])
     rec = train_record(params['run_name'])
     name, rev = base_of(rec)
-    ad = Path(rec['adapter_dir'])
-    with step(params, 'merge', inputs=[ad/'adapter_config.json', *sorted(ad.glob('adapter_model*'))]) as (out, manifest):
+    adapter_dir = Path(rec['adapter_dir'])
+    inputs = [adapter_dir/'adapter_config.json', *sorted(adapter_dir.glob('adapter_model*'))]
+    with step(params, 'merge', inputs=inputs) as (out, manifest):
         check_disk(out, model_bytes(name, params['merge_dtype'], rev, len(load_tokenizer(rec['adapter_dir']))))
         report, merged, tok = fidelity_report(rec, params)
         write_report(out, report)
@@ -208,9 +244,11 @@ def merge(params:dict) -> dict:
         manifest.add_output(out/'model', out/'report.json').record(
             base_model=name, base_revision=rev, merge_dtype=params['merge_dtype'], merge_mode=params['merge_mode'],
             model_dir=str(out/'model'), files=files, passed=True,
-            max_abs_diff_vs_qlora=chosen['vs_qlora']['max_abs_diff'], max_abs_diff_vs_full=chosen['vs_full']['max_abs_diff'])
+            max_abs_diff_vs_qlora=chosen['vs_qlora']['max_abs_diff'],
+            max_abs_diff_vs_full=chosen['vs_full']['max_abs_diff'])
     return report
 
+# %% ../nbs/03_merge.ipynb #237f5a3c
 REFERENCES = {'qlora': '4-bit base + adapter (training)', 'full': 'original base + adapter',
               'unmerged': 'merged-into base + adapter'}
 
@@ -225,8 +263,9 @@ def report_table(report:dict):
             tol = tols.get(ref)
             verdict = '' if tol is None else 'pass' if within_tolerance(v, tol) else 'FAIL'
             rows.append(dict(mode=r['merge_mode'], dtype=r['merge_dtype'], reference=what,
-                             max_abs_diff=v['max_abs_diff'], mean_abs_diff=v['mean_abs_diff'], logit_scale=v['logit_scale'],
-                             greedy=f"{v['greedy_tokens_equal']}/{v['greedy_tokens']}", tolerance=tol, verdict=verdict))
+                             max_abs_diff=v['max_abs_diff'], mean_abs_diff=v['mean_abs_diff'],
+                             logit_scale=v['logit_scale'], greedy=f"{v['greedy_tokens_equal']}/{v['greedy_tokens']}",
+                             tolerance=tol, verdict=verdict))
     return pd.DataFrame(rows)
 
 # %% ../nbs/03_merge.ipynb #a7c30002
@@ -239,11 +278,12 @@ def _check_report(report:dict, where:str) -> dict:
     for r in [report['chosen'], *report['other_modes']]: check_row(r, FIDELITY_SCHEMA, f'{where}, mode')
     return report
 
-def write_report(out, report:dict) -> Path:
+def write_report(out, # the merge step's folder
+                 report:dict) -> Path: # as `fidelity_report` makes it
     "Write the fidelity report into the step folder `out`, after checking its shape."
     return write_json(Path(out)/'report.json', _check_report(report, f"{out/'report.json'}"))
 
 def read_report(run_name:str) -> dict|None:
     "The fidelity report of `run_name`'s merge, checked; None when the merge has not written one."
-    p = run_dir(run_name, 'merge', create=False)/'report.json'
-    return _check_report(read_json(p), str(p)) if p.exists() else None
+    path = run_dir(run_name, 'merge', create=False)/'report.json'
+    return _check_report(read_json(path), str(path)) if path.exists() else None

@@ -29,7 +29,9 @@ def _corpus_lines():
     yield ("Below is an instruction that describes a task, paired with an input that provides further context. "
            "Write a response that appropriately completes the request.\n\n### Instruction:\n\n### Input:\n\n### Response: ")
 
-def train_demo_tokenizer(out_dir, vocab_size=3000):
+def train_demo_tokenizer(out_dir, # where the tokenizer is saved
+                         vocab_size=3000, # pieces, the 256 byte-fallback pieces included
+                         keep_sp_model=False): # also keep SentencePiece's own `tokenizer.model`
     "Train the demo SentencePiece BPE tokenizer (deterministic) and save it as a LLaMA tokenizer in `out_dir`."
     import sentencepiece as spm
     from transformers import LlamaTokenizer
@@ -40,8 +42,9 @@ def train_demo_tokenizer(out_dir, vocab_size=3000):
         character_coverage=1.0, byte_fallback=True, split_digits=True, num_threads=1, unk_id=0, bos_id=1, eos_id=2,
         pad_id=-1, add_dummy_prefix=True, normalization_rule_name='identity', remove_extra_whitespaces=False,
         allow_whitespace_only_pieces=True, max_sentence_length=1<<16, minloglevel=2)
-    tok = LlamaTokenizer.from_pretrained(out_dir, add_bos_token=True, add_eos_token=False, legacy=False)  # transformers 5 ignores vocab_file=
-    (out_dir/'tokenizer.model').unlink(); (out_dir/'tokenizer.vocab').unlink()
+    tok = LlamaTokenizer.from_pretrained(out_dir, add_bos_token=True, add_eos_token=False, legacy=False)
+    (out_dir/'tokenizer.vocab').unlink()
+    if not keep_sp_model: (out_dir/'tokenizer.model').unlink()
     return tok
 
 # %% ../nbs/01a_models.ipynb #ec43ff4b

@@ -21,7 +21,8 @@ __all__ = ['CHAIN', 'NEEDS', 'select_steps', 'declarers', 'parse_value', 'coerce
 # %% ../nbs/06_pipeline.ipynb #5124a586
 CHAIN = STEP_NOTEBOOKS
 
-def select_steps(steps=None, chain=None) -> list:
+def select_steps(steps=None, # step or notebook names, comma-separated or a list (None: all)
+                 chain=None) -> list: # step -> notebook (default: `CHAIN`)
     "Steps of `chain` named in `steps` (names or notebook names, comma-separated or a list), in chain order."
     chain = chain or CHAIN
     if not steps: return list(chain)
@@ -42,20 +43,23 @@ def declarers(declared:dict) -> dict:
 # %% ../nbs/06_pipeline.ipynb #fcded2b5
 _NULLS = ('null', 'None', '~', '')
 
-def parse_value(text:str, t=None):
+def parse_value(text:str, # the value as typed
+                t=None): # the declared type (`str` keeps the text)
     "A command-line value: YAML, or the text itself for a `str` parameter; `null`/`None` is None."
     import yaml
     if text.strip() in _NULLS: return None
     return text if t is str else coerce(yaml.safe_load(text), t)
 
-def coerce(v, t):
+def coerce(v, # a value read from YAML
+           t): # the declared type
     "`v` as `t` when `v` is a string that spells a number of a numeric type `t`; else `v` unchanged."
     if isinstance(v, str) and t in (int, float):
         try: return t(v)
         except ValueError: return v
     return v
 
-def parse_sets(items, types:dict) -> dict:
+def parse_sets(items, # `name=value` strings
+               types:dict) -> dict: # name -> declared type
     "`['name=value', ...]` as a dict, each value parsed for the type of `name` in `types`."
     out = {}
     for it in items or []:
@@ -68,20 +72,26 @@ def parse_sets(items, types:dict) -> dict:
 def load_config(path) -> dict:
     "Parameter values from a YAML (or JSON) file: a flat mapping of names to values."
     import yaml
-    p = resolve_path(path)
-    if not p.exists(): raise FileNotFoundError(f"Config file {p} does not exist")
-    d = yaml.safe_load(p.read_text(encoding='utf-8')) or {}
-    if not isinstance(d, dict): raise ValueError(f"{p}: expected a mapping of parameter names to values, got {type(d).__name__}")
-    return d
+    path = resolve_path(path)
+    if not path.exists(): raise FileNotFoundError(f"Config file {path} does not exist")
+    values = yaml.safe_load(path.read_text(encoding='utf-8')) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of parameter names to values, got {type(values).__name__}")
+    return values
 
-def gather_params(types:dict, profile=None, run_name=None, config=None, sets=()) -> dict:
+def gather_params(types:dict, # name -> declared type, over all steps
+                  profile=None, # `--profile`: a profile name or file
+                  run_name=None, # `--run-name`
+                  config=None, # `--config`: a YAML file of values
+                  sets=()) -> dict: # `--set name=value` strings
     "One set of values: the config file, then `--set`, then `--profile`/`--run-name`; `profile` defaults to 'demo'."
     values = {k: coerce(v, types.get(k)) for k, v in (load_config(config) if config else {}).items()}
     values.update(parse_sets(sets, types))
     if profile is not None: values['profile'] = profile
     if run_name is not None: values['run_name'] = run_name
     values['profile'] = values.get('profile') or 'demo'
-    values['run_name'] = values.get('run_name') or load_profile(values['profile']).get('run_name') or Path(str(values['profile'])).stem
+    values['run_name'] = (values.get('run_name') or load_profile(values['profile']).get('run_name')
+                          or Path(str(values['profile'])).stem)
     return values
 
 # %% ../nbs/06_pipeline.ipynb #0c83186f
@@ -89,21 +99,26 @@ def param_types(declared:dict) -> dict:
     "Name -> type over all steps' declarations."
     return {k: d[k]['type'] for d in declared.values() for k in d}
 
-def check_names(values:dict, declared:dict):
+def check_names(values:dict, # name -> value, as `gather_params` makes them
+                declared:dict): # step -> its `notebook_schema`
     "Refuse names no step declares and values of the wrong type, naming the accepted names."
     who = declarers(declared)
     unknown = sorted(set(values) - set(who))
     if unknown:
         raise TypeError(f"No notebook of the chain declares {unknown}. Accepted: {', '.join(sorted(who))}")
     for step, d in declared.items():
-        check_params({k: v for k, v in values.items() if k in d}, {k: p['type'] for k, p in d.items()}, CHAIN.get(step, step))
+        check_params({k: v for k, v in values.items() if k in d}, {k: p['type'] for k, p in d.items()},
+                     CHAIN.get(step, step))
 
 # %% ../nbs/06_pipeline.ipynb #2c0e1ba2
-def step_inputs(values:dict, declared:dict) -> dict:
+def step_inputs(values:dict, # every value given to the chain
+                declared:dict) -> dict: # the step's `notebook_schema`
     "The parameters papermill injects into one step: the given values the step declares."
     return {k: v for k, v in values.items() if k in declared}
 
-def resolve_step(values:dict, declared:dict, where='this step') -> dict:
+def resolve_step(values:dict, # every value given to the chain
+                 declared:dict, # the step's `notebook_schema`
+                 where='this step') -> dict: # names the step in the errors
     "The parameters a step will run with: what it is given, else the profile's, else its declared defaults."
     return resolve_params(step_inputs(values, declared), declared, where)
 
@@ -118,25 +133,32 @@ def linear_needs(chain) -> dict:
 # %% ../nbs/06_pipeline.ipynb #b34123e2
 def _jsonable(x): return json.loads(json.dumps(x, default=str))
 
-def param_changes(old:dict, new:dict) -> list:
+def param_changes(old:dict, # the parameters a step recorded (None: none)
+                  new:dict) -> list: # the parameters it would run with now
     "`name: old -> new` for every parameter whose value differs (compared as JSON)."
     old, new = _jsonable(old or {}), _jsonable(new)
     return [f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
+# %% ../nbs/06_pipeline.ipynb #7ff5d8cd
 def _newer_input(step, manifests:dict, needs:dict) -> str|None:
     "A step that `step` reads from whose last run finished after `step`'s last run started."
     started = (manifests.get(step) or {}).get('started') or ''
     return next((s for s in needs.get(step, ()) if ((manifests.get(s) or {}).get('finished') or '') > started), None)
 
-def plan_steps(steps:list, resolved:dict, manifests:dict, force=False, needs=None) -> list:
+def plan_steps(steps:list, # the selected steps, in chain order
+               resolved:dict, # step -> the parameters it would run with
+               manifests:dict, # step -> its manifest (None: never ran)
+               force=False, # run every selected step
+               needs=None) -> list: # step -> the steps it reads from (default: `NEEDS`)
     "For each of `steps` in order: `run` or `skip`, and why."
     needs, plan, running = NEEDS if needs is None else needs, [], []
     for s in steps:
-        m = manifests.get(s)
+        manifest = manifests.get(s)
         if force: why = 'forced'
-        elif m is None: why = 'never ran'
-        elif m.get('status') != 'complete': why = f"its last run is {m.get('status')}"
-        elif ch := param_changes(m.get('params'), resolved[s]): why = 'parameters changed: ' + '; '.join(ch)
+        elif manifest is None: why = 'never ran'
+        elif manifest.get('status') != 'complete': why = f"its last run is {manifest.get('status')}"
+        elif changes := param_changes(manifest.get('params'), resolved[s]):
+            why = 'parameters changed: ' + '; '.join(changes)
         elif up := [n for n in needs.get(s, ()) if n in running]: why = f"{', '.join(up)} runs before it"
         elif up := _newer_input(s, manifests, needs): why = f'{up} finished after it started'
         else: why = None
@@ -147,8 +169,15 @@ def plan_steps(steps:list, resolved:dict, manifests:dict, force=False, needs=Non
 # %% ../nbs/06_pipeline.ipynb #b89c72b4
 class StepFailed(RuntimeError):
     "A step of the chain failed; the message names the step, the cell and the executed notebook."
-    def __init__(self, step, notebook, cell_index=None, exec_count=None, source='', ename='', evalue=''):
-        self.step, self.notebook, self.cell_index, self.exec_count, self.ename, self.evalue = step, notebook, cell_index, exec_count, ename, evalue
+    def __init__(self, step, # the step that failed
+                 notebook, # its executed copy
+                 cell_index=None, # the failing cell's index (None: no cell, e.g. a dead kernel)
+                 exec_count=None, # its `In [n]` number
+                 source='', # its source
+                 ename='', # the exception's name
+                 evalue=''): # the exception's message
+        self.step, self.notebook, self.cell_index, self.exec_count = step, notebook, cell_index, exec_count
+        self.ename, self.evalue = ename, evalue
         first = next((l for l in (source or '').splitlines() if l.strip() and not l.startswith('#|')), '')
         where = f" in cell {cell_index} (In [{exec_count}]: {first.strip()[:80]})" if cell_index is not None else ''
         super().__init__(f"Step {step!r} failed{where}: {ename}: {evalue}\n  Open the executed notebook: {notebook}")
@@ -156,7 +185,13 @@ class StepFailed(RuntimeError):
     def record(self) -> dict:
         return dict(cell_index=self.cell_index, exec_count=self.exec_count, ename=self.ename, evalue=self.evalue)
 
-def run_notebook(step, nb_path, out_path, params:dict, cwd=None, log_output=False, progress=False) -> Path:
+def run_notebook(step, # the step, named in a failure
+                 nb_path, # the notebook to run
+                 out_path, # where the executed copy goes
+                 params:dict, # the parameters papermill injects
+                 cwd=None, # the kernel's working directory (default: the project root)
+                 log_output=False, # stream the notebook's output
+                 progress=False) -> Path: # show papermill's progress bar
     "Execute `nb_path` with papermill into `out_path` with `params`; raise `StepFailed` on an error."
     import papermill as pm
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
@@ -178,19 +213,21 @@ def _seconds(m:dict):
     try: return (dt.datetime.fromisoformat(m['finished']) - dt.datetime.fromisoformat(m['started'])).total_seconds()
     except (KeyError, TypeError, ValueError): return None
 
-def step_record(step, m:dict|None) -> dict:
+def step_record(step, # the step (unused: the record is the manifest's)
+                m:dict|None) -> dict: # the step's own manifest (None: it never ran)
     "What the run manifest keeps of a step's own manifest."
     m = m or {}
     return dict(step_status=m.get('status'), step_started=m.get('started'), step_finished=m.get('finished'),
                 step_seconds=_seconds(m), git=m.get('git'), versions=m.get('versions'), error=m.get('error'))
 
 # %% ../nbs/06_pipeline.ipynb #17967c0e
-def summarize(run_name:str, chain=None) -> dict:
-    "What a run produced, read from its step folders with each step's reader: statuses, coverage, loss, fidelity, ratings."
+def summarize(run_name:str, # the run
+              chain=None) -> dict: # step -> notebook (default: `CHAIN`)
+    "What a run produced, read with each step's reader from its folders: statuses, coverage, loss, fidelity, ratings."
     chain, root = chain or CHAIN, outputs_dir()/run_name
     manifests = {s: read_manifest(root/s) for s in chain}
     done = {s for s, m in manifests.items() if m and m['status'] == 'complete'}
-    prof = read_profile(run_name) if 'data' in done else None
+    profile = read_profile(run_name) if 'data' in done else None
     report = read_report(run_name) if 'merge' in done else None
     ratings = read_ratings(run_name) if 'elo' in done else None
     train = manifests['train']['summary'] if 'train' in done else None
@@ -198,8 +235,9 @@ def summarize(run_name:str, chain=None) -> dict:
     return dict(
         run=run_name, folder=str(root),
         status={s: (m or {}).get('status', 'not run') for s, m in manifests.items()},
-        data=prof and dict(rows=prof['counts']['rows'], configured=prof['configured'], coverage=prof['coverage']['both'],
-                           source=prof['coverage']['source'], target=prof['coverage']['target']),
+        data=profile and dict(rows=profile['counts']['rows'], configured=profile['configured'],
+                              coverage=profile['coverage']['both'], source=profile['coverage']['source'],
+                              target=profile['coverage']['target']),
         train=train and {k: train[k] for k in ('steps', 'first_loss', 'final_loss', 'final_eval_loss', 'seconds')},
         merge=chosen and dict(mode=chosen['merge_mode'], dtype=chosen['merge_dtype'], passed=chosen['passed'],
                               reference=chosen['reference'], tolerance=chosen['tolerance'],
@@ -217,26 +255,31 @@ def _num(x, f='.3f'): return '-' if x is None else format(x, f)
 def format_summary(s:dict) -> str:
     "The summary as text for the terminal and `summary.md`."
     lines = [f"Run {s['run']}: {s['folder']}", '  steps     ' + ', '.join(f'{k} {v}' for k, v in s['status'].items())]
-    if d := s['data']:
-        sl, tl = d['configured']['source_max_len'], d['configured']['target_max_len']
-        lines.append(f"  data      {d['rows']} rows; uncut at source_max_len={sl}: {_pct(d['source'][str(sl)])}, "
-                     f"target_max_len={tl}: {_pct(d['target'][str(tl)])}; both <= 512: {_pct(d['coverage']['512'])}")
-    if t := s['train']:
-        held = f", held-out {_num(t['final_eval_loss'])}" if t['final_eval_loss'] is not None else ''
-        lines.append(f"  training  {t['steps']} steps, loss {_num(t['first_loss'])} -> {_num(t['final_loss'])}{held}")
-    if m := s['merge']:
-        lines.append(f"  merge     {m['mode']} in {m['dtype']}: {'passed' if m['passed'] else 'FAILED'}; max |dlogit| "
-                     f"{_num(m['vs_qlora'], '.2e')} vs the 4-bit model, {_num(m['vs_full'], '.2e')} vs the full base; "
-                     f"greedy tokens equal {m['greedy'][0]}/{m['greedy'][1]}")
-    if s['answers'] is not None: lines.append(f"  answers   {s['answers']} in {Path(s['folder'])/'inference'/'answers.jsonl'}")
-    if e := s['elo']:
-        what = "the published tournament's recorded verdicts, replayed" if e['published'] else 'this tournament'
-        lines.append(f"  Elo       Bradley-Terry with 95% bootstrap interval, and online Elo; {e['battles']} battles of {what}")
-        for name, r in sorted(e['bradley_terry'].items(), key=lambda kv: -kv[1]['rating']):
+    if data := s['data']:
+        source_len, target_len = data['configured']['source_max_len'], data['configured']['target_max_len']
+        lines.append(f"  data      {data['rows']} rows; uncut at source_max_len={source_len}: "
+                     f"{_pct(data['source'][str(source_len)])}, target_max_len={target_len}: "
+                     f"{_pct(data['target'][str(target_len)])}; both <= 512: {_pct(data['coverage']['512'])}")
+    if train := s['train']:
+        held = f", held-out {_num(train['final_eval_loss'])}" if train['final_eval_loss'] is not None else ''
+        lines.append(f"  training  {train['steps']} steps, loss {_num(train['first_loss'])} -> "
+                     f"{_num(train['final_loss'])}{held}")
+    if merge := s['merge']:
+        lines.append(f"  merge     {merge['mode']} in {merge['dtype']}: {'passed' if merge['passed'] else 'FAILED'}; "
+                     f"max |dlogit| {_num(merge['vs_qlora'], '.2e')} vs the 4-bit model, "
+                     f"{_num(merge['vs_full'], '.2e')} vs the full base; "
+                     f"greedy tokens equal {merge['greedy'][0]}/{merge['greedy'][1]}")
+    folder = Path(s['folder'])
+    if s['answers'] is not None: lines.append(f"  answers   {s['answers']} in {folder/'inference'/'answers.jsonl'}")
+    if elo := s['elo']:
+        what = "the published tournament's recorded verdicts, replayed" if elo['published'] else 'this tournament'
+        lines.append(f"  Elo       Bradley-Terry with 95% bootstrap interval, and online Elo; "
+                     f"{elo['battles']} battles of {what}")
+        for name, r in sorted(elo['bradley_terry'].items(), key=lambda kv: -kv[1]['rating']):
             lines.append(f"            {name:<12} {r['rating']:7.1f}  [{r['lo']:.0f}, {r['hi']:.0f}]  "
-                         f"online {_num(e['online_elo'][name], '.1f')}")
-    for p in s['plots']: lines.append(f'  plot      {p}')
-    lines.append(f"  record    {Path(s['folder'])/'manifest.json'}; executed notebooks in {Path(s['folder'])/'notebooks'}")
+                         f"online {_num(elo['online_elo'][name], '.1f')}")
+    for plot in s['plots']: lines.append(f'  plot      {plot}')
+    lines.append(f"  record    {folder/'manifest.json'}; executed notebooks in {folder/'notebooks'}")
     bad = [k for k, v in s['status'].items() if v != 'complete']
     if bad: lines.append('  NOT COMPLETE: ' + ', '.join(f"{k} ({s['status'][k]})" for k in bad))
     return '\n'.join(lines)
@@ -250,7 +293,11 @@ def _offline_for(profile):
         for k in ('HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE'): os.environ.setdefault(k, '1')
     return local
 
-def prepare(values:dict, steps=None, force=False, chain=None, nbs=None) -> dict:
+def prepare(values:dict, # every value given to the chain, as `gather_params` makes them
+            steps=None, # the steps to run (None: all)
+            force=False, # run every selected step
+            chain=None, # step -> notebook (default: `CHAIN`)
+            nbs=None) -> dict: # the folder of the notebooks (default: `notebooks_dir()`)
     "Check `values` against the notebooks, resolve each step's parameters and plan the run; runs nothing."
     chain, nbs = chain or CHAIN, Path(nbs or notebooks_dir())
     declared = {s: notebook_schema(nbs/f'{nb}.ipynb') for s, nb in chain.items()}
@@ -283,7 +330,8 @@ class RunLock:
                 return self
             except FileExistsError:
                 if (pid := self._holder()) is not None and pid != os.getpid():
-                    raise RuntimeError(f"Run folder {self.path.parent} is in use by process {pid} (remove {self.path} if it is not)") from None
+                    raise RuntimeError(f"Run folder {self.path.parent} is in use by process {pid} "
+                                       f"(remove {self.path} if it is not)") from None
                 self.path.unlink(missing_ok=True)
         raise RuntimeError(f"Could not lock {self.path.parent}")
 
@@ -297,7 +345,18 @@ def _step_entry(s, pre, values, nbdir, status, reason) -> dict:
                 given=step_inputs(values, pre['declared'][s]), params=pre['resolved'][s], status=status, reason=reason,
                 seconds=0.0, **step_record(s, pre['manifests'][s]))
 
-def run_pipeline(values:dict, steps=None, force=False, log_output=False, chain=None, nbs=None, echo=print) -> dict:
+def _initial_status(step, todo:dict) -> tuple:
+    "`(status, reason)` of a step in the run manifest before anything runs."
+    if step not in todo: return 'not selected', ''
+    return ('pending' if todo[step]['action'] == 'run' else 'skipped'), todo[step]['reason']
+
+def run_pipeline(values:dict, # every value given to the chain, as `gather_params` makes them
+                 steps=None, # the steps to run (None: all)
+                 force=False, # run every selected step
+                 log_output=False, # stream the notebooks' output
+                 chain=None, # step -> notebook (default: `CHAIN`)
+                 nbs=None, # the folder of the notebooks (default: `notebooks_dir()`)
+                 echo=print) -> dict: # where the progress lines go
     "Run the planned steps of the chain with papermill; return the summary (raise `StepFailed` on a failed step)."
     pre = prepare(values, steps, force, chain, nbs)
     run, plan = values['run_name'], pre['plan']
@@ -305,48 +364,54 @@ def run_pipeline(values:dict, steps=None, force=False, log_output=False, chain=N
     root = run_dir(run)
     with RunLock(root):
         nbdir = run_dir(run, 'notebooks')
-        m = Manifest(root, 'pipeline', values)
+        manifest = Manifest(root, 'pipeline', values)
         todo = {p['step']: p for p in plan}
-        m.data.update(plan=plan, steps={s: _step_entry(s, pre, values, nbdir, *(('pending' if todo[s]['action'] == 'run' else 'skipped',
-                      todo[s]['reason']) if s in todo else ('not selected', ''))) for s in pre['chain']})
-        m.save()
+        manifest.data.update(plan=plan, steps={s: _step_entry(s, pre, values, nbdir, *_initial_status(s, todo))
+                                               for s in pre['chain']})
+        manifest.save()
         for i, p in enumerate(plan, 1):
-            s, rec = p['step'], m.data['steps'][p['step']]
+            s, rec = p['step'], manifest.data['steps'][p['step']]
             tag = f"[{i}/{len(plan)}] {s:<9}"
             if p['action'] == 'skip': echo(f"{tag} skipped: {p['reason']}"); continue
             echo(f"{tag} running {pre['chain'][s]}.ipynb ({p['reason']})")
-            rec.update(status='running', started=_now()); m.save()
+            rec.update(status='running', started=_now()); manifest.save()
             t0 = time.perf_counter()
-            try: run_notebook(s, rec['notebook'], rec['executed'], rec['given'], log_output=log_output, progress=sys.stderr.isatty())
+            try: run_notebook(s, rec['notebook'], rec['executed'], rec['given'], log_output=log_output,
+                              progress=sys.stderr.isatty())
             except BaseException as e:                     # a failed cell, a dead kernel, or Ctrl-C
+                failure = e.record() if isinstance(e, StepFailed) else dict(ename=type(e).__name__, evalue=str(e))
                 rec.update(status='failed', seconds=round(time.perf_counter() - t0, 1), finished=_now(),
-                           failure=e.record() if isinstance(e, StepFailed) else dict(ename=type(e).__name__, evalue=str(e)),
-                           **step_record(s, read_manifest(root/s)))
-                for q in plan[i:]: m.data['steps'][q['step']]['status'] = 'not run'
-                m.fail(e); echo(f"{tag} FAILED after {rec['seconds']} s"); raise
-            rec.update(status='complete', seconds=round(time.perf_counter() - t0, 1), finished=_now(), **step_record(s, read_manifest(root/s)))
-            m.add_output(rec['executed']).save(); echo(f"{tag} done in {rec['seconds']} s")
+                           failure=failure, **step_record(s, read_manifest(root/s)))
+                for q in plan[i:]: manifest.data['steps'][q['step']]['status'] = 'not run'
+                manifest.fail(e); echo(f"{tag} FAILED after {rec['seconds']} s"); raise
+            rec.update(status='complete', seconds=round(time.perf_counter() - t0, 1), finished=_now(),
+                       **step_record(s, read_manifest(root/s)))
+            manifest.add_output(rec['executed']).save(); echo(f"{tag} done in {rec['seconds']} s")
         summary = summarize(run, pre['chain'])
         write_json(root/'summary.json', summary)
         atomic_write_text(root/'summary.md', format_summary(summary) + '\n')
-        m.add_output(root/'summary.json').add_output(root/'summary.md')
-        m.finish(**{k: summary[k] for k in ('status', 'data', 'train', 'merge', 'answers')},
-                 seconds={s: r['seconds'] for s, r in m.data['steps'].items()})
+        manifest.add_output(root/'summary.json').add_output(root/'summary.md')
+        manifest.finish(**{k: summary[k] for k in ('status', 'data', 'train', 'merge', 'answers')},
+                        seconds={s: r['seconds'] for s, r in manifest.data['steps'].items()})
     return summary
 
 # %% ../nbs/06_pipeline.ipynb #184c4de8
 def cli(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog='anima-run', description='Run the anima_nb notebooks 01_data..05_elo with papermill into outputs/<run_name>/.')
-    ap.add_argument('--profile', help="parameter set: 'demo' (default) or 'anima33b', or a .yaml file with `base: <profile>`")
-    ap.add_argument('--run-name', help="folder under outputs/ (default: the profile's name)")
-    ap.add_argument('--config', help='YAML file of parameter values for this run')
-    ap.add_argument('--set', action='append', default=[], metavar='NAME=VALUE', help='a parameter value (YAML); repeatable; overrides --config')
-    ap.add_argument('--steps', help=f"comma-separated steps to run (default: all): {','.join(CHAIN)}")
-    ap.add_argument('--force', action='store_true', help='rerun the selected steps even when complete with the same parameters')
-    ap.add_argument('--plan', action='store_true', help='show what would run and why, run nothing')
-    ap.add_argument('--params', action='store_true', help='list the parameters and the steps that declare them')
-    ap.add_argument('--log-output', action='store_true', help="stream the notebooks' output")
-    return ap.parse_args(argv)
+    parser = argparse.ArgumentParser(prog='anima-run', description='Run the anima_nb notebooks 01_data..05_elo with '
+                                                                   'papermill into outputs/<run_name>/.')
+    parser.add_argument('--profile', help="parameter set: 'demo' (default) or 'anima33b', or a .yaml file with "
+                                          "`base: <profile>`")
+    parser.add_argument('--run-name', help="folder under outputs/ (default: the profile's name)")
+    parser.add_argument('--config', help='YAML file of parameter values for this run')
+    parser.add_argument('--set', action='append', default=[], metavar='NAME=VALUE',
+                        help='a parameter value (YAML); repeatable; overrides --config')
+    parser.add_argument('--steps', help=f"comma-separated steps to run (default: all): {','.join(CHAIN)}")
+    parser.add_argument('--force', action='store_true',
+                        help='rerun the selected steps even when complete with the same parameters')
+    parser.add_argument('--plan', action='store_true', help='show what would run and why, run nothing')
+    parser.add_argument('--params', action='store_true', help='list the parameters and the steps that declare them')
+    parser.add_argument('--log-output', action='store_true', help="stream the notebooks' output")
+    return parser.parse_args(argv)
 
 def _params_table(declared:dict) -> str:
     rows = {}
@@ -356,18 +421,20 @@ def _params_table(declared:dict) -> str:
 
 def main(argv=None) -> int:
     "Entry point of `anima-run` and `python -m anima_nb.pipeline`."
-    a = cli(argv)
+    args = cli(argv)
     try:
         nbs = notebooks_dir()
         declared = {s: notebook_schema(nbs/f'{nb}.ipynb') for s, nb in CHAIN.items()}
-        if a.params: print(_params_table(declared)); return 0
-        values = gather_params(param_types(declared), a.profile, a.run_name, a.config, a.set)
+        if args.params: print(_params_table(declared)); return 0
+        values = gather_params(param_types(declared), args.profile, args.run_name, args.config, args.set)
         check_names(values, declared)
-        if a.plan:
-            for p in prepare(values, a.steps, a.force)['plan']: print(f"{p['step']:<10} {p['action']:<5} {p['reason']}")
+        if args.plan:
+            for p in prepare(values, args.steps, args.force)['plan']:
+                print(f"{p['step']:<10} {p['action']:<5} {p['reason']}")
             return 0
-        print(f"anima-run: run {values['run_name']!r}, profile {values['profile']!r} -> {outputs_dir()/values['run_name']}", flush=True)
-        summary = run_pipeline(values, a.steps, a.force, a.log_output, echo=lambda s: print(s, flush=True))
+        print(f"anima-run: run {values['run_name']!r}, profile {values['profile']!r} -> "
+              f"{outputs_dir()/values['run_name']}", flush=True)
+        summary = run_pipeline(values, args.steps, args.force, args.log_output, echo=lambda s: print(s, flush=True))
     except StepFailed as e:
         print(f'anima-run: {e}', file=sys.stderr); return 1
     except (TypeError, ValueError, FileNotFoundError, RuntimeError) as e:

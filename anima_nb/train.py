@@ -11,10 +11,10 @@ from .data import load_pairs, pairs_dataset, pair_counts, read_profile
 from .models import *
 
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'LOSS_WEIGHTINGS', 'PEAK_TFLOPS', 'UTILISATION', 'GB', 'MARK', 'TRAIN_OUTPUTS', 'encode_source',
-           'encode_target', 'encode_pair', 'encode_pairs', 'Collator', 'example_ids', 'token_losses', 'loss_units',
-           'summed_loss', 'make_collator', 'split_dataset', 'encode_dataset', 'lora_param_count', 'arch_config',
-           'meta_model', 'param_counts', 'micro_batch_tokens', 'memory_estimate', 'compute_estimate',
+__all__ = ['IGNORE_INDEX', 'TRUNCATIONS', 'LOSS_WEIGHTINGS', 'PEAK_TFLOPS', 'UTILISATION', 'GB', 'MARK', 'TRAIN_OUTPUTS',
+           'encode_source', 'encode_target', 'encode_pair', 'encode_pairs', 'Collator', 'example_ids', 'token_losses',
+           'loss_units', 'summed_loss', 'make_collator', 'split_dataset', 'encode_dataset', 'lora_param_count',
+           'arch_config', 'meta_model', 'param_counts', 'micro_batch_tokens', 'memory_estimate', 'compute_estimate',
            'typical_example_tokens', 'estimate', 'complete_checkpoints', 'newest_checkpoint', 'RunCallback', 'LossBar',
            'QLoRATrainer', 'report_targets', 'set_tf32', 'training_args', 'plot_loss', 'base_revision', 'peak_rss_gb',
            'train', 'training_data', 'cli_params', 'main']
@@ -29,11 +29,15 @@ def _tail_start(text:str) -> int:
         if i >= 0: return i
     return len(text)
 
-def encode_source(text:str, tok, max_len:int) -> tuple[list, bool]:
-    "`bos + text` as token ids, at most `max_len`; a long prompt loses its middle, never the template tail. Also: was it cut?"
+TRUNCATIONS = ('right', 'middle')
+
+def encode_source(text:str, tok, max_len:int, truncation:str='middle') -> tuple[list, bool]:
+    "`bos + text` as token ids, at most `max_len`, cut at the end or (`'middle'`) never in the tail. Also: was it cut?"
     enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offs = enc['input_ids'], enc['offset_mapping']
     if len(ids) + 1 <= max_len: return [tok.bos_token_id] + ids, False
+    if truncation == 'right': return [tok.bos_token_id] + ids[:max_len - 1], True
+    if truncation != 'middle': raise ValueError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
     c = _tail_start(text)
     t = next((j for j, (a, b) in enumerate(offs) if b > c), len(ids))    # first token reaching into the tail
     head = max_len - 1 - (len(ids) - t)
@@ -46,16 +50,18 @@ def encode_target(text:str, tok, max_len:int) -> tuple[list, bool]:
     return ids[:max_len], len(ids) > max_len
 
 # %% ../nbs/02_train.ipynb #27912aa3
-def encode_pair(pair:dict, tok, source_max_len:int, target_max_len:int, train_on_source=False) -> dict:
+def encode_pair(pair:dict, tok, source_max_len:int, target_max_len:int, train_on_source=False,
+                source_truncation='middle') -> dict:
     "Input ids and labels of one `{source, target}` pair, with its truncation flags."
-    src, s_cut = encode_source(pair['source'], tok, source_max_len)
+    src, s_cut = encode_source(pair['source'], tok, source_max_len, source_truncation)
     tgt, t_cut = encode_target(pair['target'], tok, target_max_len)
     labels = (src if train_on_source else [IGNORE_INDEX] * len(src)) + tgt
     return dict(input_ids=src + tgt, labels=labels, source_truncated=s_cut, target_truncated=t_cut)
 
 def encode_pairs(pairs:list, tok, params:dict) -> tuple[list, dict]:
     "Encode `pairs` per `params`; also count the truncated sources and targets."
-    ex = [encode_pair(p, tok, params['source_max_len'], params['target_max_len'], params['train_on_source']) for p in pairs]
+    ex = [encode_pair(p, tok, params['source_max_len'], params['target_max_len'], params['train_on_source'],
+                      params['source_truncation']) for p in pairs]
     return ex, dict(examples=len(ex), source_truncated=sum(e['source_truncated'] for e in ex),
                     target_truncated=sum(e['target_truncated'] for e in ex))
 
@@ -127,8 +133,8 @@ def split_dataset(ds, # a `datasets.Dataset` of pairs
     return parts['train'], parts['test']
 
 # %% ../nbs/02_train.ipynb #a7c70002
-def _encode_batch(batch, tok, source_max_len, target_max_len, train_on_source):
-    ex = [encode_pair({'source': s, 'target': t}, tok, source_max_len, target_max_len, train_on_source)
+def _encode_batch(batch, tok, source_max_len, target_max_len, train_on_source, source_truncation):
+    ex = [encode_pair({'source': s, 'target': t}, tok, source_max_len, target_max_len, train_on_source, source_truncation)
           for s, t in zip(batch['source'], batch['target'])]
     out = {k: [e[k] for e in ex] for k in ('input_ids', 'labels', 'source_truncated', 'target_truncated')}
     out['length'] = [len(s) + len(t) for s, t in zip(batch['source'], batch['target'])]
@@ -137,7 +143,7 @@ def _encode_batch(batch, tok, source_max_len, target_max_len, train_on_source):
 def encode_dataset(ds, tok, params:dict):
     "Token ids, labels, truncation flags and upstream's grouping length of every pair of `ds`, cached beside it."
     kw = dict(tok=tok, source_max_len=params['source_max_len'], target_max_len=params['target_max_len'],
-              train_on_source=params['train_on_source'])
+              train_on_source=params['train_on_source'], source_truncation=params['source_truncation'])
     return ds.map(_encode_batch, batched=True, batch_size=1000, fn_kwargs=kw, remove_columns=ds.column_names,
                   desc='tokenizing')
 
@@ -151,7 +157,7 @@ def lora_param_count(arch:dict, r:int, modules=('q_proj', 'k_proj', 'v_proj', 'o
     return L * sum(r * sum(dims[m]) for m in modules)
 
 # %% ../nbs/02_train.ipynb #227724b5
-PEAK_TFLOPS = {'bf16': 989.0, 'fp32': 67.0}   # H100 SXM, dense (NVIDIA datasheet)
+PEAK_TFLOPS = {'bf16': 989.0, 'tf32': 494.7, 'fp32': 67.0}   # H100 SXM, dense (NVIDIA datasheet)
 UTILISATION = 0.30
 
 def arch_config(params:dict):
@@ -183,9 +189,10 @@ def param_counts(peft_model) -> dict:
 GB = 1e9
 
 def micro_batch_tokens(params:dict, example_tokens:float=None) -> float:
-    "Tokens in one micro-batch: padded rows of the longest example, or (flattened) the examples' own tokens."
+    "Tokens in one micro-batch: padded rows of the longest example, or (flattened, or alone) the examples' own."
     longest = params['source_max_len'] + params['target_max_len']
-    return params['per_device_train_batch_size'] * (min(example_tokens or longest, longest) if params['flatten'] else longest)
+    own = params['flatten'] or params['per_device_train_batch_size'] == 1          # nothing padded
+    return params['per_device_train_batch_size'] * (min(example_tokens or longest, longest) if own else longest)
 
 def memory_estimate(counts:dict, arch:dict, params:dict, unit=GB, example_tokens:float=None) -> dict:
     "Training memory in `unit`s (GB), by part, for `counts` (see `param_counts`) of a LLaMA `arch` trained per `params`."
@@ -208,7 +215,7 @@ def compute_estimate(counts:dict, arch:dict, params:dict, processes:int=1, examp
     matmul = counts['quantized'] + arch['vocab_size'] * h          # decoder linears + lm_head (the embedding is a lookup)
     per_token = 6 * matmul + 6 * counts['lora'] + 3 * L * 2 * s * h
     tokens = params['max_steps'] * params['gradient_accumulation_steps'] * processes * micro_batch_tokens(params, example_tokens)
-    dtype = 'bf16' if params['bf16'] else 'fp32'
+    dtype = 'bf16' if params['bf16'] else 'tf32' if params['tf32'] else 'fp32'
     secs = tokens * per_token / (PEAK_TFLOPS[dtype] * 1e12 * UTILISATION * processes)
     return dict(tokens=tokens, flops_per_token=per_token, total_flops=tokens * per_token, compute_dtype=dtype,
                 peak_tflops_per_device=PEAK_TFLOPS[dtype], utilisation=UTILISATION, devices=processes,
@@ -410,8 +417,8 @@ TRAIN_OUTPUTS = ('adapter', 'metrics.jsonl', 'samples.jsonl', 'loss.png', 'estim
 def train(params:dict) -> dict:
     "Train a LoRA adapter on the quantized base per `params` (or, with `dry_run`, only estimate); return the summary."
     check_step_params(params, 'train')
-    if params['loss_weighting'] not in LOSS_WEIGHTINGS:
-        raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {params['loss_weighting']!r}")
+    for k, ok in (('loss_weighting', LOSS_WEIGHTINGS), ('source_truncation', TRUNCATIONS)):
+        if params[k] not in ok: raise ValueError(f"{k} must be one of {ok}, got {params[k]!r}")
     main = _rank() == 0
     if params['dry_run']:
         est = {**estimate(params, _world()), 'parameters': params}

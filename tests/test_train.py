@@ -41,7 +41,7 @@ def test_schema_is_the_notebook():
     nb = pm.inspect_notebook(str(ROOT/'nbs'/'02_train.ipynb'))
     schema = step_schema('train')
     assert list(schema) == list(nb) and all(d['help'] for d in schema.values())
-    assert (schema['seed']['default'], schema['max_steps']['type'], schema['architecture']['type']) == (0, int, dict)
+    assert (schema['seed']['default'], schema['max_steps']['type'], schema['architecture']['type']) == (42, int, dict)
     defaults = T.cli_params([])
     prof = load_profile('demo')
     for k, d in schema.items():
@@ -116,7 +116,7 @@ def test_short_prompt_untouched(tok):
 
 def test_truncated_targets_are_counted(tok):
     pairs = [{'source': alpaca_prompt('写诗'), 'target': '春' * n} for n in (2, 200, 300)]
-    ex, stats = T.encode_pairs(pairs, tok, {'source_max_len': 512, 'target_max_len': 16, 'train_on_source': False})
+    ex, stats = T.encode_pairs(pairs, tok, {'source_max_len': 512, 'target_max_len': 16, 'train_on_source': False, 'source_truncation': 'middle'})
     assert stats == {'examples': 3, 'source_truncated': 0, 'target_truncated': 2}
     assert ex[0]['input_ids'][-1] == tok.eos_token_id and ex[1]['input_ids'][-1] != tok.eos_token_id
 
@@ -191,7 +191,8 @@ def test_dry_run_anima33b(outputs):
     mem = est['memory_gb']
     assert 16.0 < mem['quantized_weights'] < 16.1 and 0.50 < mem['quantization_constants'] < 0.52
     assert abs(mem['optimizer_states'] - 2 * mem['lora_weights']) < 1e-2 and 25 < mem['total'] < 35
-    assert est['compute']['tokens'] == 10000 * 16 * 1024 and est['compute']['compute_dtype'] == 'fp32'
+    assert est['compute']['tokens'] == 10000 * 16 * 1024 and est['compute']['compute_dtype'] == 'tf32'
+    assert est['parameters']['seed'] == 42 and est['parameters']['loss_weighting'] == 'example'
     assert not (run_dir('anima33b', 'train')/'adapter').exists()
 
 # ---- runs ------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,17 @@
+"The benchmarks stay runnable: each one at a tiny scale, as a subprocess, the way its docstring says to run it."
+import json, subprocess, sys
+from conftest import ROOT
+
+def test_anima33b_step_bench_tiny(tmp_path):
+    out = tmp_path/'bench.json'
+    r = subprocess.run([sys.executable, str(ROOT/'tests'/'bench'/'bench_anima33b_step.py'), '--layers', '2', '--hidden', '64',
+                        '--ffn', '128', '--heads', '4', '--vocab', '512', '--max-len', '24', '--steps', '1', '--warmup', '0',
+                        '--out', str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert [x['config'] for x in res['runs']] == ['upstream', 'faithful-fast', 'bf16-fast'] and not res['full_shape']
+    up, fast = res['runs'][0], res['runs'][1]
+    assert (up['micro_batch'], up['accumulation'], fast['micro_batch'], fast['accumulation']) == (1, 16, 16, 1)
+    assert up['speedup_vs_upstream'] == 1.0 and all(x['seconds_per_step'] > 0 for x in res['runs'])
+    assert abs(up['loss_first_step'] - fast['loss_first_step']) < 1e-3     # the same objective on the same examples
+    assert 'x1.0 vs upstream' in r.stdout and 'reduced shape' in r.stdout
