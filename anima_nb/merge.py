@@ -234,16 +234,17 @@ def merge(params:dict) -> dict:
     adapter_dir = Path(rec['adapter_dir'])
     inputs = [adapter_dir/'adapter_config.json', *sorted(adapter_dir.glob('adapter_model*'))]
     with step(params, 'merge', inputs=inputs) as (out, manifest):
-        check_disk(out, model_bytes(name, params['merge_dtype'], rev, len(load_tokenizer(rec['adapter_dir']))))
+        check_disk(out, model_bytes(name, params['merge_dtype'], rev, saved_embedding_rows(rec['adapter_dir'])))
         report, merged, tok = fidelity_report(rec, params)
         write_report(out, report)
         if not report['chosen']['passed']:
             raise ValueError("Merged model is outside the tolerance: " + '; '.join(failures(report['chosen'])))
-        files = save_merged(merged, tok, out/'model', params['max_shard_size'])
+        base_tok = load_tokenizer(name, 'unk') if len(tok) > merged.get_input_embeddings().weight.shape[0] else tok
+        files = save_merged(merged, base_tok, out/'model', params['max_shard_size'])
         chosen = report['chosen']
         manifest.add_output(out/'model', out/'report.json').record(
             base_model=name, base_revision=rev, merge_dtype=params['merge_dtype'], merge_mode=params['merge_mode'],
-            model_dir=str(out/'model'), files=files, passed=True,
+            model_dir=str(out/'model'), files=files, passed=True, vocab_size=merged.get_input_embeddings().weight.shape[0],
             max_abs_diff_vs_qlora=chosen['vs_qlora']['max_abs_diff'],
             max_abs_diff_vs_full=chosen['vs_full']['max_abs_diff'])
     return report

@@ -116,3 +116,13 @@ def test_merge_of_a_real_training_run(outdir):
     report = M.merge(params(run_name='trained', compare_modes=False))
     assert report['chosen']['passed'] and report['chosen']['vs_qlora']['max_abs_diff'] < 1e-5
     assert report['chosen']['vs_full']['max_abs_diff'] > 1e-3
+
+def test_pad_policy_merge_keeps_the_base_vocabulary(outdir):
+    "Upstream's [PAD] policy: the adapter is LoRA only, the merged model and its tokenizer have the base's 3,000 rows."
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    models.demo_adapter('padrun', pad_token='[PAD]')
+    M.merge(params(run_name='padrun', compare_modes=False))
+    d = run_dir('padrun', 'merge')/'model'
+    model, tok = AutoModelForCausalLM.from_pretrained(d), AutoTokenizer.from_pretrained(d)
+    assert model.get_input_embeddings().weight.shape[0] == len(tok) == 3000
+    assert read_manifest(run_dir('padrun', 'merge'))['summary']['vocab_size'] == 3000
