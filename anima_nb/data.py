@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #5141fa4d
 from __future__ import annotations
-import os, json, csv, io, time, hashlib, urllib.request
+import os, re, json, csv, io, time, hashlib, urllib.request
 from pathlib import Path
 from collections import Counter
 import numpy as np
@@ -77,20 +77,38 @@ def to_pair(row:dict, fmt:str, where:str, always_input=False) -> dict:
     return {'source': src, 'target': tgt}
 
 # %% ../nbs/01_data.ipynb #52f7bb4d
+_SPACE = re.compile(r'\s*')
+
+def _json_array_rows(path, text:str):
+    "The elements of the JSON list in `text`, decoded one at a time (the list itself is never built)."
+    dec, i, n = json.JSONDecoder(), _SPACE.match(text, 0).end() + 1, 0
+    while True:
+        i = _SPACE.match(text, i).end()
+        if text.startswith(']', i) and n == 0: return
+        try: row, i = dec.raw_decode(text, i)
+        except json.JSONDecodeError as e: raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg})") from None
+        yield f"{path}, row {n}", row
+        n, i = n + 1, _SPACE.match(text, i).end()
+        if text.startswith(']', i): return
+        if not text.startswith(',', i):
+            line = text.count('\n', 0, i) + 1
+            raise ValueError(f"{path}, line {line}: not valid JSON (expected ',' or ']' after row {n - 1})")
+        i += 1
+
 def _json_rows(path):
     text = Path(path).read_text(encoding='utf-8')
+    if text.lstrip().startswith('['): yield from _json_array_rows(path, text); return
     try: data = json.loads(text)
-    except json.JSONDecodeError as e:
-        if text.lstrip().startswith('['): raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg})") from None
-        yield from _jsonl_rows(path); return          # a .json file holding JSON lines, as some datasets ship
+    except json.JSONDecodeError: yield from _jsonl_rows(path); return   # a .json file holding JSON lines
     if isinstance(data, dict): data = next((v for v in data.values() if isinstance(v, list)), None) or [data]
     for i, r in enumerate(data): yield f"{path}, row {i}", r
 
 def _jsonl_rows(path):
-    for i, line in enumerate(Path(path).read_text(encoding='utf-8').split('\n'), 1):
-        if not line.strip(): continue
-        try: yield f"{path}, line {i}", json.loads(line)
-        except json.JSONDecodeError as e: raise ValueError(f"{path}, line {i}: not valid JSON ({e.msg})") from None
+    with open(path, encoding='utf-8') as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip(): continue
+            try: yield f"{path}, line {i}", json.loads(line)
+            except json.JSONDecodeError as e: raise ValueError(f"{path}, line {i}: not valid JSON ({e.msg})") from None
 
 def _csv_rows(path):
     with open(path, newline='', encoding='utf-8') as f:
