@@ -221,8 +221,9 @@ STEP_NOTEBOOKS = {'data': '01_data', 'train': '02_train', 'merge': '03_merge', '
 TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool, 'list': list, 'dict': dict}
 
 def notebooks_dir() -> Path:
-    "The folder holding the step notebooks: `<project root>/nbs`."
+    "The folder holding the step notebooks: `<project root>/nbs`, else the one beside the installed package's source."
     nbs = project_root()/'nbs'
+    if not nbs.is_dir() and (PACKAGE.parent/'nbs').is_dir(): nbs = PACKAGE.parent/'nbs'      # run from elsewhere
     if not nbs.is_dir():
         raise FileNotFoundError(f"No notebooks in {nbs}: run from the project checkout, or set ANIMA_NB_ROOT to it")
     return nbs

@@ -15,3 +15,16 @@ def test_anima33b_step_bench_tiny(tmp_path):
     assert up['speedup_vs_upstream'] == 1.0 and all(x['seconds_per_step'] > 0 for x in res['runs'])
     assert abs(up['loss_first_step'] - fast['loss_first_step']) < 1e-3     # the same objective on the same examples
     assert 'x1.0 vs upstream' in r.stdout and 'reduced shape' in r.stdout
+
+def test_every_bench_imports():
+    "Every benchmark module imports against the current package (its names still exist)."
+    import importlib.util
+    for path in sorted((ROOT/'tests'/'bench').glob('*.py')):
+        spec = importlib.util.spec_from_file_location(f'bench_{path.stem}', path)
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+def test_gpu_shape_check_smoke(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT/'tests'/'bench'/'gpu_shape_check.py'), '2', '2', '--smoke'], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300, env={**__import__('os').environ, 'OUT': str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert {p.name for p in tmp_path.glob('*.json')} == {'gpu_shape_check_fp32.json', 'gpu_shape_check_bf16.json'}

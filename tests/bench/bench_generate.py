@@ -24,14 +24,14 @@ def main(argv=None):
     a = ap.parse_args(argv)
     import torch
     if a.threads: torch.set_num_threads(a.threads)
-    from anima_nb.core import resolve_model
-    from anima_nb.train import load_tokenizer
-    from anima_nb.inference import load_questions, eval_prompt
+    from anima_nb.models import resolve_model, load_tokenizer
+    from anima_nb.data import load_questions
+    from anima_nb.inference import eval_prompt
     from transformers import AutoModelForCausalLM
     tok = load_tokenizer(a.model, padding_side='left')
     model = AutoModelForCausalLM.from_pretrained(resolve_model(a.model), dtype=torch.float32).eval()
     qs = (load_questions('pkg:sample_questions.json') * 2)[:a.n]
-    prompts = sorted((eval_prompt(q['translation']) for q in qs), key=lambda p: -len(tok(p).input_ids))
+    prompts = sorted((eval_prompt(q['question']) for q in qs), key=lambda p: -len(tok(p).input_ids))
     settings = dict(max_new_tokens=a.max_new_tokens, do_sample=False, repetition_penalty=1.0)
     run(model, tok, prompts[:2], settings, 2)                                   # warm-up
     single, t1 = run(model, tok, prompts, settings, 1)

@@ -10,7 +10,8 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('HF_DATASETS
 os.environ.setdefault('ANIMA_NB_OUTPUTS', tempfile.mkdtemp())
 import numpy as np, datasets
 from transformers import AutoTokenizer
-from anima_nb.core import resolve_model, resolve_path, read_json, DEMO_MODEL
+from anima_nb.core import resolve_path, read_json
+from anima_nb.models import resolve_model, DEMO_MODEL
 from anima_nb.data import pair_lengths
 
 def upstream(pairs, tok):

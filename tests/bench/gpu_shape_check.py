@@ -9,8 +9,9 @@ Run: python tests/bench/gpu_shape_check.py [layers] [steps]      (--smoke: tiny 
 import os, sys, json, time, gc, tempfile
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
-from anima_nb.core import LLAMA_33B, load_profile
-from anima_nb.train import DEFAULTS, load_base_model, add_lora, param_counts, memory_estimate, meta_model
+from anima_nb.core import load_profile, step_params
+from anima_nb.models import load_base_model, add_lora
+from anima_nb.train import param_counts, memory_estimate, meta_model
 
 def make_checkpoint(arch, path, device):
     "A random LLaMA of `arch` saved in fp16, as a hub checkpoint would be."
@@ -51,10 +52,10 @@ def main(argv):
     smoke = '--smoke' in argv; argv = [a for a in argv if not a.startswith('--')]
     layers = int(argv[0]) if argv else 4; steps = int(argv[1]) if len(argv) > 1 else 10
     device = 'cpu' if smoke else 'cuda'
-    arch = {**LLAMA_33B, 'num_hidden_layers': layers}
+    arch = {**load_profile('anima33b')['architecture'], 'num_hidden_layers': layers}
     if smoke: arch.update(hidden_size=128, intermediate_size=256, num_attention_heads=4, num_key_value_heads=4, vocab_size=512)
     seq = 64 if smoke else 1024
-    P = {**DEFAULTS, **load_profile('anima33b'), 'profile': 'anima33b', 'max_steps': steps}
+    P = step_params('train', profile='anima33b', max_steps=steps)
     if smoke: P.update(source_max_len=32, target_max_len=32)
     path = tempfile.mkdtemp(dir='/dev/shm' if os.path.isdir('/dev/shm') else None)
     make_checkpoint(arch, path, device)
