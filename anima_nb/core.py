@@ -12,9 +12,10 @@ from pathlib import Path
 __all__ = ['PACKAGE', 'ASSETS', 'TRACKED_PACKAGES', 'STEP_NOTEBOOKS', 'TYPES', 'PROFILES_DIR', 'project_root', 'resolve_path',
            'outputs_dir', 'run_dir', 'atomic_write_bytes', 'atomic_write_text', 'write_json', 'read_json',
            'write_jsonl', 'append_jsonl', 'read_jsonl', 'secret_values', 'redact', 'package_versions', 'git_state',
-           'sha256_file', 'file_record', 'Manifest', 'read_manifest', 'step', 'notebooks_dir', 'notebook_schema',
-           'step_schema', 'all_types', 'check_params', 'check_row', 'profile_names', 'load_profile', 'resolve_params',
-           'step_params', 'check_step_params', 'injected_names', 'notebook_params']
+           'sha256_file', 'file_record', 'Manifest', 'read_manifest', 'param_changes', 'step', 'notebooks_dir',
+           'notebook_schema', 'step_schema', 'all_types', 'check_params', 'check_row', 'profile_names', 'load_profile',
+           'resolve_params', 'step_params', 'check_step_params', 'value_problems', 'refuse', 'injected_names',
+           'notebook_params']
 
 # %% ../nbs/00_core.ipynb #1e9dfed4
 def project_root(start=None) -> Path:
@@ -198,6 +199,15 @@ def read_manifest(step_dir) -> dict|None:
     p = Path(step_dir)/'manifest.json'
     return read_json(p) if p.exists() else None
 
+# %% ../nbs/00_core.ipynb #b34123e2
+def _jsonable(x): return json.loads(json.dumps(x, default=str))
+
+def param_changes(old:dict, # the parameters a step recorded (None: none)
+                  new:dict) -> list: # the parameters it would run with now
+    "`name: old -> new` for every parameter whose value differs (compared as JSON)."
+    old, new = _jsonable(old or {}), _jsonable(new)
+    return [f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
 # %% ../nbs/00_core.ipynb #a7c10002
 @contextlib.contextmanager
 def step(params:dict, # the step's resolved parameters (`run_name` names the run)
@@ -355,6 +365,27 @@ def check_step_params(params:dict, # a complete parameter set
     missing = sorted(set(schema) - set(params))
     if missing: raise TypeError(f"{where} needs parameter(s) {missing}")
     return params
+
+# %% ../nbs/00_core.ipynb #fef75460
+def value_problems(params:dict, # the values to check
+                   positive=(), # names whose value must be > 0
+                   non_negative=(), # names whose value must be >= 0
+                   below_one=(), # names whose value must be < 1
+                   choices:dict=None, # name -> the values allowed
+                   where='') -> list: # prefix of every message
+    "What is wrong with `params`: out-of-range numbers and values outside their choices, one message each."
+    out = [f'{where}{k}={params[k]!r} must be greater than 0' for k in positive
+           if params.get(k) is not None and not params[k] > 0]
+    out += [f'{where}{k}={params[k]!r} must not be negative' for k in non_negative
+            if params.get(k) is not None and params[k] < 0]
+    out += [f'{where}{k}={params[k]!r} must be below 1' for k in below_one if params.get(k) is not None and params[k] >= 1]
+    out += [f"{where}{k}={params[k]!r} is not one of {', '.join(map(repr, ok))}" for k, ok in (choices or {}).items()
+            if params.get(k) not in ok]
+    return out
+
+def refuse(problems:list, what:str):
+    "Raise one error listing every problem, when there are any."
+    if problems: raise ValueError(f"{what} refused:\n" + '\n'.join(f'  - {p}' for p in problems))
 
 # %% ../nbs/00_core.ipynb #b98a32c3
 def injected_names(ns:dict) -> set:

@@ -15,8 +15,9 @@ from .models import load_tokenizer
 __all__ = ['ALPACA_PROMPT_DICT', 'FORMATS', 'READERS', 'QUANTILES', 'COVERAGE_AT', 'ANIMA_FILES', 'QUESTION_SCHEMA',
            'ANSWER_SCHEMA', 'TEMPLATE_MODES', 'PROFILE_SCHEMA', 'alpaca_prompt', 'check_format', 'to_pair', 'read_rows',
            'pair_counts', 'load_pairs', 'pairs_dataset', 'token_lengths', 'pair_lengths', 'length_table', 'coverage',
-           'profile_pairs', 'plot_lengths', 'check_sha256', 'fetch_anima_file', 'questions_path', 'load_questions',
-           'answers_path', 'read_answers', 'run_data', 'write_profile', 'read_profile']
+           'profile_pairs', 'plot_lengths', 'check_sha256', 'fetch_anima_file', 'questions_problems', 'questions_path',
+           'load_questions', 'answers_path', 'read_answers', 'dataset_problems', 'problems', 'run_data',
+           'write_profile', 'read_profile']
 
 # %% ../nbs/01_data.ipynb #4001dfff
 ALPACA_PROMPT_DICT = {
@@ -79,25 +80,38 @@ def to_pair(row:dict, fmt:str, where:str, always_input=False) -> dict:
 # %% ../nbs/01_data.ipynb #52f7bb4d
 _SPACE = re.compile(r'\s*')
 
-def _json_array_rows(path, text:str):
-    "The elements of the JSON list in `text`, decoded one at a time (the list itself is never built)."
-    dec, i, n = json.JSONDecoder(), _SPACE.match(text, 0).end() + 1, 0
-    while True:
-        i = _SPACE.match(text, i).end()
-        if text.startswith(']', i) and n == 0: return
-        try: row, i = dec.raw_decode(text, i)
-        except json.JSONDecodeError as e: raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg})") from None
-        yield f"{path}, row {n}", row
-        n, i = n + 1, _SPACE.match(text, i).end()
-        if text.startswith(']', i): return
-        if not text.startswith(',', i):
-            line = text.count('\n', 0, i) + 1
-            raise ValueError(f"{path}, line {line}: not valid JSON (expected ',' or ']' after row {n - 1})")
-        i += 1
+def _json_array_rows(path, chunk:int=1 << 22):
+    "The elements of the JSON list in the file at `path`, decoded one at a time from a window of the text."
+    dec, state = json.JSONDecoder(), dict(buf='', i=0, line=1, eof=False)
+    def where(pos): return state['line'] + state['buf'].count('\n', 0, pos)
+    with open(path, encoding='utf-8') as f:
+        def fill():                                   # drop what was read, add the next chunk
+            buf, i = state['buf'], state['i']
+            more = f.read(chunk)
+            state.update(line=where(i), buf=buf[i:] + more, i=0, eof=not more)
+        fill()
+        state['i'] = _SPACE.match(state['buf'], 0).end() + 1                    # past the '['
+        n, expect_row = 0, True
+        while True:
+            buf, i = state['buf'], _SPACE.match(state['buf'], state['i']).end()
+            state['i'] = i
+            if not state['eof'] and len(buf) - i < chunk // 2: fill(); continue
+            if i >= len(buf): raise ValueError(f"{path}, line {where(i)}: not valid JSON (the list is not closed)")
+            if buf[i] == ']' and (n == 0 or not expect_row): return
+            if not expect_row:
+                if buf[i] != ',': raise ValueError(f"{path}, line {where(i)}: not valid JSON (expected ',' or ']' after row {n - 1})")
+                state['i'], expect_row = i + 1, True; continue
+            try: row, j = dec.raw_decode(buf, i)
+            except json.JSONDecodeError as e:
+                if not state['eof']: fill(); continue            # a row longer than the window: read on
+                raise ValueError(f"{path}, line {where(e.pos)}: not valid JSON ({e.msg})") from None
+            yield f"{path}, row {n}", row
+            n, state['i'], expect_row = n + 1, j, False
 
 def _json_rows(path):
+    with open(path, encoding='utf-8') as f: head = f.read(4096).lstrip()
+    if head.startswith('['): yield from _json_array_rows(path); return
     text = Path(path).read_text(encoding='utf-8')
-    if text.lstrip().startswith('['): yield from _json_array_rows(path, text); return
     try: data = json.loads(text)
     except json.JSONDecodeError: yield from _jsonl_rows(path); return   # a .json file holding JSON lines
     if isinstance(data, dict): data = next((v for v in data.values() if isinstance(v, list)), None) or [data]
@@ -300,6 +314,12 @@ def fetch_anima_file(name:str, timeout:float=30) -> Path:
     if hashlib.sha256(data).hexdigest() != sha: raise ValueError(f"{url}: sha256 does not match the expected {sha}")
     return atomic_write_bytes(dest, data)
 
+def questions_problems(spec:str, where='') -> list:
+    "A question file that is neither a known Anima file nor a local file that exists."
+    if str(spec).startswith('anima:'):
+        return [] if spec[6:] in ANIMA_FILES else [f"{where}questions: unknown Anima file {spec[6:]!r}: known are {sorted(ANIMA_FILES)}"]
+    return [] if resolve_path(spec).exists() else [f'{where}questions: {resolve_path(spec)} does not exist']
+
 def questions_path(spec:str) -> Path:
     "Where the question file `spec` is: `anima:NAME` is fetched and checked, others via `resolve_path`."
     return fetch_anima_file(spec[6:]) if str(spec).startswith('anima:') else resolve_path(spec)
@@ -339,10 +359,21 @@ def read_answers(path, tolerate_torn_tail=False) -> list:
 # %% ../nbs/01_data.ipynb #2f9e033f
 TEMPLATE_MODES = ('per_row', 'always_input')
 
+def dataset_problems(dataset:str, where='') -> list:
+    "A dataset named as a local file that is not there."
+    p = resolve_path(dataset)
+    looks_local = str(dataset).startswith(('pkg:', '.', '/', '~')) or Path(str(dataset)).suffix in READERS
+    return [f'{where}dataset {p} does not exist'] if looks_local and not p.exists() else []
+
+def problems(params:dict) -> list:
+    "What is wrong with the data step's values, before anything is read."
+    return (value_problems(params, positive=('source_max_len', 'target_max_len'), where='01_data: ',
+                           choices={'template_mode': TEMPLATE_MODES, 'dataset_format': tuple(FORMATS)})
+            + dataset_problems(params['dataset'], '01_data: '))
+
 def run_data(params:dict) -> dict:
     "The data step: load, check, profile and plot `params['dataset']`; write `profile.json` and the manifest."
-    if params['template_mode'] not in TEMPLATE_MODES:
-        raise ValueError(f"template_mode must be one of {TEMPLATE_MODES}, got {params['template_mode']!r}")
+    refuse(problems(params), '01_data')
     src = resolve_path(params['dataset'])
     with step(params, 'data', inputs=[src] if src.exists() else []) as (out, manifest):
         t0 = time.time()

@@ -4,23 +4,23 @@
 
 # %% ../nbs/05_elo.ipynb #1d1354be
 from __future__ import annotations
-import ast, json, math, random, re, time, hashlib
+import os, ast, json, math, random, re, time, hashlib
 from pathlib import Path
 from collections import Counter, defaultdict
 import numpy as np
 from .core import *
-from .data import load_questions, answers_path
+from .data import load_questions, answers_path, questions_problems
 from .judge import *
 
 # %% auto #0
-__all__ = ['BATTLE_SCHEMA', 'RATINGS_SCHEMA', 'load_published', 'load_verdicts', 'verdict', 'outcome', 'battle_row',
-           'verdicts_to_battles', 'expected_score', 'elo_update', 'online_elo', 'reproduce_published',
+__all__ = ['BATTLE_SCHEMA', 'RATINGS_SCHEMA', 'JUDGES', 'SCHEDULES', 'load_published', 'load_verdicts', 'verdict', 'outcome',
+           'battle_row', 'verdicts_to_battles', 'expected_score', 'elo_update', 'online_elo', 'reproduce_published',
            'notebook_stdout', 'read_upstream_notebook', 'upstream_draw', 'upstream_draws', 'answer_files',
            'load_answers', 'answer_sources', 'playable', 'judge_draws', 'upstream_tournament', 'balanced_draws',
            'combine_orders', 'balanced_tournament', 'games_array', 'bt_fit', 'bradley_terry', 'permuted_elo',
            'first_slot_stats', 'pair_matrices', 'plot_matrix', 'plot_ratings', 'make_judge', 'play', 'replay_recorded',
            'ratings_report', 'write_battles', 'read_battles', 'write_ratings', 'read_ratings', 'battles_table',
-           'full_report', 'elo_figures', 'run_elo']
+           'full_report', 'elo_figures', 'problems', 'run_elo']
 
 # %% ../nbs/05_elo.ipynb #fb48294b
 def load_published(path='pkg:anima_elo_published.json') -> dict:
@@ -557,8 +557,30 @@ def elo_figures(t:dict, # the tournament, as `battles_table` returns it
     for f in figs.values(): plt.close(f)               # shown below, on demand, not as a side effect
     return figs
 
+JUDGES, SCHEDULES = ('replay', 'openai'), ('upstream', 'balanced')
+
+def problems(params:dict) -> list:
+    "What is wrong with the Elo step's values, before a judge is called: ranges, choices, files, the key."
+    where = '05_elo: '
+    found = value_problems(params, positive=('concurrency', 'judge_timeout', 'k_factor', 'judge_max_tokens'),
+                           non_negative=('rounds', 'bootstrap_rounds', 'permutations', 'judge_temperature'),
+                           choices={'judge': JUDGES, 'schedule': SCHEDULES, 'score_parser': tuple(SCORE_PARSERS)},
+                           where=where)
+    if params['answers']:
+        for s in str(params['answers']).split(','):
+            if not resolve_path(s.strip()).exists(): found.append(f'{where}answers: {resolve_path(s.strip())} does not exist')
+        found += questions_problems(params['questions'], where)
+    elif params['judge'] == 'openai':
+        found.append(f"{where}judge='openai' needs answers: answer files or folders to judge this run's answers against")
+    if params['replay_file'] and not resolve_path(params['replay_file']).exists():
+        found.append(f"{where}replay_file: {resolve_path(params['replay_file'])} does not exist")
+    if params['judge'] == 'openai' and not os.environ.get('OPENAI_API_KEY'):
+        found.append(f"{where}judge='openai' needs the key in the environment: OPENAI_API_KEY is not set")
+    return found
+
 def run_elo(params:dict) -> dict:
     "The Elo step: get the battles, rate them, draw the plots; write the battles, ratings and manifest."
+    refuse(problems(params), '05_elo')
     recorded = resolve_path(params['replay_file'] or 'pkg:anima_elo_verdicts.jsonl')
     with step(params, 'elo', inputs=answer_sources(params) if params['answers'] else [recorded]) as (out, manifest):
         t0 = time.time()

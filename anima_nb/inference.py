@@ -7,12 +7,12 @@ from __future__ import annotations
 import os, time
 from pathlib import Path
 from .core import *
-from .data import alpaca_prompt, load_questions, questions_path, read_answers, answers_path, ANSWER_SCHEMA
+from .data import alpaca_prompt, load_questions, questions_path, questions_problems, read_answers, answers_path, ANSWER_SCHEMA
 from .models import train_record, merged_record, load_adapter_model, load_tokenizer
 
 # %% auto #0
-__all__ = ['EVAL_SUFFIX', 'RESPONSE_MARK', 'eval_prompt', 'extract_answer', 'load_model', 'gen_settings', 'gen_kwargs',
-           'generate_batch', 'chat', 'answer_questions', 'infer']
+__all__ = ['EVAL_SUFFIX', 'RESPONSE_MARK', 'MODEL_SOURCES', 'eval_prompt', 'extract_answer', 'load_model', 'gen_settings',
+           'gen_kwargs', 'generate_batch', 'chat', 'answer_questions', 'problems', 'infer']
 
 # %% ../nbs/04_inference.ipynb #8668719c
 EVAL_SUFFIX = '请回答尽量详细和完善，详细的阐释回答的原因，并给出尽量完整的相关的背景信息。请使用中文回答问题。'
@@ -130,10 +130,22 @@ def answer_questions(model, # the model to answer with
     return rows
 
 # %% ../nbs/04_inference.ipynb #ed3a45d7
+MODEL_SOURCES = ('merged', 'adapter')
+
+def problems(params:dict) -> list:
+    "What is wrong with the inference step's values, before a model is loaded."
+    sampling = params if params['do_sample'] else {}
+    return (value_problems(params, positive=('max_new_tokens', 'batch_size', 'repetition_penalty'),
+                           choices={'model_source': MODEL_SOURCES}, where='04_inference: ')
+            + value_problems(sampling, positive=('temperature', 'top_p'), where='04_inference: ')
+            + ([f"04_inference: top_p={params['top_p']!r} must be at most 1"] if sampling and params['top_p'] > 1 else [])
+            + questions_problems(params['questions'], '04_inference: '))
+
 def infer(params:dict, # the inference step's parameters
           model=None, # a model already loaded (default: the run's, per `model_source`)
           tok=None) -> list: # its tokenizer, padding on the left
     "The inference step: answer the questions with the run's model (or the one given) into `inference/answers.jsonl`."
+    refuse(problems(params), '04_inference')
     questions_file = questions_path(params['questions'])
     path = answers_path(params['run_name'])
     old = read_manifest(path.parent)

@@ -12,10 +12,10 @@ from .models import *
 
 # %% auto #0
 __all__ = ['MERGE_DTYPES', 'MERGE_MODES', 'TOLERANCE', 'QLORA_TOLERANCE', 'FIDELITY_QUESTIONS', 'FIDELITY_TOKENS', 'REFERENCES',
-           'REPORT_SCHEMA', 'FIDELITY_SCHEMA', 'check_merge_args', 'is_quantized', 'refuse_quantized', 'nf4_roundtrip_',
-           'fidelity_prompts', 'probe', 'compare', 'within_tolerance', 'merged_model', 'fidelity', 'failures',
-           'model_bytes', 'check_disk', 'save_merged', 'fidelity_report', 'merge', 'report_table', 'write_report',
-           'read_report']
+           'REPORT_SCHEMA', 'FIDELITY_SCHEMA', 'check_merge_args', 'is_quantized', 'refuse_quantized', 'problems',
+           'nf4_roundtrip_', 'fidelity_prompts', 'probe', 'compare', 'within_tolerance', 'merged_model', 'fidelity',
+           'failures', 'model_bytes', 'check_disk', 'save_merged', 'fidelity_report', 'merge', 'report_table',
+           'write_report', 'read_report']
 
 # %% ../nbs/03_merge.ipynb #89f54eb4
 MERGE_DTYPES = FLOAT_DTYPES
@@ -43,6 +43,13 @@ def refuse_quantized(model):
     "Raise with an explanation when `model` is quantized."
     if is_quantized(model): raise ValueError(_WHY)
     return model
+
+def problems(params:dict) -> list:
+    "What is wrong with the merge step's values, before anything is loaded."
+    found = []
+    try: check_merge_args(params['merge_dtype'], params['merge_mode'])
+    except ValueError as e: found.append(f'03_merge: {e}')
+    return found
 
 # %% ../nbs/03_merge.ipynb #346ee68b
 def _quantized_linears(model):
@@ -228,7 +235,7 @@ def fidelity_report(rec:dict, # the training run's record, as `train_record` rea
 
 def merge(params:dict) -> dict:
     "The merge step: merge the run's adapter into a full-precision base, check fidelity, save model and report."
-    check_merge_args(params['merge_dtype'], params['merge_mode'])
+    refuse(problems(params), '03_merge')
     rec = train_record(params['run_name'])
     name, rev = base_of(rec)
     adapter_dir = Path(rec['adapter_dir'])

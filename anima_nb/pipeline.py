@@ -8,15 +8,17 @@ import os, sys, io, json, time, argparse, datetime as dt
 from pathlib import Path
 from .core import *
 from .models import DEMO_MODEL
+from . import data, train, merge, inference, elo
 from .data import read_profile
 from .merge import read_report
 from .elo import read_ratings
+from .train import resume_plan
 
 # %% auto #0
-__all__ = ['CHAIN', 'NEEDS', 'select_steps', 'declarers', 'parse_value', 'coerce', 'parse_sets', 'load_config', 'gather_params',
-           'param_types', 'check_names', 'step_inputs', 'resolve_step', 'linear_needs', 'param_changes', 'plan_steps',
-           'StepFailed', 'run_notebook', 'step_record', 'summarize', 'format_summary', 'prepare', 'RunLock',
-           'run_pipeline', 'cli', 'main']
+__all__ = ['CHAIN', 'NEEDS', 'PROBLEMS', 'select_steps', 'declarers', 'parse_value', 'coerce', 'parse_sets', 'load_config',
+           'gather_params', 'param_types', 'check_names', 'step_inputs', 'resolve_step', 'linear_needs', 'plan_steps',
+           'StepFailed', 'run_notebook', 'step_record', 'summarize', 'format_summary', 'prepare', 'preflight',
+           'RunLock', 'run_pipeline', 'cli', 'main']
 
 # %% ../nbs/06_pipeline.ipynb #5124a586
 CHAIN = STEP_NOTEBOOKS
@@ -129,15 +131,6 @@ def linear_needs(chain) -> dict:
     "Each step of `chain` reads from the one before it."
     steps = list(chain)
     return {s: tuple(steps[i-1:i]) for i, s in enumerate(steps)}
-
-# %% ../nbs/06_pipeline.ipynb #b34123e2
-def _jsonable(x): return json.loads(json.dumps(x, default=str))
-
-def param_changes(old:dict, # the parameters a step recorded (None: none)
-                  new:dict) -> list: # the parameters it would run with now
-    "`name: old -> new` for every parameter whose value differs (compared as JSON)."
-    old, new = _jsonable(old or {}), _jsonable(new)
-    return [f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 # %% ../nbs/06_pipeline.ipynb #7ff5d8cd
 def _newer_input(step, manifests:dict, needs:dict) -> str|None:
@@ -306,8 +299,31 @@ def prepare(values:dict, # every value given to the chain, as `gather_params` ma
     resolved = {s: resolve_step(values, declared[s], chain[s]) for s in chain}
     run = values['run_name']
     manifests = {s: read_manifest(outputs_dir()/run/s) for s in chain}
-    return dict(values=values, chain=chain, nbs=nbs, declared=declared, resolved=resolved, manifests=manifests,
-                plan=plan_steps(selected, resolved, manifests, force, NEEDS if chain == CHAIN else linear_needs(chain)))
+    plan = plan_steps(selected, resolved, manifests, force, NEEDS if chain == CHAIN else linear_needs(chain))
+    if chain is CHAIN: refuse(preflight(plan, resolved, force), 'the run')
+    return dict(values=values, chain=chain, nbs=nbs, declared=declared, resolved=resolved, manifests=manifests, plan=plan)
+
+PROBLEMS = {'data': data.problems, 'train': train.problems, 'merge': merge.problems, 'inference': inference.problems,
+            'elo': elo.problems}
+
+def preflight(plan:list, # as `plan_steps` makes it
+              resolved:dict, # step -> the parameters it would run with
+              force=False) -> list: # `--force` was given
+    "Every problem of every step the plan runs, found before any of them runs; training's start or resume noted."
+    found = []
+    for entry in plan:
+        if entry['action'] != 'run': continue
+        found += PROBLEMS[entry['step']](resolved[entry['step']])
+        if entry['step'] == 'train': found += _plan_training(entry, resolved['train'], force)
+    return found
+
+def _plan_training(entry:dict, params:dict, force:bool) -> list:
+    "Say where a planned training run starts (a checkpoint to resume from); a problem when it would lose checkpoints."
+    tp = resume_plan(params, restart=force)
+    if tp['action'] == 'refuse': return [f"02_train: {tp['reason']}"]
+    if tp['action'] == 'resume': entry['reason'] += f"; {tp['reason']}"
+    if tp.get('deletes') and force: entry['reason'] += f"; deletes {', '.join(tp['deletes'])}"
+    return []
 
 # %% ../nbs/06_pipeline.ipynb #b00f5243
 class RunLock:
@@ -376,6 +392,7 @@ def run_pipeline(values:dict, # every value given to the chain, as `gather_param
             echo(f"{tag} running {pre['chain'][s]}.ipynb ({p['reason']})")
             rec.update(status='running', started=_now()); manifest.save()
             t0 = time.perf_counter()
+            os.environ['ANIMA_NB_RESTART'] = '1' if force else '0'          # training's restart is an action
             try: run_notebook(s, rec['notebook'], rec['executed'], rec['given'], log_output=log_output,
                               progress=sys.stderr.isatty())
             except BaseException as e:                     # a failed cell, a dead kernel, or Ctrl-C

@@ -7,17 +7,18 @@ from __future__ import annotations
 import os, sys, json, math, time, shutil, argparse
 from pathlib import Path
 from .core import *
-from .data import load_pairs, pairs_dataset, pair_counts, read_profile
+from .data import load_pairs, pairs_dataset, pair_counts, read_profile, dataset_problems, FORMATS
 from .models import *
 
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'TRUNCATIONS', 'LOSS_WEIGHTINGS', 'PEAK_TFLOPS', 'UTILISATION', 'GB', 'MARK', 'TRAIN_OUTPUTS',
-           'encode_source', 'encode_target', 'encode_pair', 'encode_pairs', 'Collator', 'example_ids', 'token_losses',
-           'loss_units', 'summed_loss', 'make_collator', 'split_dataset', 'encode_dataset', 'lora_param_count',
-           'arch_config', 'meta_model', 'param_counts', 'micro_batch_tokens', 'memory_estimate', 'compute_estimate',
-           'typical_example_tokens', 'estimate', 'complete_checkpoints', 'newest_checkpoint', 'RunCallback', 'LossBar',
-           'QLoRATrainer', 'report_targets', 'set_tf32', 'training_args', 'plot_loss', 'base_revision', 'peak_rss_gb',
-           'train', 'training_data', 'cli_params', 'main']
+__all__ = ['IGNORE_INDEX', 'TRUNCATIONS', 'LOSS_WEIGHTINGS', 'PEAK_TFLOPS', 'UTILISATION', 'GB', 'MARK', 'RUN_ONLY',
+           'TRAIN_OUTPUTS', 'encode_source', 'encode_target', 'encode_pair', 'encode_pairs', 'Collator', 'example_ids',
+           'token_losses', 'loss_units', 'summed_loss', 'make_collator', 'split_dataset', 'encode_dataset',
+           'lora_param_count', 'arch_config', 'meta_model', 'param_counts', 'micro_batch_tokens', 'memory_estimate',
+           'compute_estimate', 'typical_example_tokens', 'estimate', 'complete_checkpoints', 'newest_checkpoint',
+           'RunCallback', 'LossBar', 'QLoRATrainer', 'report_targets', 'set_tf32', 'training_args', 'plot_loss',
+           'base_revision', 'peak_rss_gb', 'run_identity', 'resume_plan', 'problems', 'train', 'training_data',
+           'cli_params', 'main']
 
 # %% ../nbs/02_train.ipynb #390c7f00
 IGNORE_INDEX = -100
@@ -401,32 +402,74 @@ def peak_rss_gb() -> float:
 def _rank() -> int: return int(os.environ.get('RANK', 0))
 def _world() -> int: return int(os.environ.get('WORLD_SIZE', 1))
 
-def _prepare_dir(out, ckpt, resume:bool):
-    "On the first process: find the checkpoint to resume from (trimming the logs to it), or clear the old run."
-    start = newest_checkpoint(ckpt, clean=True) if resume else None
-    if start is not None:
-        step = int(start.name.split('-')[-1])
-        for f in ('metrics.jsonl', 'samples.jsonl'): _trim_jsonl(out/f, step)
-    else:
-        shutil.rmtree(ckpt, ignore_errors=True)
-        for f in ('metrics.jsonl', 'samples.jsonl', 'loss.png'): (out/f).unlink(missing_ok=True)
-    return start
+RUN_ONLY = ('profile', 'report_to', 'sample_max_new_tokens', 'save_total_limit', 'eval_steps', 'dry_run')
+
+def run_identity(params:dict) -> dict:
+    "The parameters that make a training run what it is (all but `RUN_ONLY`)."
+    return {k: v for k, v in params.items() if k not in RUN_ONLY}
+
+def resume_plan(params:dict, # the run's resolved parameters
+                restart:bool=False) -> dict: # delete what an earlier run left and start again
+    "What training does with the run folder: `start`, `resume` (from which checkpoint), `complete`, or `refuse`; why."
+    out = run_dir(params['run_name'], 'train', create=False)
+    old, done = read_manifest(out), complete_checkpoints(out/'checkpoints')
+    logs = [f for f in ('metrics.jsonl', 'samples.jsonl', 'loss.png') if (out/f).exists()]
+    if restart: return dict(action='start', reason='restart asked for', deletes=[p.name for p in done] + logs)
+    changes = param_changes(run_identity(old['params']), run_identity(params)) if old else []
+    if changes and done:
+        return dict(action='refuse', reason=f"{out/'checkpoints'} holds checkpoints of a run with other parameters "
+                    f"({'; '.join(changes)}): pass --force to delete them and start again, or choose another run_name")
+    if old and not changes and old['status'] == 'complete': return dict(action='complete', reason='complete with the same parameters')
+    if old and not changes and done:
+        return dict(action='resume', checkpoint=done[-1].name, reason=f"resume from {done[-1].name} ({old['status']} run)")
+    return dict(action='start', reason='nothing to resume' if old else 'never ran', deletes=logs)
+
+def _prepare_dir(out, plan:dict):
+    "On the first process: the checkpoint to resume from (logs trimmed to it), or a folder cleared for a fresh start."
+    ckpt = out/'checkpoints'
+    if plan['action'] == 'resume':
+        start = newest_checkpoint(ckpt, clean=True)
+        for f in ('metrics.jsonl', 'samples.jsonl'): _trim_jsonl(out/f, int(start.name.split('-')[-1]))
+        return start
+    if plan.get('deletes'): print(f"anima-train: deleting {', '.join(plan['deletes'])} in {out}", file=sys.stderr)
+    shutil.rmtree(ckpt, ignore_errors=True)           # only partial folders, unless restart was asked for
+    for f in ('metrics.jsonl', 'samples.jsonl', 'loss.png'): (out/f).unlink(missing_ok=True)
+    return None
+
+def problems(params:dict) -> list:
+    "What is wrong with the training step's values, before anything is loaded."
+    found = value_problems(
+        params, where='02_train: ',
+        positive=('learning_rate', 'per_device_train_batch_size', 'gradient_accumulation_steps', 'max_steps',
+                  'source_max_len', 'target_max_len', 'lora_r', 'lora_alpha', 'eval_steps', 'save_steps',
+                  'save_total_limit'),
+        non_negative=('lora_dropout', 'warmup_ratio', 'max_grad_norm', 'weight_decay', 'eval_dataset_size',
+                      'sample_max_new_tokens'),
+        below_one=('lora_dropout', 'warmup_ratio'),
+        choices={'loss_weighting': LOSS_WEIGHTINGS, 'source_truncation': TRUNCATIONS, 'bits': (4, 8, 16, 32),
+                 'quant_type': ('nf4', 'fp4'), 'pad_token': ('unk', '[PAD]'), 'dataset_format': tuple(FORMATS)})
+    return found + dataset_problems(params['dataset'], '02_train: ')
 
 TRAIN_OUTPUTS = ('adapter', 'metrics.jsonl', 'samples.jsonl', 'loss.png', 'estimate.json', 'checkpoints')
 
-def train(params:dict) -> dict:
+def train(params:dict, # the step's resolved parameters
+          restart:bool=False) -> dict: # delete an earlier run's checkpoints and logs, and start again
     "Train a LoRA adapter on the quantized base per `params` (or, with `dry_run`, only estimate); return the summary."
     check_step_params(params, 'train')
-    for k, ok in (('loss_weighting', LOSS_WEIGHTINGS), ('source_truncation', TRUNCATIONS)):
-        if params[k] not in ok: raise ValueError(f"{k} must be one of {ok}, got {params[k]!r}")
+    refuse(problems(params), '02_train')
     main = _rank() == 0
     if params['dry_run']:
         est = {**estimate(params, _world()), 'parameters': params}
         if main: write_json(run_dir(params['run_name'], 'train')/'estimate.json', est)
         return est
+    from accelerate import PartialState
+    plan = resume_plan(params, restart)                 # decided by every process before anything is written
+    PartialState().wait_for_everyone()
+    if plan['action'] == 'refuse': raise ValueError(plan['reason'])
+    if plan['action'] == 'complete': return read_manifest(run_dir(params['run_name'], 'train'))['summary']
     data = resolve_path(params['dataset'])
     with step(params, 'train', inputs=[data] if data.exists() else [], main=main) as (out, manifest):
-        summary = _train(params, out, main)
+        summary = _train(params, out, main, plan)
         if manifest: manifest.add_output(*(out/f for f in TRAIN_OUTPUTS)).record(**summary)
     return summary
 
@@ -439,14 +482,14 @@ def training_data(params:dict, tok) -> dict:
                 truncated=dict(source_truncated=sum(train_ex['source_truncated']),
                                target_truncated=sum(train_ex['target_truncated'])))
 
-def _train(params:dict, out:Path, main:bool) -> dict:
+def _train(params:dict, out:Path, main:bool, plan:dict) -> dict:
     from accelerate import PartialState
     import torch
     ckpt = out/'checkpoints'
     args = training_args(params, ckpt)                              # sets up the processes of a distributed run
-    start = _prepare_dir(out, ckpt, params['resume']) if main else None
+    start = _prepare_dir(out, plan) if main else None
     PartialState().wait_for_everyone()
-    if not main and params['resume']: start = newest_checkpoint(ckpt)
+    if not main and plan['action'] == 'resume': start = newest_checkpoint(ckpt)
     tok = load_tokenizer(params['model_name_or_path'], params['pad_token'])
     with PartialState().main_process_first(): data = training_data(params, tok)
     tf32 = set_tf32(params['tf32']) if torch.cuda.is_available() and not params['bf16'] else False
@@ -496,7 +539,7 @@ def _yaml(s:str):
     import yaml
     return yaml.safe_load(s)
 
-def cli_params(argv=None) -> dict:
+def cli_params(argv=None, with_force=False):
     "Parameters from command-line arguments `--name value`, validated and completed from the profile."
     schema = step_schema('train')
     ap = argparse.ArgumentParser(prog='anima-train', description='QLoRA training step of anima_nb (nbs/02_train.ipynb).')
@@ -505,12 +548,16 @@ def cli_params(argv=None) -> dict:
         default = 'from the profile' if d['default'] is None else repr(d['default'])
         ap.add_argument(f'--{k}', type=_bool if t is bool else _yaml if t in (dict, list) else t, default=None,
                         metavar=t.__name__.upper(), help=f"{d['help']} (default: {default})".replace('%', '%%'))
-    given = {k: v for k, v in vars(ap.parse_args(argv)).items() if v is not None}
-    return resolve_params(given, schema, 'anima-train')
+    ap.add_argument('--force', action='store_true', help="delete this run's checkpoints and logs and start again")
+    args = vars(ap.parse_args(argv))
+    force = args.pop('force')
+    params = resolve_params({k: v for k, v in args.items() if v is not None}, schema, 'anima-train')
+    return (params, force) if with_force else params
 
 def main(argv=None):
     "Entry point of `python -m anima_nb.train` and `anima-train`."
-    res = train(cli_params(argv))
+    params, force = cli_params(argv, with_force=True)
+    res = train(params, restart=force)
     if _rank() == 0: print(json.dumps(res, ensure_ascii=False, indent=1, default=str))
 
 import builtins

@@ -200,3 +200,15 @@ def test_demo_chain_end_to_end(outputs):
                                                                      inference='complete', elo='complete')
     assert f"max_new_tokens: {load_profile('demo')['max_new_tokens']} -> 8" in m3['steps']['inference']['reason']
     assert read_manifest(run/'inference')['params']['max_new_tokens'] == 8
+
+def test_preflight_reports_every_problem_before_anything_runs(outputs, tmp_path, monkeypatch):
+    "Bad values of three steps and a missing key: one refusal naming them all, exit 2, nothing written."
+    monkeypatch.delenv('OPENAI_API_KEY', raising=False)
+    r = anima_run('--set', 'max_steps=0', '--set', 'gradient_accumulation_steps=0', '--set', 'merge_dtype=int4',
+                  '--set', 'judge=openai', '--set', f'answers={tmp_path}', '--set', 'source_max_len=0')
+    assert r.returncode == 2, r.stderr
+    for text in ('02_train: max_steps=0 must be greater than 0', '02_train: gradient_accumulation_steps=0',
+                 '01_data: source_max_len=0', "03_merge: merge_dtype 'int4' is not one of",
+                 'OPENAI_API_KEY is not set'):
+        assert text in r.stderr, text
+    assert sorted(os.listdir(outputs)) == ['.cache']

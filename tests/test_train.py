@@ -218,6 +218,23 @@ def test_papermill_demo_run(outputs, tmp_path):
     ckpts = sorted(p.name for p in (d/'checkpoints').iterdir())
     assert len(ckpts) <= load_profile('demo')['save_total_limit'] and all((d/'checkpoints'/c/T.MARK).exists() for c in ckpts)
 
+def test_rerun_never_loses_checkpoints(outputs):
+    "A complete run is not redone; other hyper-parameters are refused while checkpoints exist; --force restarts."
+    args = cli_args(max_steps=4, eval_steps=100)
+    run_cli(*args, '--run_name', 'keep')
+    d = run_dir('keep', 'train')
+    before = {p.name: p.stat().st_mtime_ns for p in (d/'checkpoints').iterdir()}
+    first = read_manifest(d)
+    run_cli(*args, '--run_name', 'keep')
+    assert read_manifest(d)['started'] == first['started'] and {p.name: p.stat().st_mtime_ns for p in (d/'checkpoints').iterdir()} == before
+    r = subprocess.run([sys.executable, '-m', 'anima_nb.train', *args, '--run_name', 'keep', '--learning_rate', '5e-4'],
+                       cwd=ROOT, env=env(), capture_output=True, text=True, timeout=240)
+    assert r.returncode != 0 and 'learning_rate: 0.001 -> 0.0005' in r.stderr and '--force' in r.stderr
+    assert sorted(p.name for p in (d/'checkpoints').iterdir()) == sorted(before)
+    r = run_cli(*args, '--run_name', 'keep', '--learning_rate', '5e-4', '--force')
+    assert 'deleting checkpoint-2, checkpoint-4, metrics.jsonl' in r.stderr
+    assert read_manifest(d)['params']['learning_rate'] == 5e-4 and read_manifest(d)['status'] == 'complete'
+
 def test_kill_and_resume_matches_uninterrupted(outputs):
     "SIGKILL after the step-4 checkpoint, resume: the final adapter equals an uninterrupted run's (tolerance 1e-6; on CPU it is bit-identical)."
     args = cli_args(max_steps=12, eval_steps=100, lora_dropout=0.1)        # dropout on: the RNG state must be restored too
@@ -233,7 +250,7 @@ def test_kill_and_resume_matches_uninterrupted(outputs):
     os.kill(p.pid, signal.SIGKILL); p.wait()
     assert read_manifest(ck.parent)['status'] == 'running'
     (ck/'checkpoint-99').mkdir()                              # a torn checkpoint: no COMPLETE mark, must be ignored
-    run_cli(*args, '--run_name', 'cut', '--resume', 'true')
+    run_cli(*args, '--run_name', 'cut')                      # the plain command again: it resumes
     m = read_manifest(ck.parent)
     assert m['status'] == 'complete' and m['summary']['steps'] == 12 and m['summary']['resumed_from'] is not None
     assert not (ck/'checkpoint-99').exists()
