@@ -9,13 +9,13 @@ import importlib.metadata as importlib_metadata, shutil
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PACKAGE', 'ASSETS', 'TRACKED_PACKAGES', 'STEP_NOTEBOOKS', 'TYPES', 'PROFILES_DIR', 'project_root', 'resolve_path',
-           'outputs_dir', 'run_dir', 'atomic_write_bytes', 'atomic_write_text', 'write_json', 'read_json',
-           'write_jsonl', 'append_jsonl', 'read_jsonl', 'secret_values', 'redact', 'package_versions', 'git_state',
-           'sha256_file', 'file_record', 'Manifest', 'read_manifest', 'param_changes', 'step', 'notebooks_dir',
-           'notebook_schema', 'step_schema', 'all_types', 'check_params', 'check_row', 'profile_names', 'load_profile',
-           'resolve_params', 'step_params', 'check_step_params', 'value_problems', 'refuse', 'injected_names',
-           'notebook_params']
+__all__ = ['PACKAGE', 'ASSETS', 'TRACKED_PACKAGES', 'LEFTOVERS', 'STEP_NOTEBOOKS', 'TYPES', 'PROFILES_DIR', 'project_root',
+           'resolve_path', 'outputs_dir', 'run_dir', 'atomic_write_bytes', 'atomic_write_text', 'write_json',
+           'read_json', 'write_jsonl', 'append_jsonl', 'read_jsonl', 'secret_values', 'redact', 'package_versions',
+           'git_state', 'sha256_file', 'file_record', 'Manifest', 'read_manifest', 'param_changes', 'remove_leftovers',
+           'step', 'notebooks_dir', 'notebook_schema', 'step_schema', 'all_types', 'check_params', 'check_row',
+           'profile_names', 'load_profile', 'resolve_params', 'step_params', 'check_step_params', 'value_problems',
+           'refuse', 'injected_names', 'notebook_params']
 
 # %% ../nbs/00_core.ipynb #1e9dfed4
 def project_root(start=None) -> Path:
@@ -44,14 +44,14 @@ def outputs_dir() -> Path:
     if os.environ.get('ANIMA_NB_OUTPUTS'): return Path(os.environ['ANIMA_NB_OUTPUTS']).resolve()
     return project_root()/'outputs'
 
-_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
+_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]*')
 
 def run_dir(run_name:str, # the run, a folder under `outputs_dir()`
             step:str=None, # the step, a folder under the run (None: the run's own folder)
             create=True) -> Path: # make the folder if it is missing
     "Folder of `run_name` (and of its `step`): `outputs/<run_name>/<step>/`."
     for name in (run_name, step):
-        if name is not None and not _NAME_RE.match(name):
+        if name is not None and not _NAME_RE.fullmatch(name):
             raise ValueError(f"Invalid run or step name {name!r}: use letters, digits, '.', '_' and '-'")
     d = outputs_dir()/run_name/(step or '')
     if create: d.mkdir(parents=True, exist_ok=True)
@@ -209,6 +209,16 @@ def param_changes(old:dict, # the parameters a step recorded (None: none)
     return [f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 # %% ../nbs/00_core.ipynb #a7c10002
+LEFTOVERS = ('.*.tmp', '.*.partial', '.model.*')     # atomic writes, executed notebooks and merged models in progress
+
+def remove_leftovers(folder) -> list:
+    "Remove the temporary files and folders a killed run left in `folder`; their names."
+    found = sorted({p for pat in LEFTOVERS for p in Path(folder).glob(pat)})
+    for p in found:
+        if p.is_dir(): shutil.rmtree(p, ignore_errors=True)
+        else: p.unlink(missing_ok=True)
+    return [p.name for p in found]
+
 @contextlib.contextmanager
 def step(params:dict, # the step's resolved parameters (`run_name` names the run)
          name:str, # the step, and its folder under the run
@@ -218,11 +228,16 @@ def step(params:dict, # the step's resolved parameters (`run_name` names the run
     out = run_dir(params['run_name'], name)
     if not main:
         yield out, None; return
+    remove_leftovers(out)
     manifest = Manifest(out, name, params, inputs)
     t0 = time.perf_counter()
     try: yield out, manifest
     except BaseException as e:
-        manifest.data['seconds'] = round(time.perf_counter() - t0, 2); manifest.fail(e); raise
+        manifest.data['seconds'] = round(time.perf_counter() - t0, 2)
+        try: manifest.fail(e)
+        except OSError as write_error:              # a full or read-only disk: say so, and keep the step's own error
+            print(f"could not record the failure in {manifest.path}: {write_error}", file=sys.stderr)
+        raise
     manifest.data['seconds'] = round(time.perf_counter() - t0, 2); manifest.finish()
 
 # %% ../nbs/00_core.ipynb #a7c10007

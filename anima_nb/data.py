@@ -33,7 +33,10 @@ ALPACA_PROMPT_DICT = {
     ),
 }
 
-def alpaca_prompt(instruction:str, input:str='', always_input=False) -> str:
+def alpaca_prompt(instruction:str, # what the model is asked to do
+                  input:str='', # further context; empty for none
+                  always_input=False # the with-input template even when `input` is empty
+                 ) -> str:
     "The Alpaca prompt for one row: the with-input template when `input` is non-empty (or `always_input`)."
     key = 'prompt_input' if (input or always_input) else 'prompt_no_input'
     return ALPACA_PROMPT_DICT[key].format(instruction=instruction, input=input)
@@ -49,10 +52,12 @@ FORMATS = {   # format -> (required columns, optional columns)
     'input-output': (('input', 'output'), ()),
 }
 
-def check_format(fmt:str, columns) -> None:
+def check_format(fmt:str, # one of `FORMATS`
+                 columns # the dataset's column names
+                ) -> None:
     "Refuse an unknown format, or columns that do not fit it."
     if fmt not in FORMATS: raise ValueError(f"Unknown dataset_format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    missing = [c for c in FORMATS[fmt][0] if c not in columns]
+    missing = [col for col in FORMATS[fmt][0] if col not in columns]
     if missing: raise ValueError(f"dataset_format {fmt!r} needs column(s) {missing}; the data has {sorted(columns)}")
 
 # %% ../nbs/01_data.ipynb #d084eb1f
@@ -61,20 +66,26 @@ def _chip2(text, where):
     if len(parts) < 2: raise ValueError(f"{where}: chip2 text has no '\\n<bot>: ' turn")
     return parts[0].replace('<human>: ', ''), parts[1]
 
-def to_pair(row:dict, fmt:str, where:str, always_input=False) -> dict:
+def to_pair(row:dict, # one row of the dataset
+            fmt:str, # one of `FORMATS`
+            where:str, # the row's address (file and line) for errors
+            always_input=False # alpaca rows: the with-input template for every row
+           ) -> dict:
     "The `{source, target}` pair of one row in format `fmt`; `where` names the row in errors."
     need, opt = FORMATS[fmt]
-    for c in need + opt:
-        if c in need and c not in row: raise ValueError(f"{where}: missing field {c!r}")
-        v = row.get(c, '')
-        if v is not None and not isinstance(v, str): raise ValueError(f"{where}: field {c!r} must be a string, got {type(v).__name__}")
-    g = lambda c: row.get(c) or ''
-    if fmt in ('alpaca', 'alpaca-clean'): src, tgt = alpaca_prompt(g('instruction'), g('input'), always_input), g('output')
-    elif fmt == 'chip2': src, tgt = _chip2(g('text'), where)
-    elif fmt == 'self-instruct': src, tgt = g('prompt'), g('completion')
-    elif fmt == 'hh-rlhf': src, tgt = '', g('chosen')
-    elif fmt == 'oasst1': src, tgt = '', g('text')
-    else: src, tgt = g('input'), g('output')
+    for col in need + opt:
+        if col in need and col not in row: raise ValueError(f"{where}: missing field {col!r}")
+        value = row.get(col, '')
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{where}: field {col!r} must be a string, got {type(value).__name__}")
+    field = lambda col: row.get(col) or ''
+    if fmt in ('alpaca', 'alpaca-clean'):
+        src, tgt = alpaca_prompt(field('instruction'), field('input'), always_input), field('output')
+    elif fmt == 'chip2': src, tgt = _chip2(field('text'), where)
+    elif fmt == 'self-instruct': src, tgt = field('prompt'), field('completion')
+    elif fmt == 'hh-rlhf': src, tgt = '', field('chosen')
+    elif fmt == 'oasst1': src, tgt = '', field('text')
+    else: src, tgt = field('input'), field('output')
     return {'source': src, 'target': tgt}
 
 # %% ../nbs/01_data.ipynb #52f7bb4d
@@ -99,7 +110,8 @@ def _json_array_rows(path, chunk:int=1 << 22):
             if i >= len(buf): raise ValueError(f"{path}, line {where(i)}: not valid JSON (the list is not closed)")
             if buf[i] == ']' and (n == 0 or not expect_row): return
             if not expect_row:
-                if buf[i] != ',': raise ValueError(f"{path}, line {where(i)}: not valid JSON (expected ',' or ']' after row {n - 1})")
+                if buf[i] != ',':
+                    raise ValueError(f"{path}, line {where(i)}: not valid JSON (expected ',' or ']' after row {n - 1})")
                 state['i'], expect_row = i + 1, True; continue
             try: row, j = dec.raw_decode(buf, i)
             except json.JSONDecodeError as e:
@@ -126,8 +138,8 @@ def _jsonl_rows(path):
 
 def _csv_rows(path):
     with open(path, newline='', encoding='utf-8') as f:
-        r = csv.DictReader(f)
-        for row in r: yield f"{path}, line {r.line_num}", row
+        reader = csv.DictReader(f)
+        for row in reader: yield f"{path}, line {reader.line_num}", row
 
 def _parquet_rows(path):
     import pandas as pd
@@ -142,33 +154,39 @@ READERS = {'.json': _json_rows, '.jsonl': _jsonl_rows, '.csv': _csv_rows, '.parq
 
 def read_rows(dataset:str):
     "Yield `(where, row)` from a local file or a hub dataset id."
-    p = resolve_path(dataset)
-    if p.exists():
-        if p.suffix not in READERS: raise ValueError(f"{p}: unsupported file type {p.suffix!r}; use one of {', '.join(READERS)}")
-        yield from READERS[p.suffix](p)
+    path = resolve_path(dataset)
+    if path.exists():
+        if path.suffix not in READERS:
+            raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(READERS)}")
+        yield from READERS[path.suffix](path)
     elif str(dataset).startswith(('pkg:', '.', '/')) or Path(str(dataset)).suffix in READERS:
-        raise FileNotFoundError(f"Dataset file {p} does not exist")
+        raise FileNotFoundError(f"Dataset file {path} does not exist")
     else: yield from _hub_rows(dataset)
 
 # %% ../nbs/01_data.ipynb #4b0eea13
+def pair_counts(pairs) -> dict:
+    "Rows, empty targets, duplicated `(source, target)` pairs and unique pairs among `pairs`."
+    seen, rows, empty = Counter(), 0, 0
+    for pair in pairs:
+        rows += 1; empty += not pair['target'].strip()
+        seen[hashlib.blake2b((pair['source'] + '\x00' + pair['target']).encode(), digest_size=12).digest()] += 1
+    return dict(rows=rows, empty_targets=empty, duplicates=rows - len(seen), unique=len(seen))
+
+# %% ../nbs/01_data.ipynb #db683820
 def _checked_pairs(dataset:str, dataset_format:str, always_input=False):
     "Yield the `{source, target}` pair of every row of `dataset`, refusing bad rows with their file and line."
     if dataset_format not in FORMATS: check_format(dataset_format, [])
     checked = False
     for where, row in read_rows(dataset):
-        if not isinstance(row, dict): raise ValueError(f"{where}: expected an object with fields, got {type(row).__name__}")
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: expected an object with fields, got {type(row).__name__}")
         if not checked: check_format(dataset_format, row.keys()); checked = True
         yield to_pair(row, dataset_format, where, always_input)
 
-def pair_counts(pairs) -> dict:
-    "Rows, empty targets, duplicated `(source, target)` pairs and unique pairs among `pairs`."
-    seen, rows, empty = Counter(), 0, 0
-    for p in pairs:
-        rows += 1; empty += not p['target'].strip()
-        seen[hashlib.blake2b((p['source'] + '\x00' + p['target']).encode(), digest_size=12).digest()] += 1
-    return dict(rows=rows, empty_targets=empty, duplicates=rows - len(seen), unique=len(seen))
-
-def load_pairs(dataset:str, dataset_format:str, always_input=False) -> tuple[list, dict]:
+def load_pairs(dataset:str, # local file, 'pkg:NAME' or a hub dataset id
+               dataset_format:str, # one of `FORMATS`
+               always_input=False # the with-input template for every alpaca row
+              ) -> tuple[list, dict]:
     "Read `dataset` as `(source, target)` pairs in `dataset_format`; also return counts of what was read."
     pairs = list(_checked_pairs(dataset, dataset_format, always_input))
     if not pairs: raise ValueError(f"{dataset}: no rows")
@@ -217,7 +235,10 @@ def _batch_lengths(bt, texts, batch_size):
     return [len(e.ids) for i in range(0, len(texts), batch_size)
             for e in bt.encode_batch_fast(texts[i:i+batch_size], add_special_tokens=False)]
 
-def token_lengths(texts:list, tokenizer, batch_size=4096) -> np.ndarray:
+def token_lengths(texts:list, # the texts to count
+                  tokenizer, # a transformers tokenizer
+                  batch_size=4096 # texts (or distinct lines) per call of the Rust tokenizer
+                 ) -> np.ndarray:
     "Token counts of `texts` without special tokens: distinct lines tokenized once, in batches, where exact."
     lt = _line_tokenizers(tokenizer)
     if lt is None:
@@ -232,12 +253,14 @@ def token_lengths(texts:list, tokenizer, batch_size=4096) -> np.ndarray:
     fl = dict(zip(first, _batch_lengths(lt[0], first, batch_size)))
     rl = dict(zip(rest, _batch_lengths(lt[1], rest, batch_size)))
     tail_len = np.fromiter((rl[s] for s in tails), np.int64, len(tails))
-    out = (np.fromiter((fl[h] for h in heads), np.int64, len(heads)) + n_tail +
-           np.bincount(np.repeat(np.arange(len(parts)), n_tail), weights=tail_len, minlength=len(parts)).astype(np.int64))
+    tail_sums = np.bincount(np.repeat(np.arange(len(parts)), n_tail), weights=tail_len, minlength=len(parts))
+    out = np.fromiter((fl[h] for h in heads), np.int64, len(heads)) + n_tail + tail_sums.astype(np.int64)
     if whole: out[whole] = _batch_lengths(lt[0], [texts[i] for i in whole], batch_size)
     return out
 
-def pair_lengths(pairs:list, tokenizer) -> dict:
+def pair_lengths(pairs:list, # `{source, target}` pairs
+                 tokenizer # a transformers tokenizer
+                ) -> dict:
     "Source (bos included) and target (eos included) token lengths of `pairs`, as the collator counts them."
     return {'source': token_lengths([p['source'] for p in pairs], tokenizer) + 1,
             'target': token_lengths([p['target'] for p in pairs], tokenizer) + 1}
@@ -248,14 +271,21 @@ COVERAGE_AT = (256, 512, 1024, 2048)
 
 def length_table(lengths:np.ndarray) -> dict:
     "The upstream quantile table of `lengths`, with mean and max."
-    return {**{f'q{q}': float(np.quantile(lengths, q)) for q in QUANTILES}, 'mean': float(lengths.mean()), 'max': int(lengths.max())}
+    return {**{f'q{q}': float(np.quantile(lengths, q)) for q in QUANTILES},
+            'mean': float(lengths.mean()), 'max': int(lengths.max())}
 
-def coverage(lengths:np.ndarray, limits) -> dict:
+def coverage(lengths:np.ndarray, # token lengths, one per row
+             limits # the maximum lengths to check
+            ) -> dict:
     "Share of rows whose length fits in each limit (nothing cut off)."
     return {int(l): float((lengths <= l).mean()) for l in sorted(set(limits))}
 
 # %% ../nbs/01_data.ipynb #5037c83c
-def profile_pairs(pairs:list, tokenizer, source_max_len:int, target_max_len:int) -> dict:
+def profile_pairs(pairs:list, # `{source, target}` pairs
+                  tokenizer, # a transformers tokenizer
+                  source_max_len:int, # the configured prompt limit
+                  target_max_len:int # the configured response limit
+                 ) -> dict:
     "Length quantiles and coverage of `pairs` at the standard limits and at the configured ones."
     L = pair_lengths(pairs, tokenizer)
     both = {l: float(((L['source'] <= l) & (L['target'] <= l)).mean()) for l in COVERAGE_AT}
@@ -269,7 +299,10 @@ def profile_pairs(pairs:list, tokenizer, source_max_len:int, target_max_len:int)
                         target_truncated=int((L['target'] > target_max_len).sum()))), L
 
 # %% ../nbs/01_data.ipynb #35776396
-def plot_lengths(L:dict, source_max_len:int, target_max_len:int, path=None):
+def plot_lengths(L:dict, # `pair_lengths` of the data
+                 source_max_len:int, # the prompt limit, drawn in red
+                 target_max_len:int, # the response limit, drawn in red
+                 path=None): # save the figure here
     "Histogram and CDF of source and target lengths with the max-length lines; saved to `path` if given."
     import matplotlib; import matplotlib.pyplot as plt
     fig, axs = plt.subplots(2, 2, figsize=(11, 6.5))
@@ -292,38 +325,49 @@ ANIMA_FILES = {   # name -> (url, sha256)
         'e4c2a7f5d824822feb4642d76f6a9e85c2dfa6c24ba8c7c2e7ae4ffcbf240a91'),
 }
 
-def check_sha256(path, expected:str) -> Path:
+def check_sha256(path, # the file to check
+                 expected:str # its published sha256, hex
+                ) -> Path:
     "`path`, after checking that its sha256 is `expected`."
     got = sha256_file(path)
-    if got != expected: raise ValueError(f"{path}: sha256 {got} does not match the expected {expected}; the file is not the published one")
+    if got != expected:
+        raise ValueError(f"{path}: sha256 {got} does not match the expected {expected}; "
+                         "the file is not the published one")
     return Path(path)
 
-def fetch_anima_file(name:str, timeout:float=30) -> Path:
+# %% ../nbs/01_data.ipynb #0fcc0cd4
+def fetch_anima_file(name:str, # a key of `ANIMA_FILES`
+                     timeout:float=30 # seconds to wait for the download
+                    ) -> Path:
     "A checked local copy of an Anima repository file: cached in `outputs/.cache/anima/`, downloaded when missing."
     if name not in ANIMA_FILES: raise ValueError(f"Unknown Anima file {name!r}: known are {sorted(ANIMA_FILES)}")
     url, sha = ANIMA_FILES[name]
     dest = outputs_dir()/'.cache'/'anima'/name
     if dest.exists(): return check_sha256(dest, sha)
     if os.environ.get('HF_HUB_OFFLINE') == '1':
-        raise FileNotFoundError(f"{name} is not cached in {dest.parent} and downloads are off (HF_HUB_OFFLINE=1): copy it there, "
-                                f"or pass a local path, or questions='pkg:sample_questions.json'")
+        raise FileNotFoundError(f"{name} is not cached in {dest.parent} and downloads are off (HF_HUB_OFFLINE=1): "
+                                f"copy it there, or pass a local path, or questions='pkg:sample_questions.json'")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r: data = r.read()
+        with urllib.request.urlopen(url, timeout=timeout) as resp: data = resp.read()
     except OSError as e:
         raise FileNotFoundError(f"Could not download {url} ({e}): pass a local copy as `questions`") from None
     if hashlib.sha256(data).hexdigest() != sha: raise ValueError(f"{url}: sha256 does not match the expected {sha}")
     return atomic_write_bytes(dest, data)
 
-def questions_problems(spec:str, where='') -> list:
+def questions_problems(spec:str, # `anima:NAME`, 'pkg:NAME' or a local path
+                       where='' # prefix of each message, e.g. the step's name
+                      ) -> list:
     "A question file that is neither a known Anima file nor a local file that exists."
     if str(spec).startswith('anima:'):
-        return [] if spec[6:] in ANIMA_FILES else [f"{where}questions: unknown Anima file {spec[6:]!r}: known are {sorted(ANIMA_FILES)}"]
+        if spec[6:] in ANIMA_FILES: return []
+        return [f"{where}questions: unknown Anima file {spec[6:]!r}: known are {sorted(ANIMA_FILES)}"]
     return [] if resolve_path(spec).exists() else [f'{where}questions: {resolve_path(spec)} does not exist']
 
 def questions_path(spec:str) -> Path:
     "Where the question file `spec` is: `anima:NAME` is fetched and checked, others via `resolve_path`."
     return fetch_anima_file(spec[6:]) if str(spec).startswith('anima:') else resolve_path(spec)
 
+# %% ../nbs/01_data.ipynb #2245d683
 QUESTION_SCHEMA = {'question_id': (int, str), 'category': str, 'question': str}
 
 def load_questions(spec:str) -> list:
@@ -331,14 +375,15 @@ def load_questions(spec:str) -> list:
     path = questions_path(spec)
     rows = read_json(path) if path.suffix == '.json' else read_jsonl(path)
     out = []
-    for i, r in enumerate(rows):
+    for i, row in enumerate(rows):
         where = f"{path}, row {i}"
-        if not isinstance(r, dict): raise ValueError(f"{where}: expected an object, got {type(r).__name__}")
-        q = dict(question_id=r.get('question_id'), category=r.get('category') or 'generic',
-                 question=r.get('translation') or r.get('question') or r.get('text'))
-        if q['question_id'] is None or not q['question']: raise ValueError(f"{where}: needs question_id and translation or text")
-        out.append(check_row(q, QUESTION_SCHEMA, where))
-    ids = [q['question_id'] for q in out]
+        if not isinstance(row, dict): raise ValueError(f"{where}: expected an object, got {type(row).__name__}")
+        question = dict(question_id=row.get('question_id'), category=row.get('category') or 'generic',
+                        question=row.get('translation') or row.get('question') or row.get('text'))
+        if question['question_id'] is None or not question['question']:
+            raise ValueError(f"{where}: needs question_id and translation or text")
+        out.append(check_row(question, QUESTION_SCHEMA, where))
+    ids = [question['question_id'] for question in out]
     if len(set(ids)) != len(ids): raise ValueError(f"{path}: duplicate question_id values")
     return out
 
@@ -351,7 +396,9 @@ def answers_path(run_name:str) -> Path:
     "Where inference writes the answers of run `run_name`."
     return run_dir(run_name, 'inference', create=False)/'answers.jsonl'
 
-def read_answers(path, tolerate_torn_tail=False) -> list:
+def read_answers(path, # an answer file (JSON lines)
+                 tolerate_torn_tail=False # skip a half-written last line (a run still writing)
+                ) -> list:
     "The rows of an answer file written by inference, each checked against `ANSWER_SCHEMA`."
     rows = read_jsonl(path, tolerate_torn_tail)
     return [check_row(r, ANSWER_SCHEMA, f'{path}, answer {i}') for i, r in enumerate(rows, 1)]
@@ -359,11 +406,13 @@ def read_answers(path, tolerate_torn_tail=False) -> list:
 # %% ../nbs/01_data.ipynb #2f9e033f
 TEMPLATE_MODES = ('per_row', 'always_input')
 
-def dataset_problems(dataset:str, where='') -> list:
+def dataset_problems(dataset:str, # local file, 'pkg:NAME' or a hub dataset id
+                     where='' # prefix of each message, e.g. the step's name
+                    ) -> list:
     "A dataset named as a local file that is not there."
-    p = resolve_path(dataset)
+    path = resolve_path(dataset)
     looks_local = str(dataset).startswith(('pkg:', '.', '/', '~')) or Path(str(dataset)).suffix in READERS
-    return [f'{where}dataset {p} does not exist'] if looks_local and not p.exists() else []
+    return [f'{where}dataset {path} does not exist'] if looks_local and not path.exists() else []
 
 def problems(params:dict) -> list:
     "What is wrong with the data step's values, before anything is read."
@@ -371,6 +420,7 @@ def problems(params:dict) -> list:
                            choices={'template_mode': TEMPLATE_MODES, 'dataset_format': tuple(FORMATS)})
             + dataset_problems(params['dataset'], '01_data: '))
 
+# %% ../nbs/01_data.ipynb #01d48de2
 def run_data(params:dict) -> dict:
     "The data step: load, check, profile and plot `params['dataset']`; write `profile.json` and the manifest."
     refuse(problems(params), '01_data')
@@ -392,16 +442,19 @@ def run_data(params:dict) -> dict:
         write_profile(out, result)
         plot_lengths(lengths, params['source_max_len'], params['target_max_len'], out/'lengths.png')
         manifest.add_output(out/'profile.json', out/'lengths.png').record(
-            **counts, source_q98=result['quantiles']['source']['q0.98'], target_q98=result['quantiles']['target']['q0.98'])
+            **counts, source_q98=result['quantiles']['source']['q0.98'],
+            target_q98=result['quantiles']['target']['q0.98'])
     return result
 
 PROFILE_SCHEMA = {'dataset': str, 'counts': dict, 'quantiles': dict, 'coverage': dict, 'configured': dict}
 
-def write_profile(out, result:dict) -> Path:
+def write_profile(out, # the data step's folder
+                  result:dict # what `run_data` computed
+                 ) -> Path:
     "Write the length profile into the step folder `out`, after checking its shape."
     return write_json(Path(out)/'profile.json', check_row(result, PROFILE_SCHEMA, str(Path(out)/'profile.json')))
 
 def read_profile(run_name:str) -> dict|None:
     "The length profile of `run_name`'s data step, checked; None when the step has not written one."
-    p = run_dir(run_name, 'data', create=False)/'profile.json'
-    return check_row(read_json(p), PROFILE_SCHEMA, str(p)) if p.exists() else None
+    path = run_dir(run_name, 'data', create=False)/'profile.json'
+    return check_row(read_json(path), PROFILE_SCHEMA, str(path)) if path.exists() else None

@@ -27,7 +27,8 @@ def _corpus_lines():
     for r in rows: yield from (r['instruction'], r['input'], r['output'])
     for q in qs: yield q['translation']
     yield ("Below is an instruction that describes a task, paired with an input that provides further context. "
-           "Write a response that appropriately completes the request.\n\n### Instruction:\n\n### Input:\n\n### Response: ")
+           "Write a response that appropriately completes the request.\n\n"
+           "### Instruction:\n\n### Input:\n\n### Response: ")
 
 def train_demo_tokenizer(out_dir, # where the tokenizer is saved
                          vocab_size=3000, # pieces, the 256 byte-fallback pieces included
@@ -48,14 +49,17 @@ def train_demo_tokenizer(out_dir, # where the tokenizer is saved
     return tok
 
 # %% ../nbs/01a_models.ipynb #ec43ff4b
-def build_demo_model(out_dir, seed=0, vocab_size=3000, **arch):
+def build_demo_model(out_dir, # where the model and tokenizer are saved
+                     seed=0, # seed of the random weights
+                     vocab_size=3000, # tokenizer pieces
+                     **arch): # `LlamaConfig` fields overriding `TINY_LLAMA`
     "Build the demo tokenizer and a random-init `LlamaForCausalLM` into `out_dir` (safetensors, fp32)."
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, GenerationConfig
     out_dir = Path(out_dir)
     tok = train_demo_tokenizer(out_dir/'_tok', vocab_size)
-    cfg = LlamaConfig(vocab_size=len(tok), bos_token_id=1, eos_token_id=2, pad_token_id=None, tie_word_embeddings=False,
-                      **{**TINY_LLAMA, **arch})
+    cfg = LlamaConfig(vocab_size=len(tok), bos_token_id=1, eos_token_id=2, pad_token_id=None,
+                      tie_word_embeddings=False, **{**TINY_LLAMA, **arch})
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg)
     model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2)
@@ -77,7 +81,9 @@ def resolve_model(name:str) -> str:
     return str(dest)
 
 # %% ../nbs/01a_models.ipynb #020e0866
-def load_tokenizer(model_name_or_path:str, pad_token:str='unk', padding_side='right'):
+def load_tokenizer(model_name_or_path:str, # hub id, local folder or the demo model
+                   pad_token:str='unk', # 'unk' (reuse `<unk>`) or '[PAD]' (add a token), when it has none
+                   padding_side='right'): # 'left' for batched generation
     "The tokenizer of `model_name_or_path` (resolved) with a pad token: `'unk'` reuses `<unk>`, `'[PAD]'` adds a token."
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(resolve_model(model_name_or_path))
@@ -98,17 +104,20 @@ def bnb_config(params:dict):
     "The `BitsAndBytesConfig` of `params` (4-bit NF4/FP4 with optional double quantization, or 8-bit), or None."
     from transformers import BitsAndBytesConfig
     if params['bits'] == 4:
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=params['quant_type'], bnb_4bit_use_double_quant=params['double_quant'],
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=params['quant_type'],
+                                  bnb_4bit_use_double_quant=params['double_quant'],
                                   bnb_4bit_compute_dtype=compute_dtype(params), bnb_4bit_quant_storage='uint8')
     if params['bits'] == 8: return BitsAndBytesConfig(load_in_8bit=True)
     if params['bits'] in (16, 32): return None
     raise ValueError(f"bits must be 4, 8, 16 or 32, got {params['bits']!r}")
 
+# %% ../nbs/01a_models.ipynb #3dc91c60
 def _device_map():
     import torch
     return {'': int(os.environ.get('LOCAL_RANK', 0))} if torch.cuda.is_available() else {'': 'cpu'}
 
-def grow_embeddings(model, vocab_size:int):
+def grow_embeddings(model, # a transformers causal LM
+                    vocab_size:int): # rows wanted; fewer or equal changes nothing
     "Grow input and output embeddings to `vocab_size` rows, new rows set to the mean of the old ones (as `qlora.py`)."
     import torch
     n = model.get_input_embeddings().weight.shape[0]
@@ -121,17 +130,22 @@ def grow_embeddings(model, vocab_size:int):
 
 def no_cpu_repack(model):
     "Stop bitsandbytes from repacking 4-bit weights in place for its CPU inference kernel (it fails or corrupts them)."
-    for m in model.modules():
-        if hasattr(m, 'support_avx512bf16_for_cpu'): m.support_avx512bf16_for_cpu = False
+    for module in model.modules():
+        if hasattr(module, 'support_avx512bf16_for_cpu'): module.support_avx512bf16_for_cpu = False
     return model
 
-def load_base_model(model_name_or_path:str, params:dict, quantized=True, revision=None, vocab_size:int=None):
+def load_base_model(model_name_or_path:str, # hub id, local folder or the demo model
+                    params:dict, # the step's parameters: `bits`, `quant_type`, `double_quant`, `bf16`
+                    quantized=True, # quantize per `params`; else load in the compute dtype
+                    revision=None, # hub revision
+                    vocab_size:int=None): # grow the embedding to this many rows (the `[PAD]` policy)
     "The base model: 4-bit/8-bit per `params` when `quantized`, else full precision in the compute dtype."
     from transformers import AutoModelForCausalLM
-    q = bnb_config(params) if quantized else None
-    kw = dict(quantization_config=q, device_map=_device_map()) if q is not None else {}
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(model_name_or_path), revision=revision, dtype=compute_dtype(params), **kw)
-    if q is not None: no_cpu_repack(model)
+    quant = bnb_config(params) if quantized else None
+    kw = dict(quantization_config=quant, device_map=_device_map()) if quant is not None else {}
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(model_name_or_path), revision=revision,
+                                                 dtype=compute_dtype(params), **kw)
+    if quant is not None: no_cpu_repack(model)
     if vocab_size: grow_embeddings(model, vocab_size)
     return model
 
@@ -150,19 +164,25 @@ def load_full_base(name:str, # hub id, local folder or the demo model
     return grow_embeddings(model, vocab_size) if vocab_size else model
 
 # %% ../nbs/01a_models.ipynb #774e19ff
-def lora_targets(model, lora_modules:str='all') -> list:
+def lora_targets(model, # the base model
+                 lora_modules:str='all' # 'all', or module names separated by commas
+                ) -> list:
     "Names of the modules LoRA adapts: all linear layers but `lm_head`, or the comma-separated list given."
     import torch
-    if lora_modules != 'all': return [m.strip() for m in lora_modules.split(',') if m.strip()]
-    return sorted({n.split('.')[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and 'lm_head' not in n})
+    if lora_modules != 'all': return [name.strip() for name in lora_modules.split(',') if name.strip()]
+    return sorted({name.split('.')[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and 'lm_head' not in name})
 
-def lora_config(model, params:dict):
+def lora_config(model, # the base model
+                params:dict): # the step's parameters: `lora_r`, `lora_alpha`, `lora_dropout`, `lora_modules`
     "The peft `LoraConfig` of `params` for `model`."
     from peft import LoraConfig
-    return LoraConfig(r=params['lora_r'], lora_alpha=params['lora_alpha'], lora_dropout=params['lora_dropout'], bias='none',
-                      target_modules=lora_targets(model, params['lora_modules']), task_type='CAUSAL_LM')
+    return LoraConfig(r=params['lora_r'], lora_alpha=params['lora_alpha'], lora_dropout=params['lora_dropout'],
+                      bias='none', target_modules=lora_targets(model, params['lora_modules']), task_type='CAUSAL_LM')
 
-def add_lora(model, params:dict, prepare=True):
+def add_lora(model, # the (quantized) base model
+             params:dict, # the step's parameters
+             prepare=True): # prepare for k-bit training and gradient checkpointing first
     "Prepare a (quantized) base for training and wrap it with LoRA adapters per `params`."
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import set_seed
@@ -170,17 +190,21 @@ def add_lora(model, params:dict, prepare=True):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=params['gradient_checkpointing'],
                                                 gradient_checkpointing_kwargs={'use_reentrant': False})
     elif prepare and params['gradient_checkpointing']:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False}); model.enable_input_require_grads()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
+        model.enable_input_require_grads()
     set_seed(params['seed'])
     model = get_peft_model(model, lora_config(model, params))
     if params['bf16']:                        # as qlora.py: with --bf16 the LoRA layers are cast to bfloat16 too
         import torch
-        for n, p in model.named_parameters():
-            if 'lora_' in n: p.data = p.data.to(torch.bfloat16)
+        for name, weight in model.named_parameters():
+            if 'lora_' in name: weight.data = weight.data.to(torch.bfloat16)
     return model
 
 # %% ../nbs/01a_models.ipynb #c1712e67
-def save_adapter(model, tok, dest, embeddings=False):
+def save_adapter(model, # the peft model
+                 tok, # its tokenizer
+                 dest, # the adapter folder
+                 embeddings=False): # also save the embedding and `lm_head` rows
     "Save the LoRA adapter and the tokenizer into `dest`, atomically (temporary folder, then rename)."
     dest = Path(dest); tmp = dest.with_name(f'.{dest.name}.tmp')
     shutil.rmtree(tmp, ignore_errors=True)
@@ -194,21 +218,23 @@ def save_adapter(model, tok, dest, embeddings=False):
 def train_record(run_name:str) -> dict:
     "The training manifest of `run_name`, with `adapter_dir` added; fails when training has not completed."
     d = run_dir(run_name, 'train', create=False)
-    m = read_manifest(d)
-    if m is None or m.get('status') != 'complete' or not (d/'adapter'/'adapter_config.json').exists():
-        state = 'has not run' if m is None else f"is {m.get('status')!r}" if m.get('status') != 'complete' else 'left no adapter'
+    manifest = read_manifest(d)
+    status = manifest.get('status') if manifest else None
+    if manifest is None or status != 'complete' or not (d/'adapter'/'adapter_config.json').exists():
+        state = 'has not run' if manifest is None else f"is {status!r}" if status != 'complete' else 'left no adapter'
         raise FileNotFoundError(f"The training step of run {run_name!r} {state} ({d}). Run 02_train first, e.g. "
                                 f"`papermill nbs/02_train.ipynb out.ipynb -p run_name {run_name}`.")
-    ac, p = read_json(d/'adapter'/'adapter_config.json'), m['params']
-    if (ac.get('r'), ac.get('lora_alpha')) != (p.get('lora_r'), p.get('lora_alpha')):
-        raise ValueError(f"{d}: the adapter (r={ac.get('r')}, alpha={ac.get('lora_alpha')}) is not the one the manifest "
-                         f"describes (lora_r={p.get('lora_r')}, lora_alpha={p.get('lora_alpha')})")
-    return {**m, 'adapter_dir': str(d/'adapter')}
+    adapter_cfg, recorded = read_json(d/'adapter'/'adapter_config.json'), manifest['params']
+    if (adapter_cfg.get('r'), adapter_cfg.get('lora_alpha')) != (recorded.get('lora_r'), recorded.get('lora_alpha')):
+        raise ValueError(f"{d}: the adapter (r={adapter_cfg.get('r')}, alpha={adapter_cfg.get('lora_alpha')}) "
+                         f"is not the one the manifest describes "
+                         f"(lora_r={recorded.get('lora_r')}, lora_alpha={recorded.get('lora_alpha')})")
+    return {**manifest, 'adapter_dir': str(d/'adapter')}
 
 def base_of(rec:dict) -> tuple:
     "`(base model name, revision)` of a training record."
-    s, p = rec.get('summary', {}), rec['params']
-    return s.get('base_model') or p['model_name_or_path'], s.get('base_revision')
+    summary, recorded = rec.get('summary', {}), rec['params']
+    return summary.get('base_model') or recorded['model_name_or_path'], summary.get('base_revision')
 
 # %% ../nbs/01a_models.ipynb #d3d48a3a
 def demo_adapter(run_name:str, # the run to write `train/` into
@@ -222,14 +248,14 @@ def demo_adapter(run_name:str, # the run to write `train/` into
     tok = load_tokenizer(params['model_name_or_path'], params['pad_token'])
     base = load_base_model(params['model_name_or_path'], params)
     model = add_lora(grow_embeddings(base, len(tok)), params, prepare=False)
-    g = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for n, p in model.named_parameters():
-            if 'lora_B' in n: p.copy_(torch.randn(p.shape, generator=g) * std)
+        for name, weight in model.named_parameters():
+            if 'lora_B' in name: weight.copy_(torch.randn(weight.shape, generator=gen) * std)
     with step(params, 'train') as (out, manifest):
         save_adapter(model, tok, out/'adapter')
-        manifest.record(base_model=params['model_name_or_path'], base_model_path=resolve_model(params['model_name_or_path']),
-                        base_revision=None, synthetic=True)
+        manifest.record(base_model=params['model_name_or_path'],
+                        base_model_path=resolve_model(params['model_name_or_path']), base_revision=None, synthetic=True)
     return out
 
 # %% ../nbs/01a_models.ipynb #6200c0dd
@@ -258,9 +284,10 @@ def load_adapter_model(rec:dict, # a training record (`train_record`)
 def merged_record(run_name:str) -> dict:
     "The merge manifest of `run_name`, with `model_dir` added; fails when the merge has not completed."
     d = run_dir(run_name, 'merge', create=False)
-    m = read_manifest(d)
-    if m is None or m.get('status') != 'complete' or not (d/'model'/'config.json').exists():
+    manifest = read_manifest(d)
+    if manifest is None or manifest.get('status') != 'complete' or not (d/'model'/'config.json').exists():
         raise FileNotFoundError(f"No complete merge in {d}: run 03_merge first (or use model_source='adapter').")
-    if m['summary'].get('merge_dtype') not in FLOAT_DTYPES:
-        raise ValueError(f"{d/'manifest.json'}: merge_dtype {m['summary'].get('merge_dtype')!r} is not one of {FLOAT_DTYPES}")
-    return {**m, 'model_dir': str(d/'model')}
+    merge_dtype = manifest['summary'].get('merge_dtype')
+    if merge_dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{d/'manifest.json'}: merge_dtype {merge_dtype!r} is not one of {FLOAT_DTYPES}")
+    return {**manifest, 'model_dir': str(d/'model')}

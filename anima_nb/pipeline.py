@@ -187,16 +187,20 @@ def run_notebook(step, # the step, named in a failure
                  progress=False) -> Path: # show papermill's progress bar
     "Execute `nb_path` with papermill into `out_path` with `params`; raise `StepFailed` on an error."
     import papermill as pm
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    out_path = Path(out_path); out_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_path.with_name(f'.{out_path.name}.partial')      # saved after every cell; renamed when it ends
     try:
-        pm.execute_notebook(str(nb_path), str(out_path), parameters=params, cwd=str(cwd or project_root()),
+        pm.execute_notebook(str(nb_path), str(partial), parameters=params, cwd=str(cwd or project_root()),
                             log_output=log_output, progress_bar=progress, request_save_on_cell_execute=True,
                             extra_arguments=['--IPKernelApp.log_level=CRITICAL'])
     except pm.PapermillExecutionError as e:
+        os.replace(partial, out_path)
         raise StepFailed(step, out_path, e.cell_index, e.exec_count, e.source, e.ename, e.evalue) from None
     except Exception as e:
+        if partial.exists(): os.replace(partial, out_path)
         raise StepFailed(step, out_path, ename=type(e).__name__, evalue=str(e)) from e
-    return Path(out_path)
+    os.replace(partial, out_path)
+    return out_path
 
 # %% ../nbs/06_pipeline.ipynb #e7f51f48
 def _now(): return dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')
@@ -380,6 +384,7 @@ def run_pipeline(values:dict, # every value given to the chain, as `gather_param
     root = run_dir(run)
     with RunLock(root):
         nbdir = run_dir(run, 'notebooks')
+        remove_leftovers(nbdir)                              # half-written notebooks of a killed run
         manifest = Manifest(root, 'pipeline', values)
         todo = {p['step']: p for p in plan}
         manifest.data.update(plan=plan, steps={s: _step_entry(s, pre, values, nbdir, *_initial_status(s, todo))

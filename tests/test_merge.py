@@ -126,3 +126,10 @@ def test_pad_policy_merge_keeps_the_base_vocabulary(outdir):
     model, tok = AutoModelForCausalLM.from_pretrained(d), AutoTokenizer.from_pretrained(d)
     assert model.get_input_embeddings().weight.shape[0] == len(tok) == 3000
     assert read_manifest(run_dir('padrun', 'merge'))['summary']['vocab_size'] == 3000
+
+def test_killed_merge_leaves_nothing_behind(outdir):
+    "A merged model being saved when the merge was killed (its temporary folder) is removed by the next merge."
+    d = run_dir(RUN, 'merge')
+    (d/'.model.k1ll3d').mkdir(parents=True); (d/'.model.k1ll3d'/'model-00001-of-00009.safetensors').write_bytes(b'x' * 100)
+    M.merge(params(compare_modes=False))
+    assert not list(d.glob('.model.*')) and (d/'model'/'config.json').exists()
