@@ -16,11 +16,11 @@ from .judge import *
 __all__ = ['BATTLE_SCHEMA', 'RATINGS_SCHEMA', 'JUDGES', 'SCHEDULES', 'load_published', 'load_verdicts', 'verdict', 'outcome',
            'battle_row', 'verdicts_to_battles', 'expected_score', 'elo_update', 'online_elo', 'reproduce_published',
            'notebook_stdout', 'read_upstream_notebook', 'upstream_draw', 'upstream_draws', 'answer_files',
-           'load_answers', 'answer_sources', 'playable', 'judge_draws', 'upstream_tournament', 'balanced_draws',
-           'combine_orders', 'balanced_tournament', 'games_array', 'bt_fit', 'bradley_terry', 'permuted_elo',
-           'first_slot_stats', 'pair_matrices', 'plot_matrix', 'plot_ratings', 'make_judge', 'play', 'replay_recorded',
-           'ratings_report', 'write_battles', 'read_battles', 'write_ratings', 'read_ratings', 'battles_table',
-           'full_report', 'elo_figures', 'problems', 'run_elo']
+           'load_answers', 'answer_sources', 'playable', 'judge_draws', 'check_unparseable', 'upstream_tournament',
+           'balanced_draws', 'combine_orders', 'balanced_tournament', 'games_array', 'bt_fit', 'bradley_terry',
+           'permuted_elo', 'first_slot_stats', 'pair_matrices', 'plot_matrix', 'plot_ratings', 'make_judge', 'play',
+           'replay_recorded', 'ratings_report', 'write_battles', 'read_battles', 'write_ratings', 'read_ratings',
+           'battles_table', 'full_report', 'elo_figures', 'problems', 'run_elo']
 
 # %% ../nbs/05_elo.ipynb #fb48294b
 def load_published(path='pkg:anima_elo_published.json') -> dict:
@@ -223,6 +223,15 @@ def judge_draws(draws, # `(question, model_a, model_b)` triples
     reviews = judge.judge_many(msgs, concurrency, progress)
     return [dict(review=r, score=parser(r), prompt_hash=judge.key(m)[:16]) for r, m in zip(reviews, msgs)]
 
+def check_unparseable(judged:int, # verdicts received so far
+                      skipped:list, # the draws whose verdict had no readable scores (with `review`)
+                      share:float, # the largest share tolerated
+                      at_least:int=20): # verdicts before the share is judged
+    "Stop a tournament whose judge answers mostly without scores, naming the count and one such verdict."
+    if judged >= at_least and len(skipped) > share * judged:
+        raise JudgeError(f"{len(skipped)} of {judged} verdicts had no scores the parser could read (more than "
+                         f"{share:.0%}, max_unparseable): for example {skipped[-1].get('review', '')[:160]!r}")
+
 def upstream_tournament(questions, # the questions played, in the order the draws index
                         answers, # `{(question_id, model): answer}`
                         models, # the models, in the order the draws index
@@ -232,7 +241,8 @@ def upstream_tournament(questions, # the questions played, in the order the draw
                         seed=42, # the `random.seed` of the draws
                         concurrency=1, # requests in flight
                         max_draws=None, # give up after this many draws (default: 50 per round + 1000)
-                        progress=True) -> dict: # show a progress bar
+                        progress=True, # show a progress bar
+                        max_unparseable=1.0) -> dict: # the share of unreadable verdicts that stops the tournament
     "The upstream schedule: seeded draws, repeats redrawn, unparseable verdicts skipped, until `rounds` are recorded."
     from tqdm import tqdm
     stream = upstream_draws(seed, len(questions), len(models))
@@ -253,10 +263,11 @@ def upstream_tournament(questions, # the questions played, in the order the draw
             judged = judge_draws(todo, questions, answers, judge, parser, concurrency, progress=False)
             for d, (q, a, b), j in zip(batch, todo, judged):
                 if j['score'] == [-1, -1]:
-                    skipped.append(dict(question_id=q['question_id'], model_a=a, model_b=b)); continue
+                    skipped.append(dict(question_id=q['question_id'], model_a=a, model_b=b, review=j['review'])); continue
                 recorded.add(d); bar.update(1)
                 battles.append(battle_row(q['question_id'], q['category'], a, b, *j['score'], judge=judge.model,
                                           prompt_hash=j['prompt_hash'], round=len(battles) + 1))
+            check_unparseable(len(battles) + len(skipped), skipped, max_unparseable)
     return dict(battles=battles, skipped=skipped)
 
 # %% ../nbs/05_elo.ipynb #d26eef4f
@@ -298,15 +309,19 @@ def balanced_tournament(questions, # the questions played
                         seed=42, # seed of the sample and the orders
                         both_orders=False, # judge each draw in both answer orders
                         concurrency=1, # requests in flight
-                        progress=True) -> dict: # show a progress bar
+                        progress=True, # show a progress bar
+                        max_unparseable=1.0) -> dict: # the share of unreadable verdicts that stops the tournament
     "The balanced schedule; unparseable verdicts are counted and left out."
     draws = balanced_draws(questions, models, rounds, seed, both_orders)
-    battles, skipped = [], []
-    for (q, a, b), j in zip(draws, judge_draws(draws, questions, answers, judge, parser, concurrency, progress)):
-        if j['score'] == [-1, -1]:
-            skipped.append(dict(question_id=q['question_id'], model_a=a, model_b=b)); continue
-        battles.append(battle_row(q['question_id'], q['category'], a, b, *j['score'], judge=judge.model,
-                                  prompt_hash=j['prompt_hash'], round=len(battles) + 1))
+    battles, skipped, chunk = [], [], max(20, 4 * concurrency)
+    for start in range(0, len(draws), chunk):                 # in chunks, so a judge without scores stops early
+        part = draws[start:start + chunk]
+        for (q, a, b), j in zip(part, judge_draws(part, questions, answers, judge, parser, concurrency, progress)):
+            if j['score'] == [-1, -1]:
+                skipped.append(dict(question_id=q['question_id'], model_a=a, model_b=b, review=j['review'])); continue
+            battles.append(battle_row(q['question_id'], q['category'], a, b, *j['score'], judge=judge.model,
+                                      prompt_hash=j['prompt_hash'], round=len(battles) + 1))
+        check_unparseable(len(battles) + len(skipped), skipped, max_unparseable)
     return dict(battles=battles, skipped=skipped)
 
 # %% ../nbs/05_elo.ipynb #cd6cdec1
@@ -441,6 +456,7 @@ def make_judge(params:dict, # the Elo step's parameters
                     max_tokens=params['judge_max_tokens'])
     if params['judge'] == 'openai':
         return OpenAIJudge(base_url=params['judge_base_url'], cache=cache_path, timeout=params['judge_timeout'],
+                           retry_after_cap=params['judge_max_wait'], max_requests=params['judge_max_requests'],
                            seed=params['seed'], **settings)
     if params['judge'] == 'replay': return ReplayJudge(params['replay_file'] or cache_path, **settings)
     raise ValueError(f"judge must be 'replay' or 'openai', got {params['judge']!r}")
@@ -456,10 +472,11 @@ def play(params:dict, # the Elo step's parameters
     judge, parser = make_judge(params, out/'judge_cache.jsonl'), SCORE_PARSERS[params['score_parser']]
     if params['schedule'] == 'upstream':
         tournament = upstream_tournament(questions, answers, models, judge, parser, params['rounds'], params['seed'],
-                                         params['concurrency'])
+                                         params['concurrency'], max_unparseable=params['max_unparseable'])
     elif params['schedule'] == 'balanced':
         tournament = balanced_tournament(questions, answers, models, judge, parser, params['rounds'] or 0,
-                                         params['seed'], params['both_orders'], params['concurrency'])
+                                         params['seed'], params['both_orders'], params['concurrency'],
+                                         max_unparseable=params['max_unparseable'])
     else: raise ValueError(f"schedule must be 'upstream' or 'balanced', got {params['schedule']!r}")
     reviews = [r['content'] for r in judge.cache.rows.values()]
     failures = {name: sum(parse(r) == [-1, -1] for r in reviews) for name, parse in SCORE_PARSERS.items()}
@@ -563,7 +580,8 @@ def problems(params:dict) -> list:
     "What is wrong with the Elo step's values, before a judge is called: ranges, choices, files, the key."
     where = '05_elo: '
     found = value_problems(params, positive=('concurrency', 'judge_timeout', 'k_factor', 'judge_max_tokens'),
-                           non_negative=('rounds', 'bootstrap_rounds', 'permutations', 'judge_temperature'),
+                           non_negative=('rounds', 'bootstrap_rounds', 'permutations', 'judge_temperature', 'judge_max_wait',
+                                         'judge_max_requests', 'max_unparseable'),
                            choices={'judge': JUDGES, 'schedule': SCHEDULES, 'score_parser': tuple(SCORE_PARSERS)},
                            where=where)
     if params['answers']:

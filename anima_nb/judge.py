@@ -180,8 +180,8 @@ class BaseJudge:
         key = self.key(messages)
         if self.cache is not None and key in self.cache:
             self._count(cache_hits=1); return self.cache.get(key)['content']
-        row = {'key': key, 'model': self.model, 'temperature': self.temperature, 'max_tokens': self.max_tokens,
-               **self._fetch(messages)}
+        row = redact({'key': key, 'model': self.model, 'temperature': self.temperature, 'max_tokens': self.max_tokens,
+                      **self._fetch(messages)})               # a verdict that echoes a key never reaches the disk
         if self.cache is not None: self.cache.put(row)
         return row['content']
 
@@ -223,6 +223,7 @@ class OpenAIJudge(BaseJudge):
                  backoff_base=1.0, # seconds of the first backoff window
                  backoff_cap=60.0, # the longest backoff window
                  retry_after_cap=600.0, # the longest `Retry-After` wait honoured
+                 max_requests=None, # paid requests this judge may send at most (None or 0: no cap)
                  seed=None, # seed of the backoff jitter
                  sleep=time.sleep): # how to wait (tests pass a fake)
         import openai
@@ -233,25 +234,38 @@ class OpenAIJudge(BaseJudge):
                                     max_retries=0)
         self.max_attempts, self.backoff_base, self.backoff_cap = max_attempts, backoff_base, backoff_cap
         self.retry_after_cap, self.rng, self.sleep = retry_after_cap, random.Random(seed), sleep
+        self.max_requests, self.url = max_requests, str(self.client.base_url)
+        self.max_requests, self.url = max_requests, str(self.client.base_url)
 
     def _fetch(self, messages) -> dict:
         for attempt in range(self.max_attempts):
+            with self._lock:
+                if self.max_requests and self.stats['requests'] >= self.max_requests:
+                    raise JudgeError(f"the cap of {self.max_requests} paid judge requests in one run is reached "
+                                     f"(judge_max_requests; what was paid for is in the cache, a rerun sends only the rest)")
+                self.stats['requests'] += 1
             try:
-                self._count(requests=1)
                 response = self.client.chat.completions.create(model=self.model, messages=messages,
                                                                temperature=self.temperature, max_tokens=self.max_tokens)
                 break
             except Exception as e:
+                status = getattr(e, 'status_code', None)
+                what = f"judge request to {self.url} failed{f' (status {status})' if status else ''}"
                 if not is_retryable(e):
-                    raise JudgeError(redact(f'judge request failed: {type(e).__name__}: {e}')) from None
+                    raise JudgeError(redact(f'{what}: {type(e).__name__}: {e}')) from None
                 if attempt == self.max_attempts - 1:
-                    raise JudgeError(redact(f'judge request failed after {self.max_attempts} attempts: '
-                                            f'{type(e).__name__}: {e}')) from None
+                    raise JudgeError(redact(f'{what} after {self.max_attempts} attempts: {type(e).__name__}: {e}')) from None
                 wait = retry_after(e)
                 if wait is None: wait = backoff_delay(attempt, self.backoff_base, self.backoff_cap, self.rng)
                 else: wait = min(wait, self.retry_after_cap)
                 with self._lock: self.stats['retries'] += 1; self.stats['waits'].append(wait)
                 self.sleep(wait)
+        if not isinstance(getattr(response, 'choices', None), list):
+            raise JudgeError(redact(f"{self.url} answered with a body that is not a chat completion "
+                                    f"(status 200, {type(response).__name__}: {str(response)[:120]!r})"))
+        if not isinstance(getattr(response, 'choices', None), list):
+            raise JudgeError(redact(f"{self.url} answered with a body that is not a chat completion "
+                                    f"(status 200, {type(response).__name__}: {str(response)[:120]!r})"))
         reported = getattr(response, 'usage', None)
         usage = {'prompt_tokens': getattr(reported, 'prompt_tokens', 0) or 0,
                  'completion_tokens': getattr(reported, 'completion_tokens', 0) or 0}

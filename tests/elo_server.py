@@ -76,6 +76,10 @@ class ChatServer:
             if kind == '429': return self._send(h, 429, {'error': {'message': 'rate limited', 'type': 'rate_limit'}}, [('Retry-After', str(arg or 1))])
             if kind in ('500', '503'): return self._send(h, int(kind), {'error': {'message': 'server error', 'type': 'server_error'}})
             if kind == '401': return self._send(h, 401, {'error': {'message': 'bad key', 'type': 'invalid_request_error'}})
+            if kind == 'html':                                    # a proxy's login page, answered with status 200
+                page = b'<html><body>Please sign in</body></html>'
+                h.send_response(200); h.send_header('Content-Type', 'text/html'); h.send_header('Content-Length', str(len(page)))
+                h.end_headers(); h.wfile.write(page); return
             req = json.loads(body)
             content = 'I am not able to compare these answers.' if kind == 'malformed' else self.verdict(req['messages'])
             self._send(h, 200, {'id': f'chatcmpl-{n}', 'object': 'chat.completion', 'created': int(time.time()), 'model': req['model'],

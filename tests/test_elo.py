@@ -255,3 +255,47 @@ def test_key_never_reaches_run_folder_or_notebook(tmp_path, tourney, outputs):
     assert any(f.name == 'judge_cache.jsonl' for f in files)
     for f in files: assert MARKER.encode() not in f.read_bytes(), f     # ... and written nowhere
     assert MARKER not in r.stdout + r.stderr
+
+
+# ---- the judge's budget ----
+
+def test_judge_without_scores_stops_early(tmp_path, tourney, outputs):
+    "A judge that never gives scores is paid for about 20 verdicts, not for the whole draw budget."
+    with ChatServer(on_request=lambda n, body: 'malformed') as srv:
+        os.environ['OPENAI_API_KEY'] = MARKER
+        with pytest.raises(JudgeError, match=r'of \d+ verdicts had no scores .*max_unparseable.*not able to compare'):
+            run_elo(nb_params(judge='openai', judge_base_url=srv.url, rounds=300, concurrency=4, run_name='mute', **tourney))
+        assert 0 < srv.requests <= 24                    # not the 16,000 paid calls of the draw budget
+
+def test_html_body_names_the_url(tmp_path):
+    with ChatServer(faults={1: 'html'}) as srv:
+        with pytest.raises(JudgeError, match=re.escape(srv.url) + '.*not a chat completion'):
+            judge_for(srv, tmp_path).complete(MSGS[0])
+
+def test_connection_error_names_the_url(tmp_path):
+    with ChatServer() as srv: url = srv.url
+    os.environ['OPENAI_API_KEY'] = MARKER
+    j = OpenAIJudge(base_url=url, timeout=1.0, max_attempts=2, backoff_base=0.01, backoff_cap=0.01, seed=0)
+    with pytest.raises(JudgeError, match='judge request to ' + re.escape(url)): j.complete(MSGS[0])
+
+def test_retry_after_is_capped(tmp_path):
+    waits = []
+    with ChatServer(faults={1: ('429', 5000)}) as srv:
+        j = judge_for(srv, tmp_path, retry_after_cap=1.5, sleep=waits.append)
+        j.complete(MSGS[0])
+    assert waits == [1.5]
+
+def test_paid_requests_are_capped(tmp_path, tourney, outputs):
+    with ChatServer() as srv:
+        os.environ['OPENAI_API_KEY'] = MARKER
+        with pytest.raises(JudgeError, match='cap of 5 paid judge requests'):
+            run_elo(nb_params(judge='openai', judge_base_url=srv.url, rounds=20, concurrency=1, judge_max_requests=5,
+                              run_name='capped', **tourney))
+        assert srv.requests == 5
+
+def test_key_echoed_by_the_judge_is_not_cached(tmp_path):
+    with ChatServer(verdict=lambda messages: f'8 7\nAssistant 1 was better; your key is {MARKER}') as srv:
+        j = judge_for(srv, tmp_path)
+        j.complete(MSGS[0])
+    text = (tmp_path/'cache.jsonl').read_text()
+    assert MARKER not in text and '***' in text
