@@ -158,9 +158,16 @@ def read_rows(dataset:str):
     if path.exists():
         if path.suffix not in READERS:
             raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(READERS)}")
-        yield from READERS[path.suffix](path)
-    elif str(dataset).startswith(('pkg:', '.', '/')) or Path(str(dataset)).suffix in READERS:
+        try: yield from READERS[path.suffix](path)
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+    elif str(dataset).startswith(('pkg:', '.', '/', '~')) or Path(str(dataset)).suffix in READERS:
         raise FileNotFoundError(f"Dataset file {path} does not exist")
+    elif path.parent != project_root() and path.parent.is_dir():     # 'data/mine': a local folder, a missing file
+        raise FileNotFoundError(f"Dataset file {path} does not exist (a hub id would not name the local folder "
+                                f"{path.parent})")
+    elif os.environ.get('HF_DATASETS_OFFLINE') == '1':
+        raise FileNotFoundError(f"{dataset}: no such local file, and hub datasets are off (HF_DATASETS_OFFLINE=1)")
     else: yield from _hub_rows(dataset)
 
 # %% ../nbs/01_data.ipynb #4b0eea13
@@ -180,8 +187,14 @@ def _checked_pairs(dataset:str, dataset_format:str, always_input=False):
     for where, row in read_rows(dataset):
         if not isinstance(row, dict):
             raise ValueError(f"{where}: expected an object with fields, got {type(row).__name__}")
-        if not checked: check_format(dataset_format, row.keys()); checked = True
-        yield to_pair(row, dataset_format, where, always_input)
+        if not checked:
+            try: check_format(dataset_format, row.keys())
+            except ValueError as e: raise ValueError(f"{where.rsplit(', ', 1)[0]}: {e}") from None
+            checked = True
+        pair = to_pair(row, dataset_format, where, always_input)
+        if dataset_format in ('alpaca', 'alpaca-clean') and not (row.get('instruction') or '').strip():
+            raise ValueError(f"{where}: empty instruction: the row has nothing to answer")
+        yield pair
 
 def load_pairs(dataset:str, # local file, 'pkg:NAME' or a hub dataset id
                dataset_format:str, # one of `FORMATS`
