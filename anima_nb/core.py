@@ -209,7 +209,7 @@ def param_changes(old:dict, # the parameters a step recorded (None: none)
     return [f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 # %% ../nbs/00_core.ipynb #a7c10002
-LEFTOVERS = ('.*.tmp', '.*.partial', '.model.*')     # atomic writes, executed notebooks and merged models in progress
+LEFTOVERS = ('.*.tmp', '.*.partial.ipynb', '.model.*')     # atomic writes, executed notebooks and merged models in progress
 
 def remove_leftovers(folder) -> list:
     "Remove the temporary files and folders a killed run left in `folder`; their names."

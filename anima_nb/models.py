@@ -7,12 +7,17 @@ from __future__ import annotations
 import os, shutil, tempfile
 from pathlib import Path
 from .core import *
+import logging
+# bitsandbytes warns, once per process, that an optional kernel for its CPU inference repacking is missing; we switch
+# that repacking off (`no_cpu_repack`), so the warning only adds noise to every run's output.
+logging.getLogger('bitsandbytes.backends.cpu.ops').setLevel(logging.ERROR)
 
 # %% auto #0
 __all__ = ['DEMO_MODEL', 'TINY_LLAMA', 'FLOAT_DTYPES', 'train_demo_tokenizer', 'build_demo_model', 'resolve_model',
-           'load_tokenizer', 'compute_dtype', 'bnb_config', 'grow_embeddings', 'no_cpu_repack', 'load_base_model',
-           'load_full_base', 'lora_targets', 'lora_config', 'add_lora', 'save_adapter', 'train_record', 'base_of',
-           'demo_adapter', 'saved_embedding_rows', 'load_adapter_model', 'merged_record']
+           'load_tokenizer', 'compute_dtype', 'bnb_config', 'grow_embeddings', 'no_cpu_repack',
+           'varlen_attention_available', 'load_base_model', 'load_full_base', 'lora_targets', 'lora_config', 'add_lora',
+           'save_adapter', 'train_record', 'base_of', 'demo_adapter', 'saved_embedding_rows', 'load_adapter_model',
+           'merged_record']
 
 # %% ../nbs/01a_models.ipynb #ec129f1b
 DEMO_MODEL = 'local:tiny-llama'
@@ -134,6 +139,11 @@ def no_cpu_repack(model):
         if hasattr(module, 'support_avx512bf16_for_cpu'): module.support_avx512bf16_for_cpu = False
     return model
 
+def varlen_attention_available() -> bool:
+    "Can attention run per example over a flattened row without a dense mask (flash-attention on a CUDA GPU)?"
+    import importlib.util, torch
+    return torch.cuda.is_available() and importlib.util.find_spec('flash_attn') is not None
+
 def load_base_model(model_name_or_path:str, # hub id, local folder or the demo model
                     params:dict, # the step's parameters: `bits`, `quant_type`, `double_quant`, `bf16`
                     quantized=True, # quantize per `params`; else load in the compute dtype
@@ -143,6 +153,7 @@ def load_base_model(model_name_or_path:str, # hub id, local folder or the demo m
     from transformers import AutoModelForCausalLM
     quant = bnb_config(params) if quantized else None
     kw = dict(quantization_config=quant, device_map=_device_map()) if quant is not None else {}
+    if params.get('flatten') and varlen_attention_available(): kw['attn_implementation'] = 'flash_attention_2'
     model = AutoModelForCausalLM.from_pretrained(resolve_model(model_name_or_path), revision=revision,
                                                  dtype=compute_dtype(params), **kw)
     if quant is not None: no_cpu_repack(model)

@@ -188,7 +188,7 @@ def run_notebook(step, # the step, named in a failure
     "Execute `nb_path` with papermill into `out_path` with `params`; raise `StepFailed` on an error."
     import papermill as pm
     out_path = Path(out_path); out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(f'.{out_path.name}.partial')      # saved after every cell; renamed when it ends
+    partial = out_path.with_name(f'.{out_path.stem}.partial.ipynb')   # saved after every cell; renamed at the end
     try:
         pm.execute_notebook(str(nb_path), str(partial), parameters=params, cwd=str(cwd or project_root()),
                             log_output=log_output, progress_bar=progress, request_save_on_cell_execute=True,
