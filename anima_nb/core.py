@@ -14,8 +14,8 @@ __all__ = ['PACKAGE', 'ASSETS', 'TRACKED_PACKAGES', 'LEFTOVERS', 'STEP_NOTEBOOKS
            'read_json', 'write_jsonl', 'append_jsonl', 'read_jsonl', 'secret_values', 'redact', 'package_versions',
            'git_state', 'sha256_file', 'file_record', 'Manifest', 'read_manifest', 'param_changes', 'remove_leftovers',
            'step', 'notebooks_dir', 'notebook_schema', 'step_schema', 'all_types', 'check_params', 'check_row',
-           'profile_names', 'load_profile', 'resolve_params', 'step_params', 'check_step_params', 'value_problems',
-           'refuse', 'injected_names', 'notebook_params']
+           'write_record', 'read_record', 'profile_names', 'load_profile', 'resolve_params', 'step_params',
+           'check_step_params', 'value_problems', 'refuse', 'injected_names', 'notebook_params']
 
 # %% ../nbs/00_core.ipynb #1e9dfed4
 def project_root(start=None) -> Path:
@@ -326,6 +326,26 @@ def check_row(row:dict, # one record
         if not _type_ok(row[k], t):
             raise ValueError(f"{where}: field {k!r} must be {_type_name(t)}, got {type(row[k]).__name__} {row[k]!r}")
     return row
+
+# %% ../nbs/00_core.ipynb #20adbac7
+def _check(record, check, where:str):
+    return check(record, where) if callable(check) else check_row(record, check, where)
+
+def write_record(folder, # the step's folder
+                 name:str, # the file, e.g. 'report.json'
+                 record:dict, # what to write
+                 check) -> Path: # a schema (field -> type), or a function `(record, where)` that raises
+    "Write `record` as JSON into `folder/name`, after checking it."
+    path = Path(folder)/name
+    return write_json(path, _check(record, check, str(path)))
+
+def read_record(run_name:str, # the run
+                step:str, # the step that wrote the file
+                name:str, # the file
+                check) -> dict|None: # as for `write_record`
+    "The checked record `name` of `run_name`'s `step`; None when the step has not written it."
+    path = run_dir(run_name, step, create=False)/name
+    return _check(read_json(path), check, str(path)) if path.exists() else None
 
 # %% ../nbs/00_core.ipynb #ca70136c
 PROFILES_DIR = PACKAGE/'profiles'

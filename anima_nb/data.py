@@ -465,9 +465,8 @@ def write_profile(out, # the data step's folder
                   result:dict # what `run_data` computed
                  ) -> Path:
     "Write the length profile into the step folder `out`, after checking its shape."
-    return write_json(Path(out)/'profile.json', check_row(result, PROFILE_SCHEMA, str(Path(out)/'profile.json')))
+    return write_record(out, 'profile.json', result, PROFILE_SCHEMA)
 
 def read_profile(run_name:str) -> dict|None:
     "The length profile of `run_name`'s data step, checked; None when the step has not written one."
-    path = run_dir(run_name, 'data', create=False)/'profile.json'
-    return check_row(read_json(path), PROFILE_SCHEMA, str(path)) if path.exists() else None
+    return read_record(run_name, 'data', 'profile.json', PROFILE_SCHEMA)

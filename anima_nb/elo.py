@@ -527,12 +527,11 @@ def read_battles(run_name:str) -> list:
 def write_ratings(out, # the Elo step's folder
                   rep:dict) -> Path: # the ratings report, as `full_report` makes it
     "Write the ratings report into the step folder `out`, after checking its shape."
-    return write_json(Path(out)/'ratings.json', check_row(rep, RATINGS_SCHEMA, str(Path(out)/'ratings.json')))
+    return write_record(out, 'ratings.json', rep, RATINGS_SCHEMA)
 
 def read_ratings(run_name:str) -> dict|None:
     "The ratings report of `run_name`'s Elo step, checked; None when the step has not written one."
-    path = run_dir(run_name, 'elo', create=False)/'ratings.json'
-    return check_row(read_json(path), RATINGS_SCHEMA, str(path)) if path.exists() else None
+    return read_record(run_name, 'elo', 'ratings.json', RATINGS_SCHEMA)
 
 # %% ../nbs/05_elo.ipynb #94a10ace
 def battles_table(params:dict, # the Elo step's parameters

@@ -289,9 +289,8 @@ def _check_report(report:dict, where:str) -> dict:
 def write_report(out, # the merge step's folder
                  report:dict) -> Path: # as `fidelity_report` makes it
     "Write the fidelity report into the step folder `out`, after checking its shape."
-    return write_json(Path(out)/'report.json', _check_report(report, f"{out/'report.json'}"))
+    return write_record(out, 'report.json', report, _check_report)
 
 def read_report(run_name:str) -> dict|None:
     "The fidelity report of `run_name`'s merge, checked; None when the merge has not written one."
-    path = run_dir(run_name, 'merge', create=False)/'report.json'
-    return _check_report(read_json(path), str(path)) if path.exists() else None
+    return read_record(run_name, 'merge', 'report.json', _check_report)
