@@ -450,6 +450,7 @@ def main(argv=None) -> int:
         if args.params: print(_params_table(declared)); return 0
         values = gather_params(param_types(declared), args.profile, args.run_name, args.config, args.set)
         check_names(values, declared)
+        run_dir(values['run_name'], create=False)               # the run name's one rule, before any plan
         if args.plan:
             for p in prepare(values, args.steps, args.force)['plan']:
                 print(f"{p['step']:<10} {p['action']:<5} {p['reason']}")
@@ -461,6 +462,9 @@ def main(argv=None) -> int:
         print(f'anima-run: {e}', file=sys.stderr); return 1
     except (TypeError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f'anima-run: error: {e}', file=sys.stderr); return 2
+    except PermissionError as e:
+        print(f'anima-run: error: cannot write where the run goes ({e.filename or outputs_dir()}): {e.strerror}; '
+              f'set ANIMA_NB_OUTPUTS to a folder you can write to', file=sys.stderr); return 2
     except Exception as e:
         if type(e).__module__.startswith('yaml'): print(f'anima-run: error: {e}', file=sys.stderr); return 2
         raise

@@ -212,3 +212,14 @@ def test_preflight_reports_every_problem_before_anything_runs(outputs, tmp_path,
                  'OPENAI_API_KEY is not set'):
         assert text in r.stderr, text
     assert sorted(os.listdir(outputs)) == ['.cache']
+
+def test_run_name_rule_holds_for_plan(outputs):
+    r = anima_run('--plan', '--run-name', 'demo\n')
+    assert r.returncode == 2 and 'Invalid run or step name' in r.stderr, r.stderr
+
+def test_read_only_outputs_give_a_clear_error(tmp_path, monkeypatch):
+    ro = tmp_path/'ro'; ro.mkdir(); ro.chmod(0o500)
+    if os.geteuid() == 0: ro = Path('/sys/anima_nb_outputs')             # root writes into read-only folders; not here
+    monkeypatch.setenv('ANIMA_NB_OUTPUTS', str(ro))
+    r = anima_run('--steps', 'data')
+    assert r.returncode == 2 and 'cannot write where the run goes' in r.stderr, r.stderr
