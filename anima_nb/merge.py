@@ -14,8 +14,8 @@ from .models import *
 __all__ = ['MERGE_DTYPES', 'MERGE_MODES', 'TOLERANCE', 'QLORA_TOLERANCE', 'FIDELITY_QUESTIONS', 'FIDELITY_TOKENS', 'REFERENCES',
            'REPORT_SCHEMA', 'FIDELITY_SCHEMA', 'check_merge_args', 'is_quantized', 'refuse_quantized', 'problems',
            'nf4_roundtrip_', 'fidelity_prompts', 'probe', 'compare', 'within_tolerance', 'merged_model', 'fidelity',
-           'failures', 'model_bytes', 'check_disk', 'save_merged', 'fidelity_report', 'merge', 'report_table',
-           'write_report', 'read_report']
+           'failures', 'model_bytes', 'check_disk', 'disk_problems', 'save_merged', 'fidelity_report', 'merge',
+           'report_table', 'write_report', 'read_report']
 
 # %% ../nbs/03_merge.ipynb #89f54eb4
 MERGE_DTYPES = FLOAT_DTYPES
@@ -170,11 +170,13 @@ def failures(r:dict) -> list:
 def model_bytes(name:str, # the base model (hub id, local path or `local:NAME`)
                 dtype:str, # the dtype of the weights, e.g. 'float16'
                 revision=None, # the hub revision
-                vocab_size:int=None) -> int: # the vocabulary after training added tokens, if larger
+                vocab_size:int=None, # the vocabulary after training added tokens, if larger
+                local_only=False) -> int: # use only a config already on this machine (no download)
     "Bytes of the base model's weights in `dtype`, counted without loading them."
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
-    cfg = AutoConfig.from_pretrained(resolve_model(name), revision=revision)
+    cfg = AutoConfig.from_pretrained(resolve_model(name, build=not local_only), revision=revision,
+                                     local_files_only=local_only)
     if vocab_size and vocab_size > cfg.vocab_size: cfg.vocab_size = vocab_size
     with torch.device('meta'): model = AutoModelForCausalLM.from_config(cfg)
     return sum(p.numel() for p in model.parameters()) * getattr(torch, dtype).itemsize
@@ -190,6 +192,15 @@ def check_disk(path, # where the files will go (it need not exist yet)
         raise OSError(f"Not enough disk space for the merged model in {path}: it needs about {need/1e9:.2f} GB "
                       f"(+{margin-1:.0%} margin), {free/1e9:.2f} GB are free.")
     return free
+
+def disk_problems(params:dict, # the merge step's parameters
+                  base_model:str) -> list: # the base the adapter was trained on
+    "Too little free disk for the merged model, when the base's size is known without a download."
+    try: need = model_bytes(base_model, params['merge_dtype'], local_only=True)
+    except Exception: return []                        # not on this machine yet: checked again when the merge starts
+    try: check_disk(run_dir(params['run_name'], create=False)/'merge', need)
+    except OSError as e: return [f'03_merge: {e}']
+    return []
 
 # %% ../nbs/03_merge.ipynb #520f3cfe
 def save_merged(merged, # the merged model

@@ -73,11 +73,12 @@ def build_demo_model(out_dir, # where the model and tokenizer are saved
     shutil.rmtree(out_dir/'_tok')
     return out_dir
 
-def resolve_model(name:str) -> str:
+def resolve_model(name:str, # a hub id, a local folder, or the demo model
+                  build=True) -> str: # build the demo model if it is not there yet
     "Where to load `name` from: the demo model is built on first use into `outputs/.cache/`; others pass through."
     if name != DEMO_MODEL: return name
     dest = outputs_dir()/'.cache'/'tiny-llama'
-    if (dest/'config.json').exists(): return str(dest)
+    if (dest/'config.json').exists() or not build: return str(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix='.tiny-llama.'))
     build_demo_model(tmp)

@@ -319,6 +319,7 @@ def preflight(plan:list, # as `plan_steps` makes it
         if entry['action'] != 'run': continue
         found += PROBLEMS[entry['step']](resolved[entry['step']])
         if entry['step'] == 'train': found += _plan_training(entry, resolved['train'], force)
+        if entry['step'] == 'merge': found += merge.disk_problems(resolved['merge'], resolved['train']['model_name_or_path'])
     return found
 
 def _plan_training(entry:dict, params:dict, force:bool) -> list:

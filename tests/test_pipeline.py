@@ -223,3 +223,12 @@ def test_read_only_outputs_give_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv('ANIMA_NB_OUTPUTS', str(ro))
     r = anima_run('--steps', 'data')
     assert r.returncode == 2 and 'cannot write where the run goes' in r.stderr, r.stderr
+
+def test_preflight_checks_free_disk_for_the_merge(outputs, monkeypatch):
+    "A disk too small for the merged model is found before training starts."
+    import shutil
+    from anima_nb.models import resolve_model, DEMO_MODEL
+    resolve_model(DEMO_MODEL)                                           # its size is known once it is on this machine
+    monkeypatch.setattr(shutil, 'disk_usage', lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(ValueError, match='03_merge: Not enough disk space for the merged model'):
+        prepare(gather_params(TYPES))
