@@ -13,21 +13,16 @@ Run: python tests/bench/bench_data_memory.py [--rows 690000] [--list-rows 100000
 import argparse, json, os, resource, subprocess, sys, tempfile, time
 import numpy as np
 
-PUBLISHED = {'source': {0.8: 188, 0.85: 228, 0.9: 297, 0.95: 396, 0.98: 515},
-             'target': {0.8: 222, 0.85: 267, 0.9: 342, 0.95: 491, 0.98: 670.28}}
-CHARS = [chr(c) for c in range(0x4e00, 0x4e00 + 3000)]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_anima33b_step import PUBLISHED, lognormal_fit      # the same length distribution as the step benchmark
 
-def fit(q:dict):
-    from scipy.stats import norm
-    z = np.array([norm.ppf(p) for p in q]); y = np.log(np.array(list(q.values()), dtype=float))
-    sigma, mu = np.polyfit(z, y, 1)
-    return mu, sigma
+CHARS = [chr(c) for c in range(0x4e00, 0x4e00 + 3000)]
 
 def write_rows(path, n:int, seed=0):
     "`n` alpaca rows with lengths of the published distribution, streamed to a JSON list."
     rng = np.random.default_rng(seed)
-    src = np.exp(rng.normal(*fit(PUBLISHED['source']), n)).astype(int).clip(4, 4000)
-    tgt = np.exp(rng.normal(*fit(PUBLISHED['target']), n)).astype(int).clip(2, 4000)
+    src = np.exp(rng.normal(*lognormal_fit(PUBLISHED['source']), n)).astype(int).clip(4, 4000)
+    tgt = np.exp(rng.normal(*lognormal_fit(PUBLISHED['target']), n)).astype(int).clip(2, 4000)
     text = lambda k: ''.join(rng.choice(CHARS, k))
     with open(path, 'w', encoding='utf-8') as f:
         f.write('[')
