@@ -15,7 +15,8 @@ __all__ = ['PACKAGE', 'ASSETS', 'TRACKED_PACKAGES', 'LEFTOVERS', 'STEP_NOTEBOOKS
            'git_state', 'sha256_file', 'file_record', 'Manifest', 'read_manifest', 'param_changes', 'remove_leftovers',
            'step', 'notebooks_dir', 'notebook_schema', 'step_schema', 'all_types', 'check_params', 'check_row',
            'write_record', 'read_record', 'profile_names', 'load_profile', 'resolve_params', 'step_params',
-           'check_step_params', 'value_problems', 'refuse', 'injected_names', 'notebook_params']
+           'check_step_params', 'value_problems', 'refuse', 'papermill_output', 'exported_notebook',
+           'refuse_copy_in_nbs', 'injected_names', 'notebook_params']
 
 # %% ../nbs/00_core.ipynb #1e9dfed4
 def project_root(start=None) -> Path:
@@ -422,6 +423,48 @@ def refuse(problems:list, what:str):
     "Raise one error listing every problem, when there are any."
     if problems: raise ValueError(f"{what} refused:\n" + '\n'.join(f'  - {p}' for p in problems))
 
+# %% ../nbs/00_core.ipynb #6fdb4b22
+def papermill_output(pid:int=None) -> Path|None: # the `papermill` process; default: this kernel's parent
+    "Where the `papermill` command line that started this kernel writes its executed notebook; None otherwise."
+    pid = pid or os.getppid()
+    try:
+        argv = [a.decode(errors='replace') for a in Path(f'/proc/{pid}/cmdline').read_bytes().split(b'\0')[:-1]]
+        cwd = Path(os.readlink(f'/proc/{pid}/cwd'))
+    except OSError: return None                    # not Linux, or the parent is gone
+    i = next((i for i, a in enumerate(argv[:3]) if Path(a).name == 'papermill'), None)
+    if i is None and argv[1:3] == ['-m', 'papermill']: i = 2
+    if i is None: return None
+    from papermill.cli import papermill as command
+    try: ctx = command.make_context('papermill', argv[i+1:], resilient_parsing=True)
+    except Exception: return None
+    out = ctx.params.get('output_path')
+    return None if not out or out == '-' or '://' in out else (cwd/out).resolve()
+
+def exported_notebook(path:Path) -> bool: # a notebook path
+    "Would `nbdev_export` export a notebook at `path`? (Inside the project's `nbs_path`, no `_`/`.` name on the way.)"
+    import configparser
+    path = Path(path).resolve()
+    root = next((d for d in path.parents if (d/'settings.ini').exists()), None)
+    if root is None: return False
+    cfg = configparser.ConfigParser(); cfg.read(root/'settings.ini')
+    nbs = (root/cfg.get('DEFAULT', 'nbs_path', fallback='nbs')).resolve()
+    if nbs not in path.parents: return False
+    return not any(part.startswith(('_', '.')) for part in path.relative_to(nbs).parts)
+
+def refuse_copy_in_nbs(where='this notebook'): # names the notebook in the message
+    "Stop a `papermill` run that would write its executed copy where `nbdev_export` exports it."
+    out = papermill_output()
+    if out is None or not exported_notebook(out): return
+    name = where if re.fullmatch(r'\d\w*', where) else 'NN_step'
+    msg = (f"{where}: refusing to write the executed notebook to {out}: `nbdev_export` would export it into the "
+           f"package. Nothing was run. Write it outside the notebook folder, e.g. `papermill nbs/{name}.ipynb "
+           f"outputs/{name}.ipynb` from the project root, or give it a name starting with '_'.")
+    out.unlink(missing_ok=True)
+    print(msg, file=sys.__stderr__, flush=True)
+    import signal
+    os.kill(os.getppid(), signal.SIGTERM)       # papermill would write the copy again when the cell ends
+    raise RuntimeError(msg)
+
 # %% ../nbs/00_core.ipynb #b98a32c3
 def injected_names(ns:dict) -> set:
     "Names assigned by papermill's injected `# Parameters` cells in this kernel's history."
@@ -435,6 +478,7 @@ def injected_names(ns:dict) -> set:
 def notebook_params(ns:dict, # the notebook's `globals()`
                     where='this notebook') -> dict: # names the notebook in the errors
     "The running notebook's values: declared in its `parameters` cell, given by papermill's injected cell."
+    refuse_copy_in_nbs(where)
     schema = {k: dict(type=_type_of(t if isinstance(t, str) else getattr(t, '__name__', t)), default=ns.get(k))
               for k, t in ns.get('__annotations__', {}).items()}
     injected = injected_names(ns)
