@@ -16,11 +16,11 @@ from .judge import *
 __all__ = ['BATTLE_SCHEMA', 'RATINGS_SCHEMA', 'JUDGES', 'SCHEDULES', 'load_published', 'load_verdicts', 'verdict', 'outcome',
            'battle_row', 'verdicts_to_battles', 'expected_score', 'elo_update', 'online_elo', 'reproduce_published',
            'notebook_stdout', 'read_upstream_notebook', 'upstream_draw', 'upstream_draws', 'answer_files',
-           'load_answers', 'answer_sources', 'playable', 'judge_draws', 'check_unparseable', 'upstream_tournament',
-           'balanced_draws', 'combine_orders', 'balanced_tournament', 'games_array', 'bt_fit', 'bradley_terry',
-           'permuted_elo', 'first_slot_stats', 'pair_matrices', 'plot_matrix', 'plot_ratings', 'make_judge', 'play',
-           'replay_recorded', 'ratings_report', 'write_battles', 'read_battles', 'write_ratings', 'read_ratings',
-           'battles_table', 'full_report', 'elo_figures', 'problems', 'run_elo']
+           'load_answers', 'answer_sources', 'order_models', 'playable', 'judge_draws', 'check_unparseable',
+           'upstream_tournament', 'balanced_draws', 'combine_orders', 'balanced_tournament', 'games_array', 'bt_fit',
+           'bradley_terry', 'permuted_elo', 'first_slot_stats', 'pair_matrices', 'plot_matrix', 'plot_ratings',
+           'make_judge', 'play', 'replay_recorded', 'ratings_report', 'write_battles', 'read_battles', 'write_ratings',
+           'read_ratings', 'battles_table', 'full_report', 'elo_figures', 'problems', 'run_elo']
 
 # %% ../nbs/05_elo.ipynb #fb48294b
 def load_published(path='pkg:anima_elo_published.json') -> dict:
@@ -203,10 +203,17 @@ def answer_sources(params:dict) -> list:
     own = answers_path(params['run_name'])
     return files + ([own] if own.exists() and own.resolve() not in [f.resolve() for f in files] else [])
 
+def order_models(models, # model names
+                 order:str='') -> list: # comma-separated names that come first, in this order
+    "`models` in the order the draws index them: those named in `order` first, as listed, then the others sorted."
+    first = [m.strip() for m in str(order or '').split(',') if m.strip()]
+    return [m for m in first if m in set(models)] + sorted(set(models) - set(first))
+
 def playable(questions:list, # as `load_questions` reads them
-             answers:dict) -> tuple: # `{(question_id, model): answer}`, as `load_answers` reads them
-    "Models (sorted) and the questions that every model answered."
-    models = sorted({m for _, m in answers})
+             answers:dict, # `{(question_id, model): answer}`, as `load_answers` reads them
+             order:str='') -> tuple: # `model_order`: names that come first (see `order_models`)
+    "Models (in the draws' order) and the questions that every model answered."
+    models = order_models({m for _, m in answers}, order)
     return models, [q for q in questions if all((q['question_id'], m) in answers for m in models)]
 
 # %% ../nbs/05_elo.ipynb #f51ef71f
@@ -453,9 +460,10 @@ def make_judge(params:dict, # the Elo step's parameters
                cache_path) -> BaseJudge: # the judge cache of the live client (and replay's default file)
     "The judge the parameters ask for: the live client with its cache, or a replay of a cache file."
     settings = dict(model=params['judge_model'], temperature=params['judge_temperature'],
-                    max_tokens=params['judge_max_tokens'])
+                    max_tokens=params['judge_max_tokens'] or None)
     if params['judge'] == 'openai':
         return OpenAIJudge(base_url=params['judge_base_url'], cache=cache_path, timeout=params['judge_timeout'],
+                           prices=params['judge_prices'],
                            retry_after_cap=params['judge_max_wait'], max_requests=params['judge_max_requests'],
                            seed=params['seed'], **settings)
     if params['judge'] == 'replay': return ReplayJudge(params['replay_file'] or cache_path, **settings)
@@ -465,7 +473,7 @@ def play(params:dict, # the Elo step's parameters
          out:Path) -> dict: # the step's folder (the judge cache goes there)
     "Play a tournament between the answer sets of `params['answers']` with the configured judge."
     answers = load_answers(answer_sources(params))
-    models, questions = playable(load_questions(params['questions']), answers)
+    models, questions = playable(load_questions(params['questions']), answers, params['model_order'])
     if len(models) < 2 or not questions:
         raise ValueError(f"answers: need two or more models with answers to common questions; "
                          f"got models {models}, {len(questions)} questions")
@@ -578,9 +586,9 @@ JUDGES, SCHEDULES = ('replay', 'openai'), ('upstream', 'balanced')
 def problems(params:dict) -> list:
     "What is wrong with the Elo step's values, before a judge is called: ranges, choices, files, the key."
     where = '05_elo: '
-    found = value_problems(params, positive=('concurrency', 'judge_timeout', 'k_factor', 'judge_max_tokens'),
+    found = value_problems(params, positive=('concurrency', 'judge_timeout', 'k_factor'),
                            non_negative=('rounds', 'bootstrap_rounds', 'permutations', 'judge_temperature', 'judge_max_wait',
-                                         'judge_max_requests', 'max_unparseable'),
+                                         'judge_max_requests', 'max_unparseable', 'judge_max_tokens'),
                            choices={'judge': JUDGES, 'schedule': SCHEDULES, 'score_parser': tuple(SCORE_PARSERS)},
                            where=where)
     if params['answers']:
@@ -589,6 +597,10 @@ def problems(params:dict) -> list:
         found += questions_problems(params['questions'], where)
     elif params['judge'] == 'openai':
         found.append(f"{where}judge='openai' needs answers: answer files or folders to judge this run's answers against")
+    prices = params['judge_prices']
+    if prices is not None and (len(prices) != 2 or not all(isinstance(x, (int, float)) and x >= 0 for x in prices)):
+        found.append(f"{where}judge_prices={prices!r} must be two non-negative numbers: per 1,000 prompt and "
+                     f"completion tokens")
     if params['replay_file'] and not resolve_path(params['replay_file']).exists():
         found.append(f"{where}replay_file: {resolve_path(params['replay_file'])} does not exist")
     if params['judge'] == 'openai' and not os.environ.get('OPENAI_API_KEY'):

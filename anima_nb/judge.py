@@ -162,9 +162,11 @@ class BaseJudge:
     "Cache lookup, usage accounting and the concurrent `judge_many`, shared by the live and replay judges."
     def __init__(self, model='gpt-4', # the judge model
                  temperature=0.2, # sampling temperature
-                 max_tokens=1024, # longest review
-                 cache=None): # a `JudgeCache` or its path (None: no cache)
-        self.model, self.temperature, self.max_tokens = model, temperature, max_tokens
+                 max_tokens=None, # longest review (None or 0: not sent, the endpoint's default, as upstream)
+                 cache=None, # a `JudgeCache` or its path (None: no cache)
+                 prices=None): # dollars per 1,000 prompt and completion tokens (None: `PRICES_PER_1K[model]`, if known)
+        self.model, self.temperature, self.max_tokens = model, temperature, max_tokens or None
+        self.prices = tuple(prices) if prices else PRICES_PER_1K.get(model)
         self.cache = cache if isinstance(cache, JudgeCache) or cache is None else JudgeCache(cache)
         self.stats = dict(requests=0, cache_hits=0, retries=0, waits=[], prompt_tokens=0, completion_tokens=0)
         self._lock = threading.Lock()
@@ -201,8 +203,8 @@ class BaseJudge:
         return [out[k] for k in keys]
 
     def cost(self) -> float|None:
-        "Dollars spent on the requests this judge sent (None for an unknown price)."
-        price = PRICES_PER_1K.get(self.model)
+        "Dollars spent on the requests this judge sent (None when no price was given and the model's is not known)."
+        price = self.prices
         if price is None: return None
         return round((self.stats['prompt_tokens'] * price[0] + self.stats['completion_tokens'] * price[1]) / 1000, 4)
 
@@ -216,8 +218,9 @@ class OpenAIJudge(BaseJudge):
     def __init__(self, model='gpt-4', # the judge model
                  base_url=None, # the endpoint (default: `$OPENAI_BASE_URL`, else OpenAI's)
                  temperature=0.2, # sampling temperature
-                 max_tokens=1024, # longest review
+                 max_tokens=None, # longest review (None or 0: not sent, as upstream)
                  cache=None, # a `JudgeCache` or its path (None: no cache)
+                 prices=None, # dollars per 1,000 prompt and completion tokens (None: known price of `model`)
                  timeout=120.0, # seconds before a request is abandoned and retried
                  max_attempts=6, # tries per request
                  backoff_base=1.0, # seconds of the first backoff window
@@ -227,14 +230,13 @@ class OpenAIJudge(BaseJudge):
                  seed=None, # seed of the backoff jitter
                  sleep=time.sleep): # how to wait (tests pass a fake)
         import openai
-        super().__init__(model, temperature, max_tokens, cache)
+        super().__init__(model, temperature, max_tokens, cache, prices)
         if not os.environ.get('OPENAI_API_KEY'):
             raise JudgeError('Set OPENAI_API_KEY in the environment to use judge=openai')
         self.client = openai.OpenAI(base_url=base_url or os.environ.get('OPENAI_BASE_URL') or None, timeout=timeout,
                                     max_retries=0)
         self.max_attempts, self.backoff_base, self.backoff_cap = max_attempts, backoff_base, backoff_cap
         self.retry_after_cap, self.rng, self.sleep = retry_after_cap, random.Random(seed), sleep
-        self.max_requests, self.url = max_requests, str(self.client.base_url)
         self.max_requests, self.url = max_requests, str(self.client.base_url)
 
     def _fetch(self, messages) -> dict:
@@ -245,8 +247,9 @@ class OpenAIJudge(BaseJudge):
                                      f"(judge_max_requests; what was paid for is in the cache, a rerun sends only the rest)")
                 self.stats['requests'] += 1
             try:
+                limit = {'max_tokens': self.max_tokens} if self.max_tokens else {}     # upstream sent none
                 response = self.client.chat.completions.create(model=self.model, messages=messages,
-                                                               temperature=self.temperature, max_tokens=self.max_tokens)
+                                                               temperature=self.temperature, **limit)
                 break
             except Exception as e:
                 status = getattr(e, 'status_code', None)
@@ -263,9 +266,6 @@ class OpenAIJudge(BaseJudge):
         if not isinstance(getattr(response, 'choices', None), list):
             raise JudgeError(redact(f"{self.url} answered with a body that is not a chat completion "
                                     f"(status 200, {type(response).__name__}: {str(response)[:120]!r})"))
-        if not isinstance(getattr(response, 'choices', None), list):
-            raise JudgeError(redact(f"{self.url} answered with a body that is not a chat completion "
-                                    f"(status 200, {type(response).__name__}: {str(response)[:120]!r})"))
         reported = getattr(response, 'usage', None)
         usage = {'prompt_tokens': getattr(reported, 'prompt_tokens', 0) or 0,
                  'completion_tokens': getattr(reported, 'completion_tokens', 0) or 0}
@@ -279,7 +279,7 @@ class ReplayJudge(BaseJudge):
     def __init__(self, path, # the judge cache to answer from
                  model='gpt-4', # the judge model the requests were sent to
                  temperature=0.2, # their sampling temperature
-                 max_tokens=1024): # their longest review
+                 max_tokens=None): # their longest review (None: not sent)
         path = resolve_path(path)
         if not path.exists(): raise FileNotFoundError(f'replay file {path} does not exist')
         super().__init__(model, temperature, max_tokens, JudgeCache(path))

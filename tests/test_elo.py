@@ -299,3 +299,41 @@ def test_key_echoed_by_the_judge_is_not_cached(tmp_path):
         j.complete(MSGS[0])
     text = (tmp_path/'cache.jsonl').read_text()
     assert MARKER not in text and '***' in text
+
+
+class _FixedJudge(BaseJudge):
+    "Answers every request with the same readable verdict, and counts nothing."
+    def _fetch(self, messages): return {'content': '8 7', 'usage': {}}
+
+def test_live_upstream_schedule_uses_upstream_model_order():
+    "A live tournament of the four published answer sets draws the pairs and slots of upstream's `model_order`."
+    qs = [dict(question_id=i + 1, question=f'q{i}', category='generic') for i in range(80)]
+    names = ['anima', 'belle', 'chatgpt', 'cn_vicuna']
+    answers = {(q['question_id'], m): f"{m}{q['question_id']}" for q in qs for m in names}
+    order = step_params('elo', profile='anima33b')['model_order']
+    assert order == 'anima,belle,cn_vicuna,chatgpt'
+    models, questions = playable(qs, answers, order)
+    t = upstream_tournament(questions, answers, models, _FixedJudge(), SCORE_PARSERS['fastchat'], 20, 42, 1,
+                            progress=False)
+    got = [(b['question_id'], b['model_a'], b['model_b']) for b in t['battles']]
+    a, b, v, c = 'anima', 'belle', 'cn_vicuna', 'chatgpt'
+    assert got == [(15, a, v), (36, b, a), (18, a, v), (70, a, v), (55, a, b), (12, b, a), (65, a, v), (26, c, a),
+                   (58, v, a), (21, c, b), (44, a, b), (49, a, b), (45, v, a), (59, a, b), (11, v, c), (80, v, c),
+                   (25, a, b), (30, v, a), (30, a, b), (36, c, v)]
+    # sorting the names instead (belle, chatgpt, cn_vicuna swap indices) would pit other models on the same draws
+    sorted_models, _ = playable(qs, answers, '')
+    assert sorted_models == sorted(names) and sorted_models != models
+
+def test_judge_prices_and_max_tokens(outputs):
+    p = step_params('elo', profile='anima33b')
+    assert p['judge_max_tokens'] == 0 and p['judge_prices'] is None       # upstream sent no max_tokens
+    assert any('judge_prices' in x for x in problems({**p, 'judge_prices': [0.03]}))
+    assert not any('judge_prices' in x for x in problems({**p, 'judge_prices': [0.01, 0.02]}))
+
+def test_max_tokens_sent_only_when_set(tmp_path):
+    seen = []
+    def spy(n, body): seen.append(json.loads(body)); return None
+    with ChatServer(on_request=spy) as srv:
+        judge_for(srv, tmp_path).complete(MSGS[0])                       # the faithful judge: no max_tokens
+        judge_for(srv, tmp_path, max_tokens=1024).complete(MSGS[0])      # FastChat's: 1024 (a different request)
+    assert 'max_tokens' not in seen[0] and seen[1]['max_tokens'] == 1024 and len(seen) == 2

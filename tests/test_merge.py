@@ -133,3 +133,9 @@ def test_killed_merge_leaves_nothing_behind(outdir):
     (d/'.model.k1ll3d').mkdir(parents=True); (d/'.model.k1ll3d'/'model-00001-of-00009.safetensors').write_bytes(b'x' * 100)
     M.merge(params(compare_modes=False))
     assert not list(d.glob('.model.*')) and (d/'model'/'config.json').exists()
+
+
+def test_merge_default_is_plain_as_published():
+    "Anima33B-merged was made by adding the LoRA product to the original base: that is the default; the other is asked for."
+    assert step_params('merge', profile='anima33b')['merge_mode'] == 'plain'
+    assert step_params('merge', profile='anima33b', merge_mode='nf4-roundtrip')['merge_mode'] == 'nf4-roundtrip'
