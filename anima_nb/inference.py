@@ -11,8 +11,9 @@ from .data import alpaca_prompt, load_questions, questions_path, questions_probl
 from .models import train_record, merged_record, load_adapter_model, load_tokenizer
 
 # %% auto #0
-__all__ = ['EVAL_SUFFIX', 'RESPONSE_MARK', 'MODEL_SOURCES', 'eval_prompt', 'extract_answer', 'load_model', 'gen_settings',
-           'gen_kwargs', 'generate_batch', 'chat', 'answer_questions', 'problems', 'infer']
+__all__ = ['EVAL_SUFFIX', 'RESPONSE_MARK', 'SEED_EXAMPLE', 'MODEL_SOURCES', 'eval_prompt', 'extract_answer', 'load_model',
+           'gen_settings', 'gen_kwargs', 'generate_batch', 'chat', 'raw_generate', 'example_model', 'is_chinese',
+           'answer_questions', 'problems', 'infer']
 
 # %% ../nbs/04_inference.ipynb #8668719c
 EVAL_SUFFIX = '请回答尽量详细和完善，详细的阐释回答的原因，并给出尽量完整的相关的背景信息。请使用中文回答问题。'
@@ -98,6 +99,38 @@ def chat(model, # the model to answer with
     with torch.no_grad(): out = model.generate(**enc, **gen_kwargs(settings, tok), streamer=streamer)
     return extract_answer(tok.decode(out[0], skip_special_tokens=True))
 
+# %% ../nbs/04_inference.ipynb #3d5dea1d
+SEED_EXAMPLE = dict(prompt='中国的首都是哪里？', max_new_tokens=30)   # the Anima README's inference example
+
+def raw_generate(model, # the model to continue the prompt with
+                 tok, # its tokenizer
+                 prompt:str, # the text to continue, as it is: no template
+                 max_new_tokens:int=30) -> str: # tokens to add
+    "Prompt and continuation as one text, generated with the model's own settings (the seed README's example)."
+    import torch
+    inputs = tok(prompt, return_tensors='pt').to(model.device)
+    with torch.no_grad(): ids = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id)
+    return tok.batch_decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)[0]
+
+def example_model(run_name:str, # the run whose model continues the prompt
+                  source:str='adapter'): # 'adapter' (float base + adapter, as the README) or 'merged'
+    "`(model, tokenizer)` as the seed README loads them: base in float16 on a GPU (float32 on CPU) + the adapter."
+    import torch
+    if source == 'merged': return load_model(run_name, 'merged')
+    if source != 'adapter': raise ValueError(f"source must be 'adapter' or 'merged', got {source!r}")
+    gpu = torch.cuda.is_available()
+    model, tok = load_adapter_model(train_record(run_name), quantized=False, dtype='float16' if gpu else 'float32')
+    return (model.to('cuda') if gpu else model), tok
+
+# %% ../nbs/04_inference.ipynb #b89bfa74
+def is_chinese(text:str, # an answer
+               share:float=0.5) -> bool: # the least share of CJK ideographs among its letters
+    "Is `text` Chinese: CJK ideographs make at least `share` of its letters (digits, symbols and spaces are no language)?"
+    import unicodedata
+    letters = [c for c in text if unicodedata.category(c).startswith('L')]
+    cjk = sum('\u4e00' <= c <= '\u9fff' or '\u3400' <= c <= '\u4dbf' for c in letters)
+    return cjk > 0 and cjk >= share * len(letters)
+
 # %% ../nbs/04_inference.ipynb #d5887018
 def answer_questions(model, # the model to answer with
                      tok, # its tokenizer, padding on the left
@@ -160,5 +193,5 @@ def infer(params:dict, # the inference step's parameters
         manifest.add_output(path).record(
             answers=len(rows), model=params['run_name'], model_source=params['model_source'],
             seconds=round(time.perf_counter() - t0, 2), answer_tokens=sum(r['answer_tokens'] for r in rows),
-            stopped_on_eos=sum(r['stop'] == 'eos' for r in rows))
+            stopped_on_eos=sum(r['stop'] == 'eos' for r in rows), chinese=sum(is_chinese(r['answer']) for r in rows))
     return rows

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01a_models.ipynb #a7c20002
 from __future__ import annotations
-import os, shutil, tempfile
+import os, json, hashlib, shutil, tempfile
 from pathlib import Path
 from .core import *
 import logging
@@ -13,7 +13,8 @@ import logging
 logging.getLogger('bitsandbytes.backends.cpu.ops').setLevel(logging.ERROR)
 
 # %% auto #0
-__all__ = ['DEMO_MODEL', 'TINY_LLAMA', 'FLOAT_DTYPES', 'train_demo_tokenizer', 'build_demo_model', 'resolve_model',
+__all__ = ['DEMO_MODEL', 'TINY_LLAMA', 'DEMO_EVAL_ROWS', 'DEMO_PRETRAIN', 'FLOAT_DTYPES', 'train_demo_tokenizer',
+           'demo_pretraining_texts', 'pretrain_demo_base', 'build_demo_model', 'demo_model_dir', 'resolve_model',
            'load_tokenizer', 'compute_dtype', 'bnb_config', 'grow_embeddings', 'no_cpu_repack',
            'varlen_attention_available', 'load_base_model', 'load_full_base', 'lora_targets', 'lora_config', 'add_lora',
            'save_adapter', 'train_record', 'base_of', 'demo_adapter', 'saved_embedding_rows', 'load_adapter_model',
@@ -54,11 +55,56 @@ def train_demo_tokenizer(out_dir, # where the tokenizer is saved
     return tok
 
 # %% ../nbs/01a_models.ipynb #ec43ff4b
+DEMO_EVAL_ROWS = 32    # the demo profile's eval_dataset_size: rows of the sample data the demo base never sees
+DEMO_PRETRAIN = dict(steps=600, learning_rate=3e-3, block=128, batch=16, seed=0)
+
+def demo_pretraining_texts(held_out:int=DEMO_EVAL_ROWS, # rows held out by the training step's split
+                           seed:int=42) -> list: # that split's seed (02_train: 42, as upstream)
+    "Plain texts the demo base is pre-trained on: instruction and response of each sample row that is not held out."
+    from datasets import Dataset
+    rows = read_json(ASSETS/'sample_instructions.json')
+    # the draw of `02_train`'s `split_dataset`: `train_test_split` picks rows by index from the row count and the seed
+    test = Dataset.from_dict({'i': list(range(len(rows)))}).train_test_split(test_size=held_out, shuffle=True, seed=seed)
+    held = set(test['test']['i'])
+    return [r['instruction'] + (f"\n{r['input']}" if r['input'] else '') + f"\n{r['output']}"
+            for i, r in enumerate(rows) if i not in held]
+
+def pretrain_demo_base(model, # a `LlamaForCausalLM`, trained in place
+                       tok, # its tokenizer
+                       texts:list, # documents: each becomes `<s> text </s>`
+                       steps=300, # optimizer steps
+                       learning_rate=3e-3, # peak learning rate (cosine schedule, 20 warm-up steps)
+                       block=128, # tokens per packed row
+                       batch=16, # rows per step
+                       seed=0) -> dict: # seed of the data order
+    "Full-parameter pre-training of `model` on `texts` packed into blocks, with transformers' `Trainer` on the CPU."
+    import time
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments, default_data_collator
+    from transformers.trainer_callback import PrinterCallback
+    ids = [t for text in texts for t in tok(text)['input_ids'] + [tok.eos_token_id]]
+    rows = [ids[i:i + block] for i in range(0, len(ids) - block + 1, block)]
+    data = Dataset.from_dict({'input_ids': rows, 'labels': rows})
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(output_dir=tmp, max_steps=steps, per_device_train_batch_size=batch,
+                                 learning_rate=learning_rate, lr_scheduler_type='cosine', warmup_steps=20,
+                                 weight_decay=0.01, adam_beta2=0.95, max_grad_norm=1.0, seed=seed, data_seed=seed,
+                                 logging_steps=min(10, steps), save_strategy='no', report_to='none', use_cpu=True,
+                                 disable_tqdm=True, dataloader_num_workers=0)
+        t0 = time.time()
+        trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=default_data_collator)
+        trainer.remove_callback(PrinterCallback)                        # the losses go to the record, not stdout
+        trainer.train()
+    losses = [r['loss'] for r in trainer.state.log_history if 'loss' in r]
+    return dict(documents=len(texts), tokens=len(ids), blocks=len(rows), steps=steps,
+                epochs=round(steps * batch / len(rows), 2), first_loss=losses[0], final_loss=losses[-1], seconds=round(time.time() - t0, 1))
+
 def build_demo_model(out_dir, # where the model and tokenizer are saved
-                     seed=0, # seed of the random weights
+                     seed=0, # seed of the random initial weights
                      vocab_size=3000, # tokenizer pieces
+                     pretrain:dict=None, # `pretrain_demo_base` settings (default `DEMO_PRETRAIN`); `{'steps': 0}`: none
                      **arch): # `LlamaConfig` fields overriding `TINY_LLAMA`
-    "Build the demo tokenizer and a random-init `LlamaForCausalLM` into `out_dir` (safetensors, fp32)."
+    "Build the demo tokenizer and a `LlamaForCausalLM`, pre-train it on the sample text, save both into `out_dir`."
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, GenerationConfig
     out_dir = Path(out_dir)
@@ -68,22 +114,36 @@ def build_demo_model(out_dir, # where the model and tokenizer are saved
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg)
     model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2)
+    pretrain = {**DEMO_PRETRAIN, **(pretrain or {})}
+    if pretrain['steps']:
+        record = pretrain_demo_base(model, tok, demo_pretraining_texts(), **pretrain)
+        write_json(out_dir/'pretraining.json', {**record, 'settings': pretrain, 'held_out_rows': DEMO_EVAL_ROWS})
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
     shutil.rmtree(out_dir/'_tok')
     return out_dir
 
+def demo_model_dir() -> Path:
+    "The demo model's folder: `outputs/.cache/tiny-llama-<hash of the build recipe>`."
+    recipe = json.dumps(dict(arch=TINY_LLAMA, pretrain=DEMO_PRETRAIN, held_out=DEMO_EVAL_ROWS, vocab=3000,
+                             data=sha256_file(ASSETS/'sample_instructions.json')), sort_keys=True)
+    return outputs_dir()/'.cache'/f"tiny-llama-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
+
 def resolve_model(name:str, # a hub id, a local folder, or the demo model
                   build=True) -> str: # build the demo model if it is not there yet
     "Where to load `name` from: the demo model is built on first use into `outputs/.cache/`; others pass through."
     if name != DEMO_MODEL: return name
-    dest = outputs_dir()/'.cache'/'tiny-llama'
+    from filelock import FileLock
+    dest = demo_model_dir()
     if (dest/'config.json').exists() or not build: return str(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix='.tiny-llama.'))
-    build_demo_model(tmp)
-    try: os.replace(tmp, dest)                 # another process may have won the race: keep its copy
-    except OSError: shutil.rmtree(tmp, ignore_errors=True)
+    with FileLock(str(dest.parent/'.tiny-llama.lock')):
+        if (dest/'config.json').exists(): return str(dest)          # built by another process meanwhile
+        for old in dest.parent.glob('.tiny-llama.*'):                # a build that was killed: we hold the lock
+            if old.is_dir(): shutil.rmtree(old, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix='.tiny-llama.'))
+        build_demo_model(tmp)
+        os.replace(tmp, dest)
     return str(dest)
 
 # %% ../nbs/01a_models.ipynb #020e0866

@@ -18,7 +18,7 @@ from .train import resume_plan
 __all__ = ['CHAIN', 'NEEDS', 'PROBLEMS', 'select_steps', 'declarers', 'parse_value', 'coerce', 'parse_sets', 'load_config',
            'gather_params', 'param_types', 'check_names', 'step_inputs', 'resolve_step', 'linear_needs', 'plan_steps',
            'StepFailed', 'run_notebook', 'step_record', 'summarize', 'format_summary', 'prepare', 'preflight',
-           'RunLock', 'run_pipeline', 'cli', 'main']
+           'RunLock', 'run_pipeline', 'cli', 'main', 'docs_sources']
 
 # %% ../nbs/06_pipeline.ipynb #5124a586
 CHAIN = STEP_NOTEBOOKS
@@ -235,12 +235,15 @@ def summarize(run_name:str, # the run
         data=profile and dict(rows=profile['counts']['rows'], configured=profile['configured'],
                               coverage=profile['coverage']['both'], source=profile['coverage']['source'],
                               target=profile['coverage']['target']),
-        train=train and {k: train[k] for k in ('steps', 'first_loss', 'final_loss', 'final_eval_loss', 'seconds')},
+        train=train and {**{k: train[k] for k in ('steps', 'first_loss', 'final_loss', 'final_eval_loss', 'seconds')},
+                         'first_eval_loss': train.get('first_eval_loss')},        # absent from older records
         merge=chosen and dict(mode=chosen['merge_mode'], dtype=chosen['merge_dtype'], passed=chosen['passed'],
                               reference=chosen['reference'], tolerance=chosen['tolerance'],
                               vs_qlora=chosen['vs_qlora']['max_abs_diff'], vs_full=chosen['vs_full']['max_abs_diff'],
                               greedy=[chosen['vs_qlora']['greedy_tokens_equal'], chosen['vs_qlora']['greedy_tokens']]),
         answers=manifests['inference']['summary']['answers'] if 'inference' in done else None,
+        answer_kinds=({k: manifests['inference']['summary'].get(k) for k in ('chinese', 'stopped_on_eos')}
+                      if 'inference' in done else None),
         elo=ratings and dict(bradley_terry=ratings['bradley_terry'], online_elo=ratings['online_elo'],
                              published=ratings.get('published'), battles=ratings['battles']),
         plots=[str(p) for s in chain for p in sorted((root/s).glob('*.png'))])
@@ -258,7 +261,9 @@ def format_summary(s:dict) -> str:
                      f"{_pct(data['source'][str(source_len)])}, target_max_len={target_len}: "
                      f"{_pct(data['target'][str(target_len)])}; both <= 512: {_pct(data['coverage']['512'])}")
     if train := s['train']:
-        held = f", held-out {_num(train['final_eval_loss'])}" if train['final_eval_loss'] is not None else ''
+        held, first = train['final_eval_loss'], train.get('first_eval_loss')
+        held = ('' if held is None else f", held-out {_num(first)} -> {_num(held)} ({_pct(held / first - 1)})"
+                if first else f", held-out {_num(held)}")
         lines.append(f"  training  {train['steps']} steps, loss {_num(train['first_loss'])} -> "
                      f"{_num(train['final_loss'])}{held}")
     if merge := s['merge']:
@@ -267,7 +272,11 @@ def format_summary(s:dict) -> str:
                      f"{_num(merge['vs_full'], '.2e')} vs the full base; "
                      f"greedy tokens equal {merge['greedy'][0]}/{merge['greedy'][1]}")
     folder = Path(s['folder'])
-    if s['answers'] is not None: lines.append(f"  answers   {s['answers']} in {folder/'inference'/'answers.jsonl'}")
+    if s['answers'] is not None:
+        kinds = s.get('answer_kinds') or {}
+        what = (f" ({kinds['chinese']} Chinese text, {kinds['stopped_on_eos']} ended by </s>)"
+                if kinds.get('chinese') is not None else '')
+        lines.append(f"  answers   {s['answers']}{what} in {folder/'inference'/'answers.jsonl'}")
     if elo := s['elo']:
         what = "the published tournament's recorded verdicts, replayed" if elo['published'] else 'this tournament'
         lines.append(f"  Elo       Bradley-Terry with 95% bootstrap interval, and online Elo; "
@@ -475,3 +484,19 @@ def main(argv=None) -> int:
 # %% ../nbs/06_pipeline.ipynb #49b0a5ef
 import builtins
 if __name__ == '__main__' and not getattr(builtins, '__IPYTHON__', False): sys.exit(main())
+
+# %% ../nbs/06_pipeline.ipynb #70095bb9
+def docs_sources(run_name:str='demo', # the run whose executed notebooks the step pages show
+                 dest='_site_nbs', # the folder to fill (replaced)
+                 chain=None) -> Path: # step -> notebook (default: `CHAIN`)
+    "A copy of `nbs/` whose step notebooks are `run_name`'s executed copies, with their outputs: what the site renders."
+    import shutil
+    chain, src, dest = chain or CHAIN, notebooks_dir(), Path(dest)
+    executed = {nb: outputs_dir()/run_name/'notebooks'/f'{nb}.ipynb' for nb in chain.values()}
+    missing = [str(p) for p in executed.values() if not p.exists()]
+    if missing: raise FileNotFoundError(f"no executed notebooks of run {run_name!r} ({', '.join(missing)}): run "
+                                        f"`anima-run --run-name {run_name}` first")
+    if dest.exists(): shutil.rmtree(dest)
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns('_*.ipynb', '.*', '_proc', '_docs'))
+    for nb, path in executed.items(): shutil.copy2(path, dest/f'{nb}.ipynb')
+    return dest

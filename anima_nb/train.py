@@ -423,6 +423,7 @@ def training_args(params:dict, # the step's resolved parameters
         warmup_steps=float(params['warmup_ratio']), max_grad_norm=params['max_grad_norm'],
         weight_decay=params['weight_decay'], optim=params['optim'], bf16=params['bf16'],
         eval_strategy='steps' if params['eval_dataset_size'] else 'no', eval_steps=params['eval_steps'],
+        eval_on_start=bool(params['eval_dataset_size']),
         save_strategy='steps', save_steps=params['save_steps'], save_total_limit=params['save_total_limit'],
         logging_steps=1, logging_nan_inf_filter=False, seed=params['seed'], data_seed=params['seed'],
         report_to=report or 'none', run_name=params['run_name'], remove_unused_columns=False, dataloader_num_workers=0,
@@ -557,6 +558,7 @@ def _train(params:dict, out:Path, main:bool, plan:dict) -> dict:
     import torch
     ckpt = out/'checkpoints'
     args = training_args(params, ckpt)                              # sets up the processes of a distributed run
+    if plan['action'] == 'resume': args.eval_on_start = False       # step 0 was evaluated by the first run
     start = _prepare_dir(out, plan) if main else None
     PartialState().wait_for_everyone()
     if not main and plan['action'] == 'resume': start = newest_checkpoint(ckpt)
@@ -591,7 +593,8 @@ def _train(params:dict, out:Path, main:bool, plan:dict) -> dict:
     return dict(base_model=params['model_name_or_path'], base_model_path=path, base_revision=base_revision(path),
                 steps=trainer.state.global_step, resumed_from=start.name if start else None,
                 first_loss=losses[0] if losses else None, final_loss=losses[-1] if losses else None,
-                final_eval_loss=evals[-1] if evals else None, data=data['counts'], train_examples=len(data['train']),
+                first_eval_loss=evals[0] if evals else None, final_eval_loss=evals[-1] if evals else None,
+                data=data['counts'], train_examples=len(data['train']),
                 eval_examples=len(data['eval']), source_truncated=data['truncated']['source_truncated'],
                 target_truncated=data['truncated']['target_truncated'], trainable_params=est['params']['lora'],
                 total_params=est['params']['total'], vocab_grown=grown, processes=_world(),

@@ -1,5 +1,5 @@
 "The papermill chain: refused names, YAML + --set, the run-or-skip plan, a failing step, and the demo chain end to end."
-import os, subprocess, sys
+import os, re, subprocess, sys
 from pathlib import Path
 import pytest
 from conftest import ROOT
@@ -183,9 +183,20 @@ def test_demo_chain_end_to_end(outputs):
     S = read_json(run/'summary.json')
     assert set(S['status'].values()) == {'complete'}
     assert S['train']['final_loss'] is not None and S['merge']['passed'] is True and S['data']['rows'] > 0
+    assert S['train']['final_eval_loss'] < S['train']['first_eval_loss']          # held out, from step 0
+    assert S['answer_kinds']['chinese'] > 0 and 'held-out' in r.stdout and 'Chinese text' in r.stdout
     assert len(S['elo']['bradley_terry']) >= 2 and all({'rating', 'lo', 'hi'} <= set(v) for v in S['elo']['bradley_terry'].values())
     assert any(p.endswith('loss.png') for p in S['plots']) and (run/'summary.md').exists()
     assert 'Bradley-Terry' in r.stdout and 'training' in r.stdout
+
+    # the site's step pages are the executed copies: a plot and the Elo table render
+    from nbconvert import HTMLExporter
+    from anima_nb.pipeline import docs_sources
+    site = docs_sources('demo', outputs.parent/'site')
+    elo_html, _ = HTMLExporter().from_filename(str(site/'05_elo.ipynb'))
+    train_html, _ = HTMLExporter().from_filename(str(site/'02_train.ipynb'))
+    assert '<img' in elo_html and 'data:image/png;base64' in train_html
+    assert re.search(r'<table[^>]*>.*?anima.*?chatgpt.*?</table>', elo_html, re.S), 'the Elo table is not on the page'
 
     again = anima_run('--profile', 'demo', *FAST)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -229,7 +229,7 @@ def test_rerun_never_loses_checkpoints(outputs):
     assert read_manifest(d)['started'] == first['started'] and {p.name: p.stat().st_mtime_ns for p in (d/'checkpoints').iterdir()} == before
     r = subprocess.run([sys.executable, '-m', 'anima_nb.train', *args, '--run_name', 'keep', '--learning_rate', '5e-4'],
                        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=240)
-    assert r.returncode != 0 and 'learning_rate: 0.001 -> 0.0005' in r.stderr and '--force' in r.stderr
+    assert r.returncode != 0 and f"learning_rate: {load_profile('demo')['learning_rate']} -> 0.0005" in r.stderr and '--force' in r.stderr
     assert sorted(p.name for p in (d/'checkpoints').iterdir()) == sorted(before)
     r = run_cli(*args, '--run_name', 'keep', '--learning_rate', '5e-4', '--force')
     assert 'deleting checkpoint-2, checkpoint-4, metrics.jsonl' in r.stderr
@@ -275,3 +275,16 @@ def test_non_finite_loss_names_the_step(outputs):
     P = demo_params(learning_rate=1e8, max_grad_norm=1e9, eval_steps=100, save_steps=100, run_name='nan')
     with pytest.raises(FloatingPointError, match=r'Non-finite training loss .* at step \d+'): T.train(P)
     assert read_manifest(run_dir('nan', 'train'))['status'] == 'failed'
+
+
+def test_demo_base_never_saw_a_held_out_row():
+    "The demo base is pre-trained on the sample rows that the demo's training split keeps, and on no held-out row."
+    from anima_nb.models import demo_pretraining_texts, DEMO_EVAL_ROWS
+    from anima_nb.data import pairs_dataset
+    p = step_params('train', profile='demo')
+    assert p['eval_dataset_size'] == DEMO_EVAL_ROWS
+    train_pairs, eval_pairs = T.split_dataset(pairs_dataset(p['dataset'], p['dataset_format']), p['eval_dataset_size'])
+    corpus = '\n'.join(demo_pretraining_texts())
+    assert len(eval_pairs) == DEMO_EVAL_ROWS and not any(t in corpus for t in eval_pairs['target'])
+    assert all(t in corpus for t in train_pairs['target'])
+    assert not set(eval_pairs['target']) & set(train_pairs['target'])
