@@ -317,7 +317,8 @@ def load_adapter_model(rec:dict, # a training record (`train_record`)
     name, rev = base_of(rec)
     tok = load_tokenizer(rec['adapter_dir'], rec['params'].get('pad_token') or 'unk', padding_side='left')
     rows = saved_embedding_rows(rec['adapter_dir'])
-    base = (load_base_model(name, rec['params'], quantized=True, revision=rev, vocab_size=rows) if quantized
+    single = {**rec['params'], 'layout': 'ddp'}            # however it was trained, the adapter reads the same
+    base = (load_base_model(name, single, quantized=True, revision=rev, vocab_size=rows) if quantized
             else load_full_base(name, dtype, rev, rows))
     if len(tok) > base.get_input_embeddings().weight.shape[0]: tok.pad_token = tok.unk_token   # `[PAD]` has no row
     return PeftModel.from_pretrained(base, rec['adapter_dir']).eval(), tok

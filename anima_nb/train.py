@@ -272,7 +272,7 @@ def compute_estimate(counts:dict, # `param_counts` of the model
                 peak_tflops_per_device=PEAK_TFLOPS[dtype], utilisation=UTILISATION, devices=processes,
                 hours=round(secs / 3600, 2))
 
-# %% ../nbs/02_train.ipynb #d8221b70
+# %% ../nbs/02_train.ipynb #0c41a9e1
 CARDS_GIB = {'24GB': 24, '40GB': 40, '48GB': 48, '80GB': 80}     # RTX 3090/4090, A100 40GB, A6000/L40S, A100/H100 80GB
 OVERHEAD_GB = 2.0
 LAYOUT_ROWS = ('ddp', 'fsdp', 'fsdp_offload', 'layer_split')
@@ -600,7 +600,7 @@ def peak_rss_gb() -> float:
     import resource
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB, 3)
 
-# %% ../nbs/02_train.ipynb #2c49bbbf
+# %% ../nbs/02_train.ipynb #d56ee892
 def fsdp_config_file(offload:bool=False # the config that keeps the shards in CPU memory
                     ) -> Path:
     "Path of the accelerate FSDP config the package ships."
@@ -635,7 +635,7 @@ def shard_model(model, # the peft model, LoRA attached, in CPU memory
     register_fsdp_forward_method(model, 'generate')          # sample generations gather the weights as forward does
     return model
 
-# %% ../nbs/02_train.ipynb #90c37579
+# %% ../nbs/02_train.ipynb #8231e353
 def split_device_map(model, # the (quantized) base model, its weights loaded
                      caps:dict): # device -> most memory there, e.g. {0: '38GiB', 1: '38GiB'}
     "Where each module goes when the layers are split over devices: accelerate's `infer_auto_device_map`, as 'auto'."
@@ -703,11 +703,11 @@ def problems(params:dict) -> list:
 def layout_problems(params:dict) -> list:
     "What is wrong with the layout: its settings, and (for a real run) how the processes were launched."
     found, w, cap = [], '02_train: ', params.get('max_memory_per_device')
-    if params.get('processes') is not None and not params['processes'] > 0:
-        found.append(f"{w}processes={params['processes']!r} must be greater than 0")
-    if cap is not None and not re.fullmatch(r'\d+(\.\d+)?\s*(GiB|GB|MiB|MB)', str(cap)):
+    if params.get('processes') is not None and params['processes'] < 0:
+        found.append(f"{w}processes={params['processes']!r} must not be negative")
+    if cap and not re.fullmatch(r'\d+(\.\d+)?\s*(GiB|GB|MiB|MB)', str(cap)):
         found.append(f"{w}max_memory_per_device={cap!r} is not a size such as '38GiB' or '40000MB'")
-    if cap is not None and layout_of(params) != 'layer_split':
+    if cap and layout_of(params) != 'layer_split':
         found.append(f"{w}max_memory_per_device is for layout='layer_split' (got layout={layout_of(params)!r})")
     if layout_of(params) == 'fsdp' and params['bits'] != 4:
         found.append(f"{w}layout='fsdp' shards a 4-bit base: bits must be 4 (got {params['bits']})")

@@ -71,7 +71,7 @@ def test_each_process_holds_half_the_4bit_weights(runs):
     print(f"4-bit weights held per process: {held['per_process']} of {held['whole']} bytes")
 
 def test_fsdp_matches_one_process(runs):
-    "Per-step loss and the saved adapter of the (killed and resumed) FSDP run against one process over the same examples."
+    "Per-step loss and saved adapter of the (killed and resumed) FSDP run against one process over the same examples."
     a, b = losses(runs['out'], 'single'), losses(runs['out'], 'fsdp')
     assert len(a) == len(b) == 8
     assert all(abs(x - y) <= LOSS_RTOL * abs(x) for x, y in zip(a, b)), list(zip(a, b))
@@ -147,7 +147,8 @@ def test_refuses_bad_layouts(monkeypatch):
     P = step_params('train')
     assert any("layout='bogus' is not one of" in p for p in T.problems({**P, 'layout': 'bogus'}))
     assert any('bits must be 4' in p for p in T.problems({**P, 'layout': 'fsdp', 'bits': 8}))
-    assert any('is not a size' in p for p in T.problems({**P, 'layout': 'layer_split', 'max_memory_per_device': 'lots'}))
+    split = {**P, 'layout': 'layer_split'}
+    assert any('is not a size' in p for p in T.problems({**split, 'max_memory_per_device': 'lots'}))
     assert any("is for layout='layer_split'" in p for p in T.problems({**P, 'max_memory_per_device': '20GiB'}))
     assert not T.problems({**P, 'layout': 'layer_split', 'max_memory_per_device': '38GiB'})
     monkeypatch.setenv('ACCELERATE_USE_FSDP', 'true')
