@@ -487,7 +487,8 @@ class QLoRATrainer(Trainer):
         total = summed_loss(outputs.logits, labels, pos, self.loss_weighting)
         if num_items_in_batch is None: num_items_in_batch = max(loss_units(labels, pos, self.loss_weighting), 1)
         loss = total / num_items_in_batch
-        if model.training: loss = loss * self.accelerator.num_processes   # DDP averages the processes' gradients
+        # DDP and FSDP average the processes' gradients, and evaluation their losses: undo the mean over processes
+        loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
 
     def _save(self, output_dir=None, state_dict=None):

@@ -9,7 +9,7 @@ from anima_nb import train as T, models
 # Eight steps of four examples: two processes of two examples each under FSDP, or one process of four. The same
 # sampler seed gives both the same examples per step; group_by_length is off so that the order does not depend on how
 # the batch is split. torch's AdamW on both sides (FSDP replaces bitsandbytes' optimizers by it).
-RUN = dict(max_steps=8, source_max_len=48, target_max_len=32, eval_steps=100, save_steps=2, eval_dataset_size=8,
+RUN = dict(max_steps=8, source_max_len=48, target_max_len=32, eval_steps=8, save_steps=2, eval_dataset_size=8,
            sample_max_new_tokens=2, optim='adamw_torch', group_by_length=False)
 LOSS_RTOL = 1e-5            # per-step loss, relative: fp32 sums in another order across two processes
 ADAPTER_ATOL = 1e-5         # LoRA weights after 8 AdamW steps at lr 1e-3 (weights of order 1e-2 to 1e-1)
@@ -75,6 +75,9 @@ def test_fsdp_matches_one_process(runs):
     a, b = losses(runs['out'], 'single'), losses(runs['out'], 'fsdp')
     assert len(a) == len(b) == 8
     assert all(abs(x - y) <= LOSS_RTOL * abs(x) for x, y in zip(a, b)), list(zip(a, b))
+    ea, eb = [[r['eval_loss'] for r in read_jsonl(runs['out']/n/'train'/'metrics.jsonl') if 'eval_loss' in r]
+              for n in ('single', 'fsdp')]
+    assert len(ea) == len(eb) == 1 and abs(ea[0] - eb[0]) <= LOSS_RTOL * ea[0], (ea, eb)   # held-out loss too
     sa, sb = adapter(runs['out'], 'single'), adapter(runs['out'], 'fsdp')
     assert sa.keys() == sb.keys() and all('lora_' in k for k in sa)           # the single-device layout
     assert all(sa[k].shape == sb[k].shape and sa[k].dtype == sb[k].dtype for k in sa)
