@@ -499,7 +499,7 @@ class QLoRATrainer(Trainer):
         super()._save(output_dir, state_dict)
 
     def _save_optimizer_and_scheduler(self, output_dir):
-        "The optimizer state, gathered whole when it is sharded (any number of processes can resume it)."
+        "The optimizer state, gathered whole when it is sharded: the checkpoint is the same however it was sharded."
         if not is_sharded(self.model): return super()._save_optimizer_and_scheduler(output_dir)
         import torch
         from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, StateDictOptions
