@@ -31,7 +31,7 @@ setuptools.setup(
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=['anima_nb', 'anima_nb.*']),
     include_package_data=True,
-    package_data={'anima_nb': ['assets/*', 'profiles/*.yaml']},
+    package_data={'anima_nb': ['assets/*', 'profiles/*.yaml', 'configs/*.yaml']},
     install_requires=requirements,
     extras_require={'dev': dev_requirements},
     dependency_links=cfg.get('dep_links', '').split(),

@@ -13,12 +13,12 @@ import logging
 logging.getLogger('bitsandbytes.backends.cpu.ops').setLevel(logging.ERROR)
 
 # %% auto #0
-__all__ = ['DEMO_MODEL', 'TINY_LLAMA', 'DEMO_EVAL_ROWS', 'DEMO_PRETRAIN', 'FLOAT_DTYPES', 'train_demo_tokenizer',
+__all__ = ['DEMO_MODEL', 'TINY_LLAMA', 'DEMO_EVAL_ROWS', 'DEMO_PRETRAIN', 'LAYOUTS', 'FLOAT_DTYPES', 'train_demo_tokenizer',
            'demo_pretraining_texts', 'pretrain_demo_base', 'build_demo_model', 'demo_model_dir', 'resolve_model',
-           'load_tokenizer', 'compute_dtype', 'bnb_config', 'grow_embeddings', 'no_cpu_repack',
-           'varlen_attention_available', 'load_base_model', 'load_full_base', 'lora_targets', 'lora_config', 'add_lora',
-           'save_adapter', 'train_record', 'base_of', 'demo_adapter', 'saved_embedding_rows', 'load_adapter_model',
-           'merged_record']
+           'load_tokenizer', 'compute_dtype', 'layout_of', 'quant_storage', 'bnb_config', 'max_memory',
+           'grow_embeddings', 'no_cpu_repack', 'varlen_attention_available', 'load_base_model', 'load_full_base',
+           'lora_targets', 'lora_config', 'add_lora', 'save_adapter', 'train_record', 'base_of', 'demo_adapter',
+           'saved_embedding_rows', 'load_adapter_model', 'merged_record']
 
 # %% ../nbs/01a_models.ipynb #ec129f1b
 DEMO_MODEL = 'local:tiny-llama'
@@ -166,21 +166,43 @@ def compute_dtype(params:dict):
     import torch
     return torch.bfloat16 if params['bf16'] else torch.float32
 
+LAYOUTS = ('ddp', 'fsdp', 'layer_split')
+
+def layout_of(params:dict) -> str:
+    "The device layout of `params`: `ddp` (also for one device), `fsdp` or `layer_split`."
+    return params.get('layout') or 'ddp'
+
+def quant_storage(params:dict):
+    "What the packed 4-bit weights are stored as: bytes, or under FSDP the compute dtype (so they can be sharded)."
+    import torch
+    return compute_dtype(params) if layout_of(params) == 'fsdp' else torch.uint8
+
 def bnb_config(params:dict):
     "The `BitsAndBytesConfig` of `params` (4-bit NF4/FP4 with optional double quantization, or 8-bit), or None."
     from transformers import BitsAndBytesConfig
     if params['bits'] == 4:
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=params['quant_type'],
                                   bnb_4bit_use_double_quant=params['double_quant'],
-                                  bnb_4bit_compute_dtype=compute_dtype(params), bnb_4bit_quant_storage='uint8')
+                                  bnb_4bit_compute_dtype=compute_dtype(params),
+                                  bnb_4bit_quant_storage=quant_storage(params))
     if params['bits'] == 8: return BitsAndBytesConfig(load_in_8bit=True)
     if params['bits'] in (16, 32): return None
     raise ValueError(f"bits must be 4, 8, 16 or 32, got {params['bits']!r}")
 
 # %% ../nbs/01a_models.ipynb #3dc91c60
-def _device_map():
+def _device_map(params:dict):
+    "Where `from_pretrained` puts the base: this process's device; for FSDP the CPU; for a layer split, all devices."
     import torch
+    if layout_of(params) == 'fsdp': return {'': 'cpu'}        # FSDP moves each process's shard to its device
+    if layout_of(params) == 'layer_split': return 'auto'     # accelerate spreads the layers over the devices
     return {'': int(os.environ.get('LOCAL_RANK', 0))} if torch.cuda.is_available() else {'': 'cpu'}
+
+def max_memory(params:dict) -> dict|None:
+    "The per-device memory cap of a layer split (`max_memory_per_device` on every visible GPU), or None."
+    import torch
+    cap = params.get('max_memory_per_device')
+    if layout_of(params) != 'layer_split' or not cap or not torch.cuda.is_available(): return None
+    return {i: cap for i in range(torch.cuda.device_count())}
 
 def grow_embeddings(model, # a transformers causal LM
                     vocab_size:int): # rows wanted; fewer or equal changes nothing
@@ -213,7 +235,8 @@ def load_base_model(model_name_or_path:str, # hub id, local folder or the demo m
     "The base model: 4-bit/8-bit per `params` when `quantized`, else full precision in the compute dtype."
     from transformers import AutoModelForCausalLM
     quant = bnb_config(params) if quantized else None
-    kw = dict(quantization_config=quant, device_map=_device_map()) if quant is not None else {}
+    kw = dict(quantization_config=quant, device_map=_device_map(params)) if quant is not None else {}
+    if layout_of(params) == 'layer_split': kw.update(device_map=_device_map(params), max_memory=max_memory(params))
     if params.get('flatten') and varlen_attention_available(): kw['attn_implementation'] = 'flash_attention_2'
     model = AutoModelForCausalLM.from_pretrained(resolve_model(model_name_or_path), revision=revision,
                                                  dtype=compute_dtype(params), **kw)
@@ -258,7 +281,13 @@ def add_lora(model, # the (quantized) base model
     "Prepare a (quantized) base for training and wrap it with LoRA adapters per `params`."
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import set_seed
-    if prepare and (getattr(model, 'is_loaded_in_4bit', False) or getattr(model, 'is_loaded_in_8bit', False)):
+    kbit = getattr(model, 'is_loaded_in_4bit', False) or getattr(model, 'is_loaded_in_8bit', False)
+    if prepare and kbit and layout_of(params) == 'fsdp':    # as peft's preparation, without its upcast to fp32:
+        model.requires_grad_(False)                         # FSDP shards units whose weights share one dtype
+        if params['gradient_checkpointing']:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
+        model.enable_input_require_grads()
+    elif prepare and kbit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=params['gradient_checkpointing'],
                                                 gradient_checkpointing_kwargs={'use_reentrant': False})
     elif prepare and params['gradient_checkpointing']:
@@ -276,11 +305,12 @@ def add_lora(model, # the (quantized) base model
 def save_adapter(model, # the peft model
                  tok, # its tokenizer
                  dest, # the adapter folder
-                 embeddings=False): # also save the embedding and `lm_head` rows
+                 embeddings=False, # also save the embedding and `lm_head` rows
+                 state_dict=None): # the weights, gathered from the processes of a sharded run; None: the model's own
     "Save the LoRA adapter and the tokenizer into `dest`, atomically (temporary folder, then rename)."
     dest = Path(dest); tmp = dest.with_name(f'.{dest.name}.tmp')
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, save_embedding_layers=embeddings)
+    model.save_pretrained(tmp, save_embedding_layers=embeddings, state_dict=state_dict)
     tok.save_pretrained(tmp)
     if dest.exists(): shutil.rmtree(dest)
     os.replace(tmp, dest)
@@ -347,7 +377,8 @@ def load_adapter_model(rec:dict, # a training record (`train_record`)
     name, rev = base_of(rec)
     tok = load_tokenizer(rec['adapter_dir'], rec['params'].get('pad_token') or 'unk', padding_side='left')
     rows = saved_embedding_rows(rec['adapter_dir'])
-    base = (load_base_model(name, rec['params'], quantized=True, revision=rev, vocab_size=rows) if quantized
+    single = {**rec['params'], 'layout': 'ddp'}            # however it was trained, the adapter reads the same
+    base = (load_base_model(name, single, quantized=True, revision=rev, vocab_size=rows) if quantized
             else load_full_base(name, dtype, rev, rows))
     if len(tok) > base.get_input_embeddings().weight.shape[0]: tok.pad_token = tok.unk_token   # `[PAD]` has no row
     return PeftModel.from_pretrained(base, rec['adapter_dir']).eval(), tok

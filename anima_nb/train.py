@@ -4,20 +4,23 @@
 
 # %% ../nbs/02_train.ipynb #9188a20e
 from __future__ import annotations
-import os, sys, json, math, time, shutil, argparse
+import os, re, sys, json, math, time, shutil, argparse
 from pathlib import Path
 from .core import *
 from .data import load_pairs, pairs_dataset, pair_counts, read_profile, dataset_problems, FORMATS
 from .models import *
 
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'TRUNCATIONS', 'LOSS_WEIGHTINGS', 'PEAK_TFLOPS', 'UTILISATION', 'GB', 'MARK', 'RUN_ONLY',
-           'TRAIN_OUTPUTS', 'encode_source', 'encode_target', 'encode_pair', 'encode_pairs', 'Collator', 'example_ids',
-           'token_losses', 'loss_units', 'summed_loss', 'make_collator', 'split_dataset', 'encode_dataset',
-           'lora_param_count', 'arch_config', 'meta_model', 'param_counts', 'micro_batch_tokens', 'memory_estimate',
-           'compute_estimate', 'typical_example_tokens', 'estimate', 'complete_checkpoints', 'newest_checkpoint',
-           'RunCallback', 'LossBar', 'QLoRATrainer', 'report_targets', 'set_tf32', 'training_args', 'plot_loss',
-           'base_revision', 'peak_rss_gb', 'run_identity', 'resume_plan', 'problems', 'train', 'training_data',
+__all__ = ['IGNORE_INDEX', 'TRUNCATIONS', 'LOSS_WEIGHTINGS', 'PEAK_TFLOPS', 'UTILISATION', 'GB', 'CARDS_GIB', 'OVERHEAD_GB',
+           'LAYOUT_ROWS', 'MARK', 'BNB_ADAMW', 'RUN_ONLY', 'TRAIN_OUTPUTS', 'encode_source', 'encode_target',
+           'encode_pair', 'encode_pairs', 'Collator', 'example_ids', 'token_losses', 'loss_units', 'summed_loss',
+           'make_collator', 'split_dataset', 'encode_dataset', 'lora_param_count', 'arch_config', 'meta_model',
+           'param_counts', 'micro_batch_tokens', 'memory_estimate', 'compute_estimate', 'layout_memory',
+           'layout_report', 'layout_estimates', 'typical_example_tokens', 'estimate', 'complete_checkpoints',
+           'newest_checkpoint', 'is_sharded', 'gathered_lora', 'quantized_bytes', 'per_process', 'load_sharded_lora',
+           'RunCallback', 'LossBar', 'QLoRATrainer', 'report_targets', 'set_tf32', 'sharded_optim', 'training_args',
+           'plot_loss', 'base_revision', 'peak_rss_gb', 'fsdp_config_file', 'fsdp_launch', 'shard_model',
+           'split_device_map', 'run_identity', 'resume_plan', 'problems', 'layout_problems', 'train', 'training_data',
            'cli_params', 'main']
 
 # %% ../nbs/02_train.ipynb #390c7f00
@@ -269,6 +272,52 @@ def compute_estimate(counts:dict, # `param_counts` of the model
                 peak_tflops_per_device=PEAK_TFLOPS[dtype], utilisation=UTILISATION, devices=processes,
                 hours=round(secs / 3600, 2))
 
+# %% ../nbs/02_train.ipynb #0c41a9e1
+CARDS_GIB = {'24GB': 24, '40GB': 40, '48GB': 48, '80GB': 80}     # RTX 3090/4090, A100 40GB, A6000/L40S, A100/H100 80GB
+OVERHEAD_GB = 2.0
+LAYOUT_ROWS = ('ddp', 'fsdp', 'fsdp_offload', 'layer_split')
+
+def layout_memory(mem:dict, # `memory_estimate` of one process holding the whole model, in GB
+                  arch:dict, # LlamaConfig fields: layers
+                  params:dict, # the step's parameters: `bf16`
+                  layout:str, # one of `LAYOUT_ROWS`
+                  devices:int # devices (processes for `ddp`/`fsdp`, GPUs of the one process for `layer_split`)
+                 ) -> dict:
+    "GB on the busiest device and in CPU memory per process for `layout` over `devices`, and the cards that fit."
+    lora = mem['lora_weights'] + mem['lora_gradients'] + mem['optimizer_states']
+    acts = mem['checkpointed_activations'] + mem['layer_activations'] + mem['logits'] + mem['dequantized_weight']
+    layer = (mem['quantized_weights'] + mem['lora_weights'] + mem['lora_gradients']) / arch['num_hidden_layers']
+    cpu = 0.0
+    if layout == 'ddp': gpu = mem['total']
+    elif layout in ('fsdp', 'fsdp_offload'):
+        other = mem['other_weights'] * (0.5 if params['bf16'] else 1.0)       # no upcast: the compute dtype
+        shards = (mem['quantized_weights'] + lora + other) / devices
+        unsharded = mem['quantization_constants'] + other + 2 * layer + acts
+        load = mem['quantized_weights'] + mem['quantization_constants'] + other
+        gpu = unsharded + (0 if layout == 'fsdp_offload' else shards)
+        cpu = load if layout == 'fsdp' else max(load, shards)
+    elif layout == 'layer_split':
+        spread = mem['quantized_weights'] + mem['quantization_constants'] + lora + mem['checkpointed_activations']
+        gpu = spread / devices + mem['other_weights'] / min(devices, 2) + acts - mem['checkpointed_activations']
+    else: raise ValueError(f"layout must be one of {LAYOUT_ROWS}, got {layout!r}")
+    fits = [card for card, gib in CARDS_GIB.items() if gpu + OVERHEAD_GB <= gib * 2**30 / GB]
+    return dict(gpu_gb=round(gpu, 2), cpu_gb=round(cpu, 2), fits=fits)
+
+def layout_report(est:dict) -> str:
+    "The per-device memory of every layout in `est` (an `estimate`), as lines of text."
+    rows = [f"memory per device over {est['devices']} devices, GB (a card fits with {OVERHEAD_GB} GB to spare):",
+            f"{'layout':<14}{'per device':>11}{'CPU/process':>13}  fits"]
+    rows += [f"{k:<14}{v['gpu_gb']:>11.2f}{v['cpu_gb']:>13.2f}  {', '.join(v['fits']) or 'no card listed'}"
+             for k, v in est['per_device_gb'].items()]
+    return '\n'.join(rows)
+
+def layout_estimates(mem:dict, # `memory_estimate` of one process holding the whole model, in GB
+                     arch:dict, # LlamaConfig fields
+                     params:dict, # the step's parameters
+                     devices:int): # devices to spread over
+    "`layout_memory` of every layout over `devices`."
+    return {layout: layout_memory(mem, arch, params, layout, devices) for layout in LAYOUT_ROWS}
+
 # %% ../nbs/02_train.ipynb #b6440ed7
 def typical_example_tokens(run_name:str) -> float|None:
     "Mean tokens of an example (prompt + response, each within its limit) from the run's data profile, if it has one."
@@ -287,11 +336,14 @@ def estimate(params:dict, # the step's resolved parameters
                                          'num_attention_heads', 'num_key_value_heads')}
     counts = param_counts(meta_model(cfg, params))
     ex = typical_example_tokens(params['run_name']) if params['flatten'] else None
+    mem = memory_estimate(counts, arch, params, example_tokens=ex)
+    devices = params.get('processes') or processes
+    workers = 1 if layout_of(params) == 'layer_split' else devices         # a layer split computes on one GPU at a time
     return dict(model=params['model_name_or_path'], architecture=arch, params=counts,
                 trainable_share=round(counts['lora'] / counts['total'], 5), example_tokens=ex,
-                micro_batch_tokens=micro_batch_tokens(params, ex),
-                memory_gb=memory_estimate(counts, arch, params, example_tokens=ex),
-                compute=compute_estimate(counts, arch, params, processes, example_tokens=ex))
+                micro_batch_tokens=micro_batch_tokens(params, ex), memory_gb=mem, layout=layout_of(params),
+                devices=devices, per_device_gb=layout_estimates(mem, arch, params, devices),
+                compute=compute_estimate(counts, arch, params, workers, example_tokens=ex))
 
 # %% ../nbs/02_train.ipynb #e08f7809
 MARK = 'COMPLETE'
@@ -320,6 +372,51 @@ def _trim_jsonl(path, max_step:int):
     if not Path(path).exists(): return
     write_jsonl(path, [r for r in read_jsonl(path, tolerate_torn_tail=True) if r.get('step', 0) <= max_step])
 
+def is_sharded(model) -> bool:
+    "Are `model`'s weights sharded across processes (FSDP2's `DTensor`s)?"
+    from torch.distributed.tensor import DTensor
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+def gathered_lora(model) -> dict|None:
+    "The LoRA weights of a sharded model, whole and on the CPU (every process must call it); None if not sharded."
+    if not is_sharded(model): return None
+    return {name: (p.full_tensor() if hasattr(p, 'full_tensor') else p).detach().cpu()
+            for name, p in model.named_parameters() if 'lora_' in name}
+
+def quantized_bytes(model) -> dict:
+    "Bytes of the 4-bit weights: the whole model's, and those this process holds (its shards, under FSDP)."
+    whole = held = 0
+    for module in model.modules():
+        if type(module).__name__ != 'Linear4bit': continue
+        w = module.weight
+        local = w.to_local() if hasattr(w, 'to_local') else w
+        whole, held = whole + w.numel() * w.element_size(), held + local.numel() * local.element_size()
+    return dict(whole=whole, held=held)
+
+def per_process(value) -> list:
+    "`value` from every process of the run, in rank order (every process must call it)."
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()): return [value]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+def load_sharded_lora(model, # a sharded peft model
+                      path): # an `adapter_model.safetensors` written by `save_adapter` (any layout)
+    "Load saved LoRA weights into a sharded model: every process reads the file and keeps its own part."
+    import torch
+    from safetensors.torch import load_file
+    from torch.distributed.tensor import DTensor, distribute_tensor
+    saved = load_file(str(path))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if 'lora_' not in name: continue
+            whole = saved[name.replace('.default.', '.')].to(p.dtype)
+            if isinstance(p, DTensor):
+                whole = distribute_tensor(whole, p.device_mesh, p.placements, src_data_rank=None)
+            p.copy_(whole)
+    return model
+
 class RunCallback(TrainerCallback):
     "Mark checkpoints complete, log metrics to `metrics.jsonl`, and write sample generations at each evaluation."
     def __init__(self,
@@ -338,7 +435,8 @@ class RunCallback(TrainerCallback):
             append_jsonl(self.out/'metrics.jsonl', {'step': state.global_step, 'time': round(time.time(), 3), **logs})
 
     def on_evaluate(self, args, state, control, model=None, **kw):
-        if not state.is_world_process_zero or model is None or not self.prompts: return
+        if model is None or not self.prompts: return
+        if not state.is_world_process_zero and not is_sharded(model): return   # sharded: every process computes
         import torch
         was_training = model.training; model.eval()
         dev = next(p.device for p in model.parameters())
@@ -349,7 +447,9 @@ class RunCallback(TrainerCallback):
                                      do_sample=False, pad_token_id=self.tok.pad_token_id,
                                      eos_token_id=self.tok.eos_token_id)
             response = self.tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)
-            append_jsonl(self.out/'samples.jsonl', {'step': state.global_step, 'prompt': prompt, 'response': response})
+            if state.is_world_process_zero:
+                append_jsonl(self.out/'samples.jsonl', {'step': state.global_step, 'prompt': prompt,
+                                                        'response': response})
         model.train(was_training)
 
 class LossBar(ProgressCallback):
@@ -370,6 +470,9 @@ class QLoRATrainer(Trainer):
             raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {loss_weighting!r}")
         super().__init__(*args, **kw)
         self.loss_weighting = loss_weighting
+        # A sharded model reduces its own gradients: the Trainer's path for models sharded by transformers skips DDP.
+        # (Set after __init__, which refuses optimizer checkpoints on that path: we write them ourselves, below.)
+        if is_sharded(self.model): self.is_distributed_loading_by_transformers = True
 
     def _get_num_items_in_batch(self, batch_samples, device):
         "Examples (or target tokens) in the optimizer step: every micro-batch of it, on every process."
@@ -384,8 +487,39 @@ class QLoRATrainer(Trainer):
         total = summed_loss(outputs.logits, labels, pos, self.loss_weighting)
         if num_items_in_batch is None: num_items_in_batch = max(loss_units(labels, pos, self.loss_weighting), 1)
         loss = total / num_items_in_batch
-        if model.training: loss = loss * self.accelerator.num_processes   # DDP averages the processes' gradients
+        # DDP and FSDP average the processes' gradients, and evaluation their losses: undo the mean over processes
+        loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
+
+    def _save(self, output_dir=None, state_dict=None):
+        "Checkpoint the LoRA weights; when they are sharded, every process sends its part and the first writes."
+        if is_sharded(self.model):
+            state_dict = gathered_lora(self.model)
+            if not self.args.should_save: return
+        super()._save(output_dir, state_dict)
+
+    def _save_optimizer_and_scheduler(self, output_dir):
+        "The optimizer state, gathered whole when it is sharded: the checkpoint is the same however it was sharded."
+        if not is_sharded(self.model): return super()._save_optimizer_and_scheduler(output_dir)
+        import torch
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, StateDictOptions
+        whole = get_optimizer_state_dict(self.model, self.optimizer,
+                                         options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self.args.should_save:
+            torch.save(whole, Path(output_dir)/'optimizer.pt')
+            torch.save(self.lr_scheduler.state_dict(), Path(output_dir)/'scheduler.pt')
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        if checkpoint is None or not is_sharded(self.model): return super()._load_optimizer_and_scheduler(checkpoint)
+        import torch
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict, StateDictOptions
+        whole = torch.load(Path(checkpoint)/'optimizer.pt', weights_only=True)
+        set_optimizer_state_dict(self.model, self.optimizer, whole, options=StateDictOptions(full_state_dict=True))
+        self.lr_scheduler.load_state_dict(torch.load(Path(checkpoint)/'scheduler.pt', weights_only=True))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if not is_sharded(self.model): return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_sharded_lora(self.model, Path(resume_from_checkpoint)/'adapter_model.safetensors')
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         import torch
@@ -409,6 +543,12 @@ def set_tf32(on:bool) -> bool:
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
     return torch.backends.cuda.matmul.allow_tf32
 
+BNB_ADAMW = ('paged_adamw_32bit', 'paged_adamw_8bit', 'paged_adamw', 'adamw_bnb_8bit', 'adamw_8bit')
+
+def sharded_optim(params:dict) -> str:
+    "The optimizer to use: under FSDP, torch's AdamW in place of bitsandbytes' (paged) ones, which cannot step shards."
+    return 'adamw_torch' if layout_of(params) == 'fsdp' and params['optim'] in BNB_ADAMW else params['optim']
+
 def training_args(params:dict, # the step's resolved parameters
                   output_dir): # where the Trainer writes checkpoints
     "`TrainingArguments` for `params`, writing checkpoints to `output_dir`."
@@ -421,7 +561,7 @@ def training_args(params:dict, # the step's resolved parameters
         per_device_eval_batch_size=batch, gradient_accumulation_steps=params['gradient_accumulation_steps'],
         learning_rate=params['learning_rate'], lr_scheduler_type=params['lr_scheduler_type'],
         warmup_steps=float(params['warmup_ratio']), max_grad_norm=params['max_grad_norm'],
-        weight_decay=params['weight_decay'], optim=params['optim'], bf16=params['bf16'],
+        weight_decay=params['weight_decay'], optim=sharded_optim(params), bf16=params['bf16'],
         eval_strategy='steps' if params['eval_dataset_size'] else 'no', eval_steps=params['eval_steps'],
         eval_on_start=bool(params['eval_dataset_size']),
         save_strategy='steps', save_steps=params['save_steps'], save_total_limit=params['save_total_limit'],
@@ -462,11 +602,54 @@ def peak_rss_gb() -> float:
     import resource
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB, 3)
 
+# %% ../nbs/02_train.ipynb #d56ee892
+def fsdp_config_file(offload:bool=False # the config that keeps the shards in CPU memory
+                    ) -> Path:
+    "Path of the accelerate FSDP config the package ships."
+    return PACKAGE/'configs'/('fsdp_qlora_offload.yaml' if offload else 'fsdp_qlora.yaml')
+
+def fsdp_launch(env=None) -> dict:
+    "The FSDP settings `accelerate launch --config_file` exported; accelerate's own FSDP is turned off (we shard)."
+    env = os.environ if env is None else env
+    flag = lambda k, default: env.get(k, default).lower() == 'true'
+    settings = dict(offload=flag('FSDP_OFFLOAD_PARAMS', 'false'),
+                    reshard_after_forward=flag('FSDP_RESHARD_AFTER_FORWARD', 'true'),
+                    layer_cls=env.get('FSDP_TRANSFORMER_CLS_TO_WRAP') or 'LlamaDecoderLayer')
+    env['ACCELERATE_USE_FSDP'] = 'false'
+    return settings
+
+def shard_model(model, # the peft model, LoRA attached, in CPU memory
+                settings:dict): # `fsdp_launch()`: offload, resharding, the layer class to wrap
+    "Shard `model` over this run's processes with FSDP2: one unit per decoder layer, the rest as the root."
+    import torch
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method, CPUOffloadPolicy, OffloadPolicy
+    from accelerate import PartialState
+    device = PartialState().device
+    mesh = init_device_mesh(device.type, (_world(),))
+    kw = dict(mesh=mesh, reshard_after_forward=settings['reshard_after_forward'],
+              offload_policy=CPUOffloadPolicy() if settings['offload'] else OffloadPolicy())
+    for module in list(model.modules()):
+        if type(module).__name__ in settings['layer_cls'].split(','): fully_shard(module, **kw)
+    fully_shard(model, **kw)
+    for module in model.modules():               # the quantization constants are attributes: FSDP does not move them
+        if getattr(module, 'quant_state', None) is not None: module.quant_state.to(device)
+    register_fsdp_forward_method(model, 'generate')          # sample generations gather the weights as forward does
+    return model
+
+# %% ../nbs/02_train.ipynb #8231e353
+def split_device_map(model, # the (quantized) base model, its weights loaded
+                     caps:dict): # device -> most memory there, e.g. {0: '38GiB', 1: '38GiB'}
+    "Where each module goes when the layers are split over devices: accelerate's `infer_auto_device_map`, as 'auto'."
+    from accelerate.utils import infer_auto_device_map
+    return dict(infer_auto_device_map(model, max_memory=caps, no_split_module_classes=model._no_split_modules))
+
 # %% ../nbs/02_train.ipynb #83d38aaf
 def _rank() -> int: return int(os.environ.get('RANK', 0))
 def _world() -> int: return int(os.environ.get('WORLD_SIZE', 1))
 
-RUN_ONLY = ('profile', 'report_to', 'sample_max_new_tokens', 'save_total_limit', 'eval_steps', 'dry_run')
+RUN_ONLY = ('profile', 'report_to', 'sample_max_new_tokens', 'save_total_limit', 'eval_steps', 'dry_run',
+            'max_memory_per_device', 'processes')
 
 def run_identity(params:dict) -> dict:
     "The parameters that make a training run what it is (all but `RUN_ONLY`)."
@@ -515,8 +698,31 @@ def problems(params:dict) -> list:
                       'sample_max_new_tokens'),
         below_one=('lora_dropout', 'warmup_ratio'),
         choices={'loss_weighting': LOSS_WEIGHTINGS, 'source_truncation': TRUNCATIONS, 'bits': (4, 8, 16, 32),
-                 'quant_type': ('nf4', 'fp4'), 'pad_token': ('unk', '[PAD]'), 'dataset_format': tuple(FORMATS)})
-    return found + dataset_problems(params['dataset'], '02_train: ')
+                 'quant_type': ('nf4', 'fp4'), 'pad_token': ('unk', '[PAD]'), 'dataset_format': tuple(FORMATS),
+                 'layout': LAYOUTS})
+    return found + layout_problems(params) + dataset_problems(params['dataset'], '02_train: ')
+
+def layout_problems(params:dict) -> list:
+    "What is wrong with the layout: its settings, and (for a real run) how the processes were launched."
+    found, w, cap = [], '02_train: ', params.get('max_memory_per_device')
+    if params.get('processes') is not None and params['processes'] < 0:
+        found.append(f"{w}processes={params['processes']!r} must not be negative")
+    if cap and not re.fullmatch(r'\d+(\.\d+)?\s*(GiB|GB|MiB|MB)', str(cap)):
+        found.append(f"{w}max_memory_per_device={cap!r} is not a size such as '38GiB' or '40000MB'")
+    if cap and layout_of(params) != 'layer_split':
+        found.append(f"{w}max_memory_per_device is for layout='layer_split' (got layout={layout_of(params)!r})")
+    if layout_of(params) == 'fsdp' and params['bits'] != 4:
+        found.append(f"{w}layout='fsdp' shards a 4-bit base: bits must be 4 (got {params['bits']})")
+    if params['dry_run']: return found
+    fsdp_launch = os.environ.get('ACCELERATE_USE_FSDP', 'false').lower() == 'true'
+    if fsdp_launch and layout_of(params) != 'fsdp':
+        found.append(f"{w}launched with an FSDP accelerate config but layout={layout_of(params)!r}: pass --layout fsdp")
+    if layout_of(params) == 'layer_split' and _world() > 1:
+        found.append(f"{w}layout='layer_split' runs in one process that uses every GPU, not {_world()} processes: "
+                     "start it with python or anima-train, not accelerate launch")
+    if params.get('processes') and params['processes'] != _world():
+        found.append(f"{w}processes={params['processes']} but {_world()} were launched (processes is for the dry run)")
+    return found
 
 TRAIN_OUTPUTS = ('adapter', 'metrics.jsonl', 'samples.jsonl', 'loss.png', 'estimate.json', 'checkpoints')
 
@@ -528,7 +734,9 @@ def train(params:dict, # the step's resolved parameters
     main = _rank() == 0
     if params['dry_run']:
         est = {**estimate(params, _world()), 'parameters': params}
-        if main: write_json(run_dir(params['run_name'], 'train')/'estimate.json', est)
+        if main:
+            write_json(run_dir(params['run_name'], 'train')/'estimate.json', est)
+            print(layout_report(est), file=sys.stderr)
         return est
     from accelerate import PartialState
     plan = resume_plan(params, restart)                 # decided by every process before anything is written
@@ -557,6 +765,7 @@ def _train(params:dict, out:Path, main:bool, plan:dict) -> dict:
     from accelerate import PartialState
     import torch
     ckpt = out/'checkpoints'
+    sharding = fsdp_launch() if layout_of(params) == 'fsdp' else None    # before the Trainer's accelerator exists
     args = training_args(params, ckpt)                              # sets up the processes of a distributed run
     if plan['action'] == 'resume': args.eval_on_start = False       # step 0 was evaluated by the first run
     start = _prepare_dir(out, plan) if main else None
@@ -571,6 +780,7 @@ def _train(params:dict, out:Path, main:bool, plan:dict) -> dict:
     base_vocab = model.get_input_embeddings().weight.shape[0]
     grow_embeddings(model, len(tok))
     model = add_lora(model, params)
+    if sharding is not None: model = shard_model(model, sharding)
     est = estimate(params, _world())
     if main: write_json(out/'estimate.json', est)
     samples = RunCallback(out, tok, list(data['eval_pairs']['source'])[:2], params['sample_max_new_tokens'])
@@ -581,9 +791,11 @@ def _train(params:dict, out:Path, main:bool, plan:dict) -> dict:
     t0 = time.time()
     trainer.train(resume_from_checkpoint=str(start) if start else None)
     secs = time.time() - t0
+    whole = gathered_lora(trainer.model)                 # every process takes part: each holds a shard under FSDP
+    held = per_process(quantized_bytes(trainer.model))
     if not main: return {}
     grown = len(tok) > base_vocab
-    save_adapter(trainer.model, tok, out/'adapter')                    # LoRA weights only, as published
+    save_adapter(trainer.model, tok, out/'adapter', state_dict=whole)  # LoRA weights only, as published
     rows = read_jsonl(out/'metrics.jsonl')
     plot_loss(rows, out/'loss.png')
     losses = [r['loss'] for r in rows if 'loss' in r]
@@ -597,7 +809,8 @@ def _train(params:dict, out:Path, main:bool, plan:dict) -> dict:
                 data=data['counts'], train_examples=len(data['train']),
                 eval_examples=len(data['eval']), source_truncated=data['truncated']['source_truncated'],
                 target_truncated=data['truncated']['target_truncated'], trainable_params=est['params']['lora'],
-                total_params=est['params']['total'], vocab_grown=grown, processes=_world(),
+                total_params=est['params']['total'], vocab_grown=grown, processes=_world(), layout=layout_of(params),
+                quantized_bytes=dict(whole=held[0]['whole'], per_process=[h['held'] for h in held]),
                 tf32=tf32, loss_weighting=params['loss_weighting'], flatten=params['flatten'],
                 seconds=round(secs, 2), seconds_per_step=round(secs / max(done, 1), 4), peak_rss_gb=peak_rss_gb(),
                 peak_cuda_gb=peak_cuda, report_to_skipped=report_targets(params['report_to'])[1])
