@@ -330,6 +330,8 @@ def preflight(plan:list, # as `plan_steps` makes it
         if entry['step'] == 'merge': found += merge.disk_problems(resolved['merge'], resolved['train']['model_name_or_path'])
         if entry['step'] == 'dpo' and not {'merge', 'inference'} & {e['step'] for e in plan if e['action'] == 'run'}:
             found += dpo.input_problems(resolved['dpo'])        # what it reads exists, as no earlier step makes it
+        if entry['step'] == 'dpo' and (dp := dpo.dpo_plan(resolved['dpo'], restart=force))['action'] == 'refuse':
+            found.append(f"07_dpo: {dp['reason']}")
     return found
 
 def _plan_training(entry:dict, params:dict, force:bool) -> list:
