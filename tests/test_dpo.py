@@ -120,3 +120,17 @@ def test_unknown_and_bad_values_refused_before_loading(run):
     with pytest.raises(TypeError, match='bogus'): D.run_dpo({**params(run), 'bogus': 1})
     with pytest.raises(ValueError, match="dpo_reference='twin' is not one of"):
         D.run_dpo(params(run, dpo_reference='twin'))
+
+def test_interrupted_run_resumes_from_its_newest_checkpoint(run):
+    "After the demo run above: its last checkpoint lost and its record failed, a rerun resumes from step 4."
+    import shutil
+    from anima_nb.core import write_json
+    d = run_dir(run, 'dpo')
+    if not (d/'checkpoints'/'checkpoint-8').exists(): D.run_dpo(params(run))
+    shutil.rmtree(d/'checkpoints'/'checkpoint-8')
+    write_json(d/'manifest.json', {**read_manifest(d), 'status': 'failed'})
+    assert D.dpo_plan(params(run))['checkpoint'] == 'checkpoint-4'
+    s = D.run_dpo(params(run))
+    assert s['resumed_from'] == 'checkpoint-4' and s['steps'] == 8
+    steps = [r['step'] for r in read_jsonl(d/'metrics.jsonl') if 'loss' in r and 'eval_loss' not in r]
+    assert steps == list(range(1, 9))                    # the rows after the checkpoint were dropped, then written again
