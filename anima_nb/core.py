@@ -9,14 +9,14 @@ import importlib.metadata as importlib_metadata, shutil
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PACKAGE', 'ASSETS', 'TRACKED_PACKAGES', 'LEFTOVERS', 'STEP_NOTEBOOKS', 'TYPES', 'PROFILES_DIR', 'project_root',
-           'resolve_path', 'outputs_dir', 'run_dir', 'atomic_write_bytes', 'atomic_write_text', 'write_json',
-           'read_json', 'write_jsonl', 'append_jsonl', 'read_jsonl', 'secret_values', 'redact', 'package_versions',
-           'git_state', 'sha256_file', 'file_record', 'Manifest', 'read_manifest', 'param_changes', 'remove_leftovers',
-           'step', 'notebooks_dir', 'notebook_schema', 'step_schema', 'all_types', 'check_params', 'check_row',
-           'write_record', 'read_record', 'profile_names', 'load_profile', 'resolve_params', 'step_params',
-           'check_step_params', 'value_problems', 'refuse', 'papermill_output', 'exported_notebook',
-           'refuse_copy_in_nbs', 'injected_names', 'notebook_params']
+__all__ = ['PACKAGE', 'ASSETS', 'TRACKED_PACKAGES', 'LEFTOVERS', 'STEP_NOTEBOOKS', 'OPTIONAL_STEPS', 'ALL_STEPS', 'TYPES',
+           'PROFILES_DIR', 'project_root', 'resolve_path', 'outputs_dir', 'run_dir', 'atomic_write_bytes',
+           'atomic_write_text', 'write_json', 'read_json', 'write_jsonl', 'append_jsonl', 'read_jsonl', 'secret_values',
+           'redact', 'package_versions', 'git_state', 'sha256_file', 'file_record', 'Manifest', 'read_manifest',
+           'param_changes', 'remove_leftovers', 'step', 'notebooks_dir', 'notebook_schema', 'step_schema', 'all_types',
+           'check_params', 'check_row', 'write_record', 'read_record', 'profile_names', 'load_profile',
+           'resolve_params', 'step_params', 'check_step_params', 'value_problems', 'refuse', 'papermill_output',
+           'exported_notebook', 'refuse_copy_in_nbs', 'injected_names', 'notebook_params']
 
 # %% ../nbs/00_core.ipynb #1e9dfed4
 def project_root(start=None) -> Path:
@@ -244,6 +244,8 @@ def step(params:dict, # the step's resolved parameters (`run_name` names the run
 # %% ../nbs/00_core.ipynb #a7c10007
 STEP_NOTEBOOKS = {'data': '01_data', 'train': '02_train', 'merge': '03_merge', 'inference': '04_inference',
                   'elo': '05_elo'}
+OPTIONAL_STEPS = {'dpo': '07_dpo'}                    # run only when named (`--steps dpo`)
+ALL_STEPS = {**STEP_NOTEBOOKS, **OPTIONAL_STEPS}
 TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool, 'list': list, 'dict': dict}
 
 def notebooks_dir() -> Path:
@@ -284,14 +286,14 @@ def notebook_schema(nb_path) -> dict:
     return {k: dict(v) for k, v in _SCHEMAS[key].items()}
 
 def step_schema(step:str) -> dict:
-    "The parameters of step `step` (a key of `STEP_NOTEBOOKS`), from its notebook."
-    if step not in STEP_NOTEBOOKS:
-        raise ValueError(f"Unknown step {step!r}: choose one of {', '.join(STEP_NOTEBOOKS)}")
-    return notebook_schema(notebooks_dir()/f'{STEP_NOTEBOOKS[step]}.ipynb')
+    "The parameters of step `step` (a key of `ALL_STEPS`), from its notebook."
+    if step not in ALL_STEPS:
+        raise ValueError(f"Unknown step {step!r}: choose one of {', '.join(ALL_STEPS)}")
+    return notebook_schema(notebooks_dir()/f'{ALL_STEPS[step]}.ipynb')
 
 def all_types() -> dict:
     "Name -> type of every parameter some step declares."
-    return {k: d['type'] for s in STEP_NOTEBOOKS for k, d in step_schema(s).items()}
+    return {k: d['type'] for s in ALL_STEPS for k, d in step_schema(s).items()}
 
 # %% ../nbs/00_core.ipynb #be094c66
 def _type_ok(v, t) -> bool:
@@ -390,13 +392,13 @@ def resolve_params(given:dict, # the values given for this step
 def step_params(step:str, # a key of `STEP_NOTEBOOKS`
                 **given) -> dict: # the values given for it
     "The values step `step` runs with when given `given`."
-    return resolve_params(given, step_schema(step), STEP_NOTEBOOKS[step])
+    return resolve_params(given, step_schema(step), ALL_STEPS[step])
 
 # %% ../nbs/00_core.ipynb #b98f4c13
 def check_step_params(params:dict, # a complete parameter set
                       step:str): # a key of `STEP_NOTEBOOKS`
     "Refuse a parameter set that is not exactly step `step`'s: unknown or missing names, wrong types."
-    schema, where = step_schema(step), STEP_NOTEBOOKS[step]
+    schema, where = step_schema(step), ALL_STEPS[step]
     check_params(params, {k: d['type'] for k, d in schema.items()}, where)
     missing = sorted(set(schema) - set(params))
     if missing: raise TypeError(f"{where} needs parameter(s) {missing}")

@@ -13,12 +13,12 @@ import logging
 logging.getLogger('bitsandbytes.backends.cpu.ops').setLevel(logging.ERROR)
 
 # %% auto #0
-__all__ = ['DEMO_MODEL', 'TINY_LLAMA', 'DEMO_EVAL_ROWS', 'DEMO_PRETRAIN', 'LAYOUTS', 'FLOAT_DTYPES', 'train_demo_tokenizer',
-           'demo_pretraining_texts', 'pretrain_demo_base', 'build_demo_model', 'demo_model_dir', 'resolve_model',
-           'load_tokenizer', 'compute_dtype', 'layout_of', 'quant_storage', 'bnb_config', 'max_memory',
+__all__ = ['DEMO_MODEL', 'TINY_LLAMA', 'DEMO_EVAL_ROWS', 'DEMO_PRETRAIN', 'LAYOUTS', 'FLOAT_DTYPES', 'MARK',
+           'train_demo_tokenizer', 'demo_pretraining_texts', 'pretrain_demo_base', 'build_demo_model', 'demo_model_dir',
+           'resolve_model', 'load_tokenizer', 'compute_dtype', 'layout_of', 'quant_storage', 'bnb_config', 'max_memory',
            'grow_embeddings', 'no_cpu_repack', 'varlen_attention_available', 'load_base_model', 'load_full_base',
            'lora_targets', 'lora_config', 'add_lora', 'save_adapter', 'train_record', 'base_of', 'demo_adapter',
-           'saved_embedding_rows', 'load_adapter_model', 'merged_record']
+           'saved_embedding_rows', 'load_adapter_model', 'merged_record', 'complete_checkpoints', 'newest_checkpoint']
 
 # %% ../nbs/01a_models.ipynb #ec129f1b
 DEMO_MODEL = 'local:tiny-llama'
@@ -394,3 +394,21 @@ def merged_record(run_name:str) -> dict:
     if merge_dtype not in FLOAT_DTYPES:
         raise ValueError(f"{d/'manifest.json'}: merge_dtype {merge_dtype!r} is not one of {FLOAT_DTYPES}")
     return {**manifest, 'model_dir': str(d/'model')}
+
+# %% ../nbs/01a_models.ipynb #e08f7809
+MARK = 'COMPLETE'
+
+def complete_checkpoints(ckpt_dir) -> list:
+    "Complete checkpoint folders under `ckpt_dir`, oldest first."
+    d = Path(ckpt_dir)
+    found = [p for p in d.glob('checkpoint-*') if p.is_dir() and (p/MARK).exists()] if d.exists() else []
+    return sorted(found, key=lambda p: int(p.name.split('-')[-1]))
+
+def newest_checkpoint(ckpt_dir, # the run's `checkpoints` folder
+                      clean=False): # remove partial checkpoint folders
+    "The newest complete checkpoint (or None); with `clean`, unmarked (partial) checkpoint folders are removed."
+    done = complete_checkpoints(ckpt_dir)
+    if clean and Path(ckpt_dir).exists():
+        for folder in Path(ckpt_dir).glob('checkpoint-*'):
+            if folder not in done: shutil.rmtree(folder, ignore_errors=True)
+    return done[-1] if done else None

@@ -8,17 +8,17 @@ import os, sys, io, json, time, argparse, datetime as dt
 from pathlib import Path
 from .core import *
 from .models import DEMO_MODEL
-from . import data, train, merge, inference, elo
+from . import data, train, merge, inference, elo, dpo
 from .data import read_profile
 from .merge import read_report
 from .elo import read_ratings
 from .train import resume_plan
 
 # %% auto #0
-__all__ = ['CHAIN', 'NEEDS', 'PROBLEMS', 'select_steps', 'declarers', 'parse_value', 'coerce', 'parse_sets', 'load_config',
-           'gather_params', 'param_types', 'check_names', 'step_inputs', 'resolve_step', 'linear_needs', 'plan_steps',
-           'StepFailed', 'run_notebook', 'step_record', 'summarize', 'format_summary', 'prepare', 'preflight',
-           'RunLock', 'run_pipeline', 'cli', 'main', 'docs_sources']
+__all__ = ['CHAIN', 'NEEDS', 'PROBLEMS', 'select_steps', 'chain_for', 'declarers', 'parse_value', 'coerce', 'parse_sets',
+           'load_config', 'gather_params', 'param_types', 'check_names', 'step_inputs', 'resolve_step', 'linear_needs',
+           'plan_steps', 'StepFailed', 'run_notebook', 'step_record', 'summarize', 'format_summary', 'prepare',
+           'preflight', 'RunLock', 'run_pipeline', 'cli', 'main', 'docs_sources']
 
 # %% ../nbs/06_pipeline.ipynb #5124a586
 CHAIN = STEP_NOTEBOOKS
@@ -33,6 +33,11 @@ def select_steps(steps=None, # step or notebook names, comma-separated or a list
     bad = [s for s in want if s not in by_name]
     if bad: raise ValueError(f"Unknown step(s) {bad}: choose from {', '.join(chain)}")
     return [s for s in chain if s in {by_name[w] for w in want}]
+
+def chain_for(steps=None) -> dict:
+    "The chain, with the optional steps (`OPTIONAL_STEPS`, e.g. DPO) that `steps` names added at its end."
+    want = {s.strip() for s in (steps.split(',') if isinstance(steps, str) else steps or ())}
+    return {**CHAIN, **{s: nb for s, nb in OPTIONAL_STEPS.items() if s in want or nb in want}}
 
 # %% ../nbs/06_pipeline.ipynb #2ad1c33a
 def declarers(declared:dict) -> dict:
@@ -125,7 +130,8 @@ def resolve_step(values:dict, # every value given to the chain
     return resolve_params(step_inputs(values, declared), declared, where)
 
 # %% ../nbs/06_pipeline.ipynb #dc747215
-NEEDS = {'data': (), 'train': (), 'merge': ('train',), 'inference': ('train', 'merge'), 'elo': ('inference',)}
+NEEDS = {'data': (), 'train': (), 'merge': ('train',), 'inference': ('train', 'merge'), 'elo': ('inference',),
+         'dpo': ('merge', 'inference')}
 
 def linear_needs(chain) -> dict:
     "Each step of `chain` reads from the one before it."
@@ -305,19 +311,21 @@ def prepare(values:dict, # every value given to the chain, as `gather_params` ma
             chain=None, # step -> notebook (default: `CHAIN`)
             nbs=None) -> dict: # the folder of the notebooks (default: `notebooks_dir()`)
     "Check `values` against the notebooks, resolve each step's parameters and plan the run; runs nothing."
-    chain, nbs = chain or CHAIN, Path(nbs or notebooks_dir())
+    default, nbs = chain is None, Path(nbs or notebooks_dir())
+    chain = chain or chain_for(steps)                   # the optional steps only when named
     declared = {s: notebook_schema(nbs/f'{nb}.ipynb') for s, nb in chain.items()}
-    check_names(values, declared)
+    check_names(values, {**({s: notebook_schema(nbs/f'{nb}.ipynb') for s, nb in ALL_STEPS.items()} if default else {}),
+                         **declared})
     selected = select_steps(steps, chain)
     resolved = {s: resolve_step(values, declared[s], chain[s]) for s in chain}
     run = values['run_name']
     manifests = {s: read_manifest(outputs_dir()/run/s) for s in chain}
-    plan = plan_steps(selected, resolved, manifests, force, NEEDS if chain == CHAIN else linear_needs(chain))
-    if chain is CHAIN: refuse(preflight(plan, resolved, force), 'the run')
+    plan = plan_steps(selected, resolved, manifests, force, NEEDS if default else linear_needs(chain))
+    if default: refuse(preflight(plan, resolved, force), 'the run')
     return dict(values=values, chain=chain, nbs=nbs, declared=declared, resolved=resolved, manifests=manifests, plan=plan)
 
 PROBLEMS = {'data': data.problems, 'train': train.problems, 'merge': merge.problems, 'inference': inference.problems,
-            'elo': elo.problems}
+            'elo': elo.problems, 'dpo': dpo.problems}
 
 def preflight(plan:list, # as `plan_steps` makes it
               resolved:dict, # step -> the parameters it would run with
@@ -329,6 +337,10 @@ def preflight(plan:list, # as `plan_steps` makes it
         found += PROBLEMS[entry['step']](resolved[entry['step']])
         if entry['step'] == 'train': found += _plan_training(entry, resolved['train'], force)
         if entry['step'] == 'merge': found += merge.disk_problems(resolved['merge'], resolved['train']['model_name_or_path'])
+        if entry['step'] == 'dpo' and not {'merge', 'inference'} & {e['step'] for e in plan if e['action'] == 'run'}:
+            found += dpo.input_problems(resolved['dpo'])        # what it reads exists, as no earlier step makes it
+        if entry['step'] == 'dpo' and (dp := dpo.dpo_plan(resolved['dpo'], restart=force))['action'] == 'refuse':
+            found.append(f"07_dpo: {dp['reason']}")
     return found
 
 def _plan_training(entry:dict, params:dict, force:bool) -> list:
@@ -437,7 +449,8 @@ def cli(argv=None) -> argparse.Namespace:
     parser.add_argument('--config', help='YAML file of parameter values for this run')
     parser.add_argument('--set', action='append', default=[], metavar='NAME=VALUE',
                         help='a parameter value (YAML); repeatable; overrides --config')
-    parser.add_argument('--steps', help=f"comma-separated steps to run (default: all): {','.join(CHAIN)}")
+    parser.add_argument('--steps', help=f"comma-separated steps to run (default: all): {','.join(CHAIN)}; "
+                                        f"optional, only when named: {','.join(OPTIONAL_STEPS)}")
     parser.add_argument('--force', action='store_true',
                         help='rerun the selected steps even when complete with the same parameters')
     parser.add_argument('--plan', action='store_true', help='show what would run and why, run nothing')
@@ -456,7 +469,7 @@ def main(argv=None) -> int:
     args = cli(argv)
     try:
         nbs = notebooks_dir()
-        declared = {s: notebook_schema(nbs/f'{nb}.ipynb') for s, nb in CHAIN.items()}
+        declared = {s: notebook_schema(nbs/f'{nb}.ipynb') for s, nb in ALL_STEPS.items()}
         if args.params: print(_params_table(declared)); return 0
         values = gather_params(param_types(declared), args.profile, args.run_name, args.config, args.set)
         check_names(values, declared)

@@ -12,16 +12,15 @@ from .models import *
 
 # %% auto #0
 __all__ = ['IGNORE_INDEX', 'TRUNCATIONS', 'LOSS_WEIGHTINGS', 'PEAK_TFLOPS', 'UTILISATION', 'GB', 'CARDS_GIB', 'OVERHEAD_GB',
-           'LAYOUT_ROWS', 'MARK', 'BNB_ADAMW', 'RUN_ONLY', 'TRAIN_OUTPUTS', 'encode_source', 'encode_target',
-           'encode_pair', 'encode_pairs', 'Collator', 'example_ids', 'token_losses', 'loss_units', 'summed_loss',
-           'make_collator', 'split_dataset', 'encode_dataset', 'lora_param_count', 'arch_config', 'meta_model',
-           'param_counts', 'micro_batch_tokens', 'memory_estimate', 'compute_estimate', 'layout_memory',
-           'layout_report', 'layout_estimates', 'typical_example_tokens', 'estimate', 'complete_checkpoints',
-           'newest_checkpoint', 'is_sharded', 'gathered_lora', 'quantized_bytes', 'per_process', 'load_sharded_lora',
-           'RunCallback', 'LossBar', 'QLoRATrainer', 'report_targets', 'set_tf32', 'sharded_optim', 'training_args',
-           'plot_loss', 'base_revision', 'peak_rss_gb', 'fsdp_config_file', 'fsdp_launch', 'shard_model',
-           'split_device_map', 'run_identity', 'resume_plan', 'problems', 'layout_problems', 'train', 'training_data',
-           'cli_params', 'main']
+           'LAYOUT_ROWS', 'BNB_ADAMW', 'RUN_ONLY', 'TRAIN_OUTPUTS', 'encode_source', 'encode_target', 'encode_pair',
+           'encode_pairs', 'Collator', 'example_ids', 'token_losses', 'loss_units', 'summed_loss', 'make_collator',
+           'split_dataset', 'encode_dataset', 'lora_param_count', 'arch_config', 'meta_model', 'param_counts',
+           'micro_batch_tokens', 'memory_estimate', 'compute_estimate', 'layout_memory', 'layout_report',
+           'layout_estimates', 'typical_example_tokens', 'estimate', 'is_sharded', 'gathered_lora', 'quantized_bytes',
+           'per_process', 'load_sharded_lora', 'RunCallback', 'LossBar', 'QLoRATrainer', 'report_targets', 'set_tf32',
+           'sharded_optim', 'training_args', 'plot_loss', 'base_revision', 'peak_rss_gb', 'fsdp_config_file',
+           'fsdp_launch', 'shard_model', 'split_device_map', 'run_identity', 'resume_plan', 'problems',
+           'layout_problems', 'train', 'training_data', 'cli_params', 'main']
 
 # %% ../nbs/02_train.ipynb #390c7f00
 IGNORE_INDEX = -100
@@ -344,24 +343,6 @@ def estimate(params:dict, # the step's resolved parameters
                 micro_batch_tokens=micro_batch_tokens(params, ex), memory_gb=mem, layout=layout_of(params),
                 devices=devices, per_device_gb=layout_estimates(mem, arch, params, devices),
                 compute=compute_estimate(counts, arch, params, workers, example_tokens=ex))
-
-# %% ../nbs/02_train.ipynb #e08f7809
-MARK = 'COMPLETE'
-
-def complete_checkpoints(ckpt_dir) -> list:
-    "Complete checkpoint folders under `ckpt_dir`, oldest first."
-    d = Path(ckpt_dir)
-    found = [p for p in d.glob('checkpoint-*') if p.is_dir() and (p/MARK).exists()] if d.exists() else []
-    return sorted(found, key=lambda p: int(p.name.split('-')[-1]))
-
-def newest_checkpoint(ckpt_dir, # the run's `checkpoints` folder
-                      clean=False): # remove partial checkpoint folders
-    "The newest complete checkpoint (or None); with `clean`, unmarked (partial) checkpoint folders are removed."
-    done = complete_checkpoints(ckpt_dir)
-    if clean and Path(ckpt_dir).exists():
-        for folder in Path(ckpt_dir).glob('checkpoint-*'):
-            if folder not in done: shutil.rmtree(folder, ignore_errors=True)
-    return done[-1] if done else None
 
 # %% ../nbs/02_train.ipynb #aa727674
 from transformers import TrainerCallback
