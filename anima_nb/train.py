@@ -17,10 +17,10 @@ __all__ = ['IGNORE_INDEX', 'TRUNCATIONS', 'LOSS_WEIGHTINGS', 'PEAK_TFLOPS', 'UTI
            'split_dataset', 'encode_dataset', 'lora_param_count', 'arch_config', 'meta_model', 'param_counts',
            'micro_batch_tokens', 'memory_estimate', 'compute_estimate', 'layout_memory', 'layout_report',
            'layout_estimates', 'typical_example_tokens', 'estimate', 'is_sharded', 'gathered_lora', 'quantized_bytes',
-           'per_process', 'load_sharded_lora', 'RunCallback', 'LossBar', 'QLoRATrainer', 'report_targets', 'set_tf32',
-           'sharded_optim', 'training_args', 'plot_loss', 'base_revision', 'peak_rss_gb', 'fsdp_config_file',
-           'fsdp_launch', 'shard_model', 'split_device_map', 'run_identity', 'resume_plan', 'problems',
-           'layout_problems', 'train', 'training_data', 'cli_params', 'main']
+           'per_process', 'load_sharded_lora', 'rng_state', 'set_rng_state', 'RunCallback', 'LossBar', 'QLoRATrainer',
+           'report_targets', 'set_tf32', 'sharded_optim', 'training_args', 'plot_loss', 'base_revision', 'peak_rss_gb',
+           'fsdp_config_file', 'fsdp_launch', 'shard_model', 'split_device_map', 'run_identity', 'resume_plan',
+           'problems', 'layout_problems', 'train', 'training_data', 'cli_params', 'main']
 
 # %% ../nbs/02_train.ipynb #390c7f00
 IGNORE_INDEX = -100
@@ -398,8 +398,21 @@ def load_sharded_lora(model, # a sharded peft model
             p.copy_(whole)
     return model
 
+def rng_state() -> dict:
+    "The random states training draws from: Python's, NumPy's, torch's (and CUDA's)."
+    import random, numpy as np, torch
+    state = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state())
+    if torch.cuda.is_available(): state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+def set_rng_state(state:dict): # as `rng_state` returns it
+    "Put back the random states `rng_state` took."
+    import random, numpy as np, torch
+    random.setstate(state['python']); np.random.set_state(state['numpy']); torch.set_rng_state(state['torch'])
+    if 'cuda' in state: torch.cuda.set_rng_state_all(state['cuda'])
+
 class RunCallback(TrainerCallback):
-    "Mark checkpoints complete, log metrics to `metrics.jsonl`, and write sample generations at each evaluation."
+    "Mark checkpoints complete, log metrics, write sample generations at each evaluation; step 0's draws nothing."
     def __init__(self,
                  out, # the step folder, where `metrics.jsonl` and `samples.jsonl` go
                  tok, # the tokenizer
@@ -415,7 +428,15 @@ class RunCallback(TrainerCallback):
         if state.is_world_process_zero and logs:
             append_jsonl(self.out/'metrics.jsonl', {'step': state.global_step, 'time': round(time.time(), 3), **logs})
 
+    def on_train_begin(self, args, state, control, **kw):
+        self.rng = rng_state() if args.eval_on_start and state.global_step == 0 else None
+
     def on_evaluate(self, args, state, control, model=None, **kw):
+        try: self._samples(state, model)
+        finally:                   # the step-0 evaluation leaves the random state as it found it: training is the same
+            if getattr(self, 'rng', None) is not None: set_rng_state(self.rng); self.rng = None
+
+    def _samples(self, state, model):
         if model is None or not self.prompts: return
         if not state.is_world_process_zero and not is_sharded(model): return   # sharded: every process computes
         import torch

@@ -66,7 +66,7 @@ def test_answers_jsonl(outdir, tmp_path, monkeypatch):
     for r in saved:
         assert set(r) == set(FIELDS) and all(isinstance(r[k], t) for k, t in FIELDS.items()), r
         assert r['prompt'] == I.eval_prompt(qs[[q['question_id'] for q in qs].index(r['question_id'])]['question'])
-        assert r['settings'] == {'max_new_tokens': 6, 'do_sample': False, 'repetition_penalty': 1.0}
+        assert r['settings'] == {'max_new_tokens': 6, 'do_sample': False, 'repetition_penalty': 1.3}   # the demo profile's
         assert 1 <= r['answer_tokens'] <= 6 and r['stop'] in ('eos', 'length')
     m = read_manifest(d)
     assert m['status'] == 'complete' and m['summary']['answers'] == 6 and m['inputs'][0]['sha256'] == sha256_file(tmp_path/'q.json')

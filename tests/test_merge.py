@@ -18,6 +18,10 @@ def outdir(tmp_path_factory):
         models.demo_adapter(RUN)
         yield out
 
+def tight(c:dict) -> bool:
+    "A float32 merge agrees to float32 rounding: 4e-6 of the logits' scale (a trained base's logits reach ~15)."
+    return c["max_abs_diff"] <= 4e-6 * max(1.0, c["logit_scale"])
+
 def params(**kw): return step_params('merge', **{'run_name': RUN, 'merge_mode': 'nf4-roundtrip', **kw})
 
 def test_settings_come_from_training_run(outdir):
@@ -58,9 +62,9 @@ def test_merge_fidelity_both_modes(outdir):
     nf4, plain = report['chosen'], report['other_modes'][0]
     assert (nf4['merge_mode'], plain['merge_mode']) == ('nf4-roundtrip', 'plain')
     assert nf4['passed'] and plain['passed']
-    assert nf4['vs_qlora']['max_abs_diff'] < 1e-5 and nf4['vs_qlora']['greedy_identical']
-    assert nf4['vs_unmerged']['max_abs_diff'] < 1e-5 and plain['vs_unmerged'] == plain['vs_full']
-    assert plain['vs_full']['max_abs_diff'] < 1e-5 and plain['vs_full']['greedy_identical']
+    assert tight(nf4['vs_qlora']) and nf4['vs_qlora']['greedy_identical']
+    assert tight(nf4['vs_unmerged']) and plain['vs_unmerged'] == plain['vs_full']
+    assert tight(plain['vs_full']) and plain['vs_full']['greedy_identical']
     assert plain['vs_qlora']['max_abs_diff'] > 100 * nf4['vs_qlora']['max_abs_diff']   # the 4-bit rounding matters
     d = run_dir(RUN, 'merge')
     assert read_json(d/'report.json') == report
@@ -75,7 +79,7 @@ def test_merge_fidelity_both_modes(outdir):
     qlora, tok = models.load_adapter_model(models.train_record(RUN))
     got = M.probe(reloaded, tok, M.fidelity_prompts(1), n_tokens=4)
     ref = M.probe(qlora, tok, M.fidelity_prompts(1), n_tokens=4)
-    assert M.compare(got, ref)['max_abs_diff'] < 1e-5
+    assert tight(M.compare(got, ref))
 
 def test_bfloat16_merge_within_its_tolerance(outdir):
     report = M.merge(params(merge_dtype='bfloat16', compare_modes=True))
@@ -114,7 +118,7 @@ def test_merge_of_a_real_training_run(outdir):
     P = step_params('train', run_name='trained', max_steps=3, eval_steps=3, save_steps=3, sample_max_new_tokens=4)
     train(P)
     report = M.merge(params(run_name='trained', compare_modes=False))
-    assert report['chosen']['passed'] and report['chosen']['vs_qlora']['max_abs_diff'] < 1e-5
+    assert report['chosen']['passed'] and tight(report['chosen']['vs_qlora'])
     assert report['chosen']['vs_full']['max_abs_diff'] > 1e-3
 
 def test_pad_policy_merge_keeps_the_base_vocabulary(outdir):
