@@ -15,8 +15,8 @@ __all__ = ['PACKAGE', 'ASSETS', 'TRACKED_PACKAGES', 'LEFTOVERS', 'STEP_NOTEBOOKS
            'redact', 'package_versions', 'git_state', 'sha256_file', 'file_record', 'Manifest', 'read_manifest',
            'param_changes', 'remove_leftovers', 'step', 'notebooks_dir', 'notebook_schema', 'step_schema', 'all_types',
            'check_params', 'check_row', 'write_record', 'read_record', 'profile_names', 'load_profile',
-           'resolve_params', 'step_params', 'check_step_params', 'value_problems', 'refuse', 'papermill_output',
-           'exported_notebook', 'refuse_copy_in_nbs', 'injected_names', 'notebook_params']
+           'resolve_params', 'step_params', 'check_step_params', 'step_cli_params', 'value_problems', 'refuse',
+           'papermill_output', 'exported_notebook', 'refuse_copy_in_nbs', 'injected_names', 'notebook_params']
 
 # %% ../nbs/00_core.ipynb #1e9dfed4
 def project_root(start=None) -> Path:
@@ -403,6 +403,35 @@ def check_step_params(params:dict, # a complete parameter set
     missing = sorted(set(schema) - set(params))
     if missing: raise TypeError(f"{where} needs parameter(s) {missing}")
     return params
+
+# %% ../nbs/00_core.ipynb #cc175c25
+def _bool(s:str) -> bool:
+    import argparse
+    if s.lower() in ('1', 'true', 'yes'): return True
+    if s.lower() in ('0', 'false', 'no'): return False
+    raise argparse.ArgumentTypeError(f'expected true or false, got {s!r}')
+
+def _yaml(s:str):
+    import yaml
+    return yaml.safe_load(s)
+
+def step_cli_params(step:str, # a key of `ALL_STEPS`
+                    prog:str, # the command's name, in its help and errors
+                    argv=None, # the arguments; None reads `sys.argv`
+                    force_help='delete what an earlier run left and start again') -> tuple: # help of `--force`
+    "Step `step`'s parameters from `--name value` arguments, completed from the profile; and whether `--force` came."
+    import argparse
+    schema = step_schema(step)
+    ap = argparse.ArgumentParser(prog=prog, description=f'The {step} step of anima_nb (nbs/{ALL_STEPS[step]}.ipynb).')
+    for k, d in schema.items():
+        t = d['type']
+        default = 'from the profile' if d['default'] is None else repr(d['default'])
+        ap.add_argument(f'--{k}', type=_bool if t is bool else _yaml if t in (dict, list) else t, default=None,
+                        metavar=t.__name__.upper(), help=f"{d['help']} (default: {default})".replace('%', '%%'))
+    ap.add_argument('--force', action='store_true', help=force_help)
+    args = vars(ap.parse_args(argv))
+    force = args.pop('force')
+    return resolve_params({k: v for k, v in args.items() if v is not None}, schema, prog), force
 
 # %% ../nbs/00_core.ipynb #fef75460
 def value_problems(params:dict, # the values to check

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_dpo.ipynb #4864fc8d
 from __future__ import annotations
-import os, sys, json, math, time, shutil, argparse
+import os, sys, json, math, time, shutil
 from pathlib import Path
 from .core import *
 from .data import load_questions, questions_problems, read_answers, answers_path, ANSWER_SCHEMA
@@ -16,7 +16,7 @@ __all__ = ['PREF_FORMATS', 'PAIR_SCHEMA', 'REFERENCES', 'GB', 'CURVES', 'RUN_ONL
            'check_pair', 'to_pair', 'read_preferences', 'load_references', 'run_pairs', 'training_rows', 'split_pairs',
            'sequence_logps', 'dpo_loss', 'policy_path', 'load_policy_base', 'dpo_lora', 'dpo_args', 'DPOLog',
            'make_trainer', 'dpo_arch', 'dpo_counts', 'dpo_memory', 'estimate', 'generate_like', 'bigram_f1',
-           'OverlapJudge', 'play_pair', 'pair_table', 'plot_dpo', 'curve_ends', 'run_identity', 'dpo_plan', 'problems',
+           'OverlapJudge', 'play_pair', 'pair_table', 'plot_dpo', 'curve_ends', 'dpo_plan', 'problems',
            'input_problems', 'preference_pairs', 'judge_for', 'before_after', 'run_dpo', 'cli_params', 'main']
 
 # %% ../nbs/07_dpo.ipynb #a6caef3f
@@ -408,25 +408,10 @@ def curve_ends(rows:list) -> dict:
 RUN_ONLY = ('profile', 'dpo_eval_steps', 'dpo_save_total_limit', 'dpo_judge', 'judge_model', 'dpo_answer_batch_size',
             'dry_run')
 
-def run_identity(params:dict) -> dict:
-    "The parameters that make a DPO run what it is (all but `RUN_ONLY`)."
-    return {k: v for k, v in params.items() if k not in RUN_ONLY}
-
 def dpo_plan(params:dict, # the step's parameters
              restart:bool=False) -> dict: # start again, deleting what an earlier run left
     "What the step does with its folder: `start`, `resume` (from which checkpoint), `complete` or `refuse`; why."
-    out = run_dir(params['run_name'], 'dpo', create=False)
-    old, done = read_manifest(out), complete_checkpoints(out/'checkpoints')
-    if restart: return dict(action='start', reason='restart asked for')
-    changes = param_changes(run_identity(old['params']), run_identity(params)) if old else []
-    if changes and done:
-        return dict(action='refuse', reason=f"{out/'checkpoints'} holds checkpoints of a run with other parameters "
-                    f"({'; '.join(changes)}): pass --force to start again, or choose another run_name")
-    if old and not changes and old['status'] == 'complete':
-        return dict(action='complete', reason='complete with the same parameters')
-    if old and not changes and done:
-        return dict(action='resume', checkpoint=done[-1].name, reason=f"resume from {done[-1].name}")
-    return dict(action='start', reason='never ran' if old is None else 'nothing to resume')
+    return checkpoint_plan(run_dir(params['run_name'], 'dpo', create=False), params, RUN_ONLY, restart)
 
 def problems(params:dict) -> list:
     "What is wrong with the DPO step's values, before anything is loaded."
@@ -561,16 +546,8 @@ def run_dpo(params:dict, # the step's resolved parameters
 # %% ../nbs/07_dpo.ipynb #6df5c104
 def cli_params(argv=None) -> tuple:
     "Parameters from `--name value` arguments, resolved with the profile; and whether `--force` was given."
-    import yaml
-    schema = step_schema('dpo')
-    ap = argparse.ArgumentParser(prog='python -m anima_nb.dpo', description='DPO step of anima_nb (nbs/07_dpo.ipynb).')
-    for k, d in schema.items():
-        ap.add_argument(f'--{k}', type=yaml.safe_load, default=None, help=d['help'].replace('%', '%%'))
-    ap.add_argument('--force', action='store_true', help='delete the checkpoints of an earlier run and start again')
-    args = vars(ap.parse_args(argv))
-    force = args.pop('force')
-    given = {k: (str(v) if schema[k]['type'] is str and v is not None else v) for k, v in args.items()}
-    return resolve_params(given, schema, 'python -m anima_nb.dpo'), force
+    return step_cli_params('dpo', 'python -m anima_nb.dpo', argv,
+                           force_help='delete the checkpoints of an earlier run and start again')
 
 def main(argv=None):
     "Entry point of `python -m anima_nb.dpo`."

@@ -18,7 +18,8 @@ __all__ = ['DEMO_MODEL', 'TINY_LLAMA', 'DEMO_EVAL_ROWS', 'DEMO_PRETRAIN', 'LAYOU
            'resolve_model', 'load_tokenizer', 'compute_dtype', 'layout_of', 'quant_storage', 'bnb_config', 'max_memory',
            'grow_embeddings', 'no_cpu_repack', 'varlen_attention_available', 'load_base_model', 'load_full_base',
            'lora_targets', 'lora_config', 'add_lora', 'save_adapter', 'train_record', 'base_of', 'demo_adapter',
-           'saved_embedding_rows', 'load_adapter_model', 'merged_record', 'complete_checkpoints', 'newest_checkpoint']
+           'saved_embedding_rows', 'load_adapter_model', 'merged_record', 'complete_checkpoints', 'newest_checkpoint',
+           'checkpoint_plan']
 
 # %% ../nbs/01a_models.ipynb #ec129f1b
 DEMO_MODEL = 'local:tiny-llama'
@@ -412,3 +413,26 @@ def newest_checkpoint(ckpt_dir, # the run's `checkpoints` folder
         for folder in Path(ckpt_dir).glob('checkpoint-*'):
             if folder not in done: shutil.rmtree(folder, ignore_errors=True)
     return done[-1] if done else None
+
+# %% ../nbs/01a_models.ipynb #8db1698f
+def checkpoint_plan(out, # the step's folder (its `manifest.json` and `checkpoints/`)
+                    params:dict, # the parameters given now
+                    run_only=(), # parameters that do not make the run what it is
+                    restart:bool=False, # start again, deleting what an earlier run left
+                    logs=()) -> dict: # files of an earlier run that a fresh start deletes
+    "What a checkpointed step does with its folder: `start`, `resume` (from which checkpoint), `complete`, `refuse`."
+    out = Path(out)
+    old, done = read_manifest(out), complete_checkpoints(out/'checkpoints')
+    logs = [f for f in logs if (out/f).exists()]
+    if restart: return dict(action='start', reason='restart asked for', deletes=[p.name for p in done] + logs)
+    identity = lambda p: {k: v for k, v in p.items() if k not in run_only}
+    changes = param_changes(identity(old['params']), identity(params)) if old else []
+    if changes and done:
+        return dict(action='refuse', reason=f"{out/'checkpoints'} holds checkpoints of a run with other parameters "
+                    f"({'; '.join(changes)}): pass --force to delete them and start again, or choose another run_name")
+    if old and not changes and old['status'] == 'complete':
+        return dict(action='complete', reason='complete with the same parameters')
+    if old and not changes and done:
+        return dict(action='resume', checkpoint=done[-1].name,
+                    reason=f"resume from {done[-1].name} ({old['status']} run)")
+    return dict(action='start', reason='nothing to resume' if old else 'never ran', deletes=logs)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_train.ipynb #9188a20e
 from __future__ import annotations
-import os, re, sys, json, math, time, shutil, argparse
+import os, re, sys, json, math, time, shutil
 from pathlib import Path
 from .core import *
 from .data import load_pairs, pairs_dataset, pair_counts, read_profile, dataset_problems, FORMATS
@@ -19,8 +19,8 @@ __all__ = ['IGNORE_INDEX', 'TRUNCATIONS', 'LOSS_WEIGHTINGS', 'PEAK_TFLOPS', 'UTI
            'layout_estimates', 'typical_example_tokens', 'estimate', 'is_sharded', 'gathered_lora', 'quantized_bytes',
            'per_process', 'load_sharded_lora', 'rng_state', 'set_rng_state', 'RunCallback', 'LossBar', 'QLoRATrainer',
            'report_targets', 'set_tf32', 'sharded_optim', 'training_args', 'plot_loss', 'base_revision', 'peak_rss_gb',
-           'fsdp_config_file', 'fsdp_launch', 'shard_model', 'split_device_map', 'run_identity', 'resume_plan',
-           'problems', 'layout_problems', 'train', 'training_data', 'cli_params', 'main']
+           'fsdp_config_file', 'fsdp_launch', 'shard_model', 'split_device_map', 'resume_plan', 'problems',
+           'layout_problems', 'train', 'training_data', 'cli_params', 'main']
 
 # %% ../nbs/02_train.ipynb #390c7f00
 IGNORE_INDEX = -100
@@ -653,28 +653,12 @@ def _world() -> int: return int(os.environ.get('WORLD_SIZE', 1))
 RUN_ONLY = ('profile', 'report_to', 'sample_max_new_tokens', 'save_total_limit', 'eval_steps', 'dry_run',
             'max_memory_per_device', 'processes')
 
-def run_identity(params:dict) -> dict:
-    "The parameters that make a training run what it is (all but `RUN_ONLY`)."
-    return {k: v for k, v in params.items() if k not in RUN_ONLY}
-
 # %% ../nbs/02_train.ipynb #553eb704
 def resume_plan(params:dict, # the run's resolved parameters
                 restart:bool=False) -> dict: # delete what an earlier run left and start again
     "What training does with the run folder: `start`, `resume` (from which checkpoint), `complete`, or `refuse`; why."
-    out = run_dir(params['run_name'], 'train', create=False)
-    old, done = read_manifest(out), complete_checkpoints(out/'checkpoints')
-    logs = [f for f in ('metrics.jsonl', 'samples.jsonl', 'loss.png') if (out/f).exists()]
-    if restart: return dict(action='start', reason='restart asked for', deletes=[p.name for p in done] + logs)
-    changes = param_changes(run_identity(old['params']), run_identity(params)) if old else []
-    if changes and done:
-        return dict(action='refuse', reason=f"{out/'checkpoints'} holds checkpoints of a run with other parameters "
-                    f"({'; '.join(changes)}): pass --force to delete them and start again, or choose another run_name")
-    if old and not changes and old['status'] == 'complete':
-        return dict(action='complete', reason='complete with the same parameters')
-    if old and not changes and done:
-        return dict(action='resume', checkpoint=done[-1].name,
-                    reason=f"resume from {done[-1].name} ({old['status']} run)")
-    return dict(action='start', reason='nothing to resume' if old else 'never ran', deletes=logs)
+    return checkpoint_plan(run_dir(params['run_name'], 'train', create=False), params, RUN_ONLY, restart,
+                           logs=('metrics.jsonl', 'samples.jsonl', 'loss.png'))
 
 def _prepare_dir(out, plan:dict):
     "On the first process: the checkpoint to resume from (logs trimmed to it), or a folder cleared for a fresh start."
@@ -818,30 +802,10 @@ def _train(params:dict, out:Path, main:bool, plan:dict) -> dict:
                 peak_cuda_gb=peak_cuda, report_to_skipped=report_targets(params['report_to'])[1])
 
 # %% ../nbs/02_train.ipynb #e9dbbd80
-def _bool(s:str) -> bool:
-    if s.lower() in ('1', 'true', 'yes'): return True
-    if s.lower() in ('0', 'false', 'no'): return False
-    raise argparse.ArgumentTypeError(f'expected true or false, got {s!r}')
-
-def _yaml(s:str):
-    import yaml
-    return yaml.safe_load(s)
-
 def cli_params(argv=None, # the arguments; None reads `sys.argv`
                with_force=False): # also return whether `--force` was given
     "Parameters from command-line arguments `--name value`, validated and completed from the profile."
-    schema = step_schema('train')
-    ap = argparse.ArgumentParser(prog='anima-train',
-                                 description='QLoRA training step of anima_nb (nbs/02_train.ipynb).')
-    for k, d in schema.items():
-        t = d['type']
-        default = 'from the profile' if d['default'] is None else repr(d['default'])
-        ap.add_argument(f'--{k}', type=_bool if t is bool else _yaml if t in (dict, list) else t, default=None,
-                        metavar=t.__name__.upper(), help=f"{d['help']} (default: {default})".replace('%', '%%'))
-    ap.add_argument('--force', action='store_true', help="delete this run's checkpoints and logs and start again")
-    args = vars(ap.parse_args(argv))
-    force = args.pop('force')
-    params = resolve_params({k: v for k, v in args.items() if v is not None}, schema, 'anima-train')
+    params, force = step_cli_params('train', 'anima-train', argv, "delete this run's checkpoints and logs and start again")
     return (params, force) if with_force else params
 
 def main(argv=None):
