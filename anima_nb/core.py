@@ -9,14 +9,16 @@ import importlib.metadata as importlib_metadata, shutil
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PACKAGE', 'ASSETS', 'TRACKED_PACKAGES', 'LEFTOVERS', 'STEP_NOTEBOOKS', 'OPTIONAL_STEPS', 'ALL_STEPS', 'TYPES',
-           'PROFILES_DIR', 'project_root', 'resolve_path', 'outputs_dir', 'run_dir', 'atomic_write_bytes',
-           'atomic_write_text', 'write_json', 'read_json', 'write_jsonl', 'append_jsonl', 'read_jsonl', 'secret_values',
-           'redact', 'package_versions', 'git_state', 'sha256_file', 'file_record', 'Manifest', 'read_manifest',
-           'param_changes', 'remove_leftovers', 'step', 'notebooks_dir', 'notebook_schema', 'step_schema', 'all_types',
-           'check_params', 'check_row', 'write_record', 'read_record', 'profile_names', 'load_profile',
-           'resolve_params', 'step_params', 'check_step_params', 'step_cli_params', 'value_problems', 'refuse',
-           'papermill_output', 'exported_notebook', 'refuse_copy_in_nbs', 'injected_names', 'notebook_params']
+__all__ = ['PACKAGE', 'ASSETS', 'TRACKED_PACKAGES', 'THREADS_ENV', 'ONE_THREAD_WIDTH', 'RUNTIME', 'LEFTOVERS', 'STEP_NOTEBOOKS',
+           'OPTIONAL_STEPS', 'ALL_STEPS', 'TYPES', 'PROFILES_DIR', 'project_root', 'resolve_path', 'outputs_dir',
+           'run_dir', 'atomic_write_bytes', 'atomic_write_text', 'write_json', 'read_json', 'write_jsonl',
+           'append_jsonl', 'read_jsonl', 'secret_values', 'redact', 'package_versions', 'git_state', 'sha256_file',
+           'file_record', 'usable_cores', 'cpu_name', 'thread_policy', 'use_threads', 'runtime_record', 'Manifest',
+           'read_manifest', 'param_changes', 'remove_leftovers', 'step', 'notebooks_dir', 'parameters_source',
+           'read_parameters', 'notebook_schema', 'step_schema', 'all_types', 'check_params', 'check_row',
+           'write_record', 'read_record', 'profile_names', 'load_profile', 'resolve_params', 'step_params',
+           'check_step_params', 'step_cli_params', 'value_problems', 'refuse', 'papermill_output', 'exported_notebook',
+           'refuse_copy_in_nbs', 'injected_names', 'notebook_params']
 
 # %% ../nbs/00_core.ipynb #1e9dfed4
 def project_root(start=None) -> Path:
@@ -167,6 +169,51 @@ def file_record(path) -> dict:
         return {'path': str(path), 'files': [file_record(p) for p in sorted(path.rglob('*')) if p.is_file()]}
     return {'path': str(path), 'bytes': path.stat().st_size, 'sha256': sha256_file(path)}
 
+# %% ../nbs/00_core.ipynb #7e4d50d1
+THREADS_ENV = 'ANIMA_NB_THREADS'
+ONE_THREAD_WIDTH = 1024   # widest hidden size that steps faster on one thread (tests/bench/bench_threads.py)
+
+def usable_cores() -> int:
+    "The cores this process may run on (its CPU affinity), not the machine's count."
+    try: return len(os.sched_getaffinity(0))
+    except AttributeError: return os.cpu_count() or 1
+
+def cpu_name() -> str:
+    "The processor's model name, as the operating system reports it."
+    try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
+    except (OSError, StopIteration): return platform.processor() or platform.machine()
+
+def thread_policy(width:int|None, # the model's hidden size (None: not known, e.g. a hub id not yet downloaded)
+                  cores:int=None, # cores this process may use (default: `usable_cores()`)
+                  env=None) -> tuple: # the environment (default: `os.environ`)
+    "(threads, why): `$ANIMA_NB_THREADS`, else one thread up to `ONE_THREAD_WIDTH`, else this process's share of the cores."
+    env = os.environ if env is None else env
+    share = max(1, (cores or usable_cores()) // max(1, int(env.get('LOCAL_WORLD_SIZE') or 1)))
+    given = str(env.get(THREADS_ENV) or '').strip()
+    if given:
+        if not given.isdigit() or int(given) < 1: raise ValueError(f"{THREADS_ENV} must be a whole number >= 1, got {given!r}")
+        n = min(int(given), share)
+        return n, f"{THREADS_ENV}={given}" + (f", capped at the {share} usable cores" if n < int(given) else '')
+    if width is not None and width <= ONE_THREAD_WIDTH: return 1, f"hidden size {width} <= {ONE_THREAD_WIDTH}: one thread"
+    return share, (f"hidden size {width}" if width else "model width unknown") + f": {share} usable cores"
+
+# %% ../nbs/00_core.ipynb #5270dadd
+RUNTIME = {}    # the threads this process chose and why: recorded by every manifest
+
+def use_threads(width:int|None) -> int: # the model's hidden size (None: unknown)
+    "Set torch's intra-op threads (and `OMP_NUM_THREADS`/`MKL_NUM_THREADS` for subprocesses) by `thread_policy`."
+    n, why = thread_policy(width)
+    for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'): os.environ[var] = str(n)
+    if 'torch' in sys.modules: sys.modules['torch'].set_num_threads(n)
+    RUNTIME.update(threads=n, threads_why=why)
+    return n
+
+def runtime_record() -> dict:
+    "The machine this process runs on and the threads it uses: part of every manifest."
+    rec = dict(cpu=cpu_name(), cores=os.cpu_count(), usable_cores=usable_cores(), **RUNTIME)
+    if 'torch' in sys.modules: rec['torch_threads'] = sys.modules['torch'].get_num_threads()
+    return rec
+
 # %% ../nbs/00_core.ipynb #fb44874a
 def _now(): return dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')
 
@@ -186,7 +233,7 @@ class Manifest:
     def add_input(self, path): self.data['inputs'].append(file_record(path)); return self
     def add_output(self, *paths): self.data['outputs'] += [str(p) for p in paths]; return self
     def record(self, **summary): self.data['summary'].update(summary); return self
-    def save(self): write_json(self.path, redact(self.data)); return self
+    def save(self): self.data['runtime'] = runtime_record(); write_json(self.path, redact(self.data)); return self
 
     def finish(self, **summary):
         "Mark the step complete, with a summary of its results."
@@ -263,24 +310,35 @@ def _type_of(annotation:str):
 
 _SCHEMAS = {}
 
-def _declared_names(nb_path) -> list:
-    "Names annotated in the notebook's `parameters` cell, read with Python's parser."
+def parameters_source(nb_path) -> str:
+    "The source of the notebook's cell tagged `parameters`."
     nb = json.loads(Path(nb_path).read_text(encoding='utf-8'))
     cell = next((c for c in nb['cells'] if 'parameters' in c.get('metadata', {}).get('tags', [])), None)
     if cell is None: raise ValueError(f"{nb_path} has no cell tagged 'parameters'")
-    src = ''.join(cell['source']) if isinstance(cell['source'], list) else cell['source']
-    return [n.target.id for n in ast.parse(src).body
-            if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)]
+    return ''.join(cell['source']) if isinstance(cell['source'], list) else cell['source']
+
+def read_parameters(src:str) -> dict:
+    "Name -> `dict(name, inferred_type_name, default, help)` of a parameters cell, as papermill's `inspect_notebook` gives it."
+    import tokenize
+    comments = {t.start[0]: t.string.lstrip('#').strip()
+                for t in tokenize.generate_tokens(io.StringIO(src).readline) if t.type == tokenize.COMMENT}
+    found, lines, unread = {}, src.splitlines(), []
+    for n in ast.parse(src).body:
+        if not (isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)): continue
+        if n.lineno != n.end_lineno or lines[n.lineno - 1].count('=') != 1: unread.append(n.target.id); continue
+        found[n.target.id] = dict(name=n.target.id, inferred_type_name=ast.get_source_segment(src, n.annotation),
+                                  default=ast.get_source_segment(src, n.value) if n.value else 'None',
+                                  help=comments.get(n.lineno, ''))
+    if unread: raise ValueError(f"papermill cannot read the declaration of {unread}: keep one '=' per line")
+    return found
 
 def notebook_schema(nb_path) -> dict:
-    "Name -> `dict(type, default, help)` of the notebook's `parameters` cell, as papermill reads it."
-    import papermill as pm
+    "Name -> `dict(type, default, help)` of the notebook's `parameters` cell."
     p = Path(nb_path)
     key = (p.resolve(), p.stat().st_mtime_ns)
     if key not in _SCHEMAS:
-        found, names = pm.inspect_notebook(str(p)), _declared_names(p)
-        unread = [k for k in names if k not in found]
-        if unread: raise ValueError(f"{p}: papermill cannot read the declaration of {unread}: keep one '=' per line")
+        try: found = read_parameters(parameters_source(p))
+        except ValueError as e: raise ValueError(f"{p}: {e}") from None
         _SCHEMAS[key] = {k: dict(type=_type_of(d['inferred_type_name']), default=ast.literal_eval(d['default']),
                                  help=d['help']) for k, d in found.items()}
     return {k: dict(v) for k, v in _SCHEMAS[key].items()}

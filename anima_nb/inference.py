@@ -8,7 +8,7 @@ import os, time
 from pathlib import Path
 from .core import *
 from .data import alpaca_prompt, load_questions, questions_path, questions_problems, read_answers, answers_path, ANSWER_SCHEMA
-from .models import train_record, merged_record, load_adapter_model, load_tokenizer
+from .models import train_record, merged_record, load_adapter_model, load_tokenizer, resolve_model
 
 # %% auto #0
 __all__ = ['EVAL_SUFFIX', 'RESPONSE_MARK', 'SEED_EXAMPLE', 'MODEL_SOURCES', 'eval_prompt', 'extract_answer', 'load_model',
@@ -40,7 +40,7 @@ def load_model(run_name:str, # the run whose model answers
     from transformers import AutoModelForCausalLM
     gpu = dict(device_map='auto') if torch.cuda.is_available() else {}
     dtype = getattr(torch, rec['summary']['merge_dtype'])
-    model = AutoModelForCausalLM.from_pretrained(rec['model_dir'], dtype=dtype, **gpu).eval()
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(rec['model_dir']), dtype=dtype, **gpu).eval()
     return model, load_tokenizer(rec['model_dir'], padding_side='left')
 
 # %% ../nbs/04_inference.ipynb #1a426f24

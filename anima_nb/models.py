@@ -4,7 +4,7 @@
 
 # %% ../nbs/01a_models.ipynb #a7c20002
 from __future__ import annotations
-import os, json, hashlib, shutil, tempfile
+import os, sys, time, json, hashlib, shutil, tempfile
 from pathlib import Path
 from .core import *
 import logging
@@ -15,11 +15,11 @@ logging.getLogger('bitsandbytes.backends.cpu.ops').setLevel(logging.ERROR)
 # %% auto #0
 __all__ = ['DEMO_MODEL', 'TINY_LLAMA', 'DEMO_EVAL_ROWS', 'DEMO_PRETRAIN', 'LAYOUTS', 'FLOAT_DTYPES', 'MARK',
            'train_demo_tokenizer', 'demo_pretraining_texts', 'pretrain_demo_base', 'build_demo_model', 'demo_model_dir',
-           'resolve_model', 'load_tokenizer', 'compute_dtype', 'layout_of', 'quant_storage', 'bnb_config', 'max_memory',
-           'grow_embeddings', 'no_cpu_repack', 'varlen_attention_available', 'load_base_model', 'load_full_base',
-           'lora_targets', 'lora_config', 'add_lora', 'save_adapter', 'train_record', 'base_of', 'demo_adapter',
-           'saved_embedding_rows', 'load_adapter_model', 'merged_record', 'complete_checkpoints', 'newest_checkpoint',
-           'checkpoint_plan']
+           'model_width', 'resolve_model', 'load_tokenizer', 'compute_dtype', 'layout_of', 'quant_storage',
+           'bnb_config', 'max_memory', 'grow_embeddings', 'no_cpu_repack', 'attention_implementation',
+           'load_base_model', 'load_full_base', 'lora_targets', 'lora_config', 'add_lora', 'save_adapter',
+           'train_record', 'base_of', 'demo_adapter', 'saved_embedding_rows', 'load_adapter_model', 'merged_record',
+           'complete_checkpoints', 'newest_checkpoint', 'checkpoint_plan']
 
 # %% ../nbs/01a_models.ipynb #ec129f1b
 DEMO_MODEL = 'local:tiny-llama'
@@ -70,6 +70,16 @@ def demo_pretraining_texts(held_out:int=DEMO_EVAL_ROWS, # rows held out by the t
     return [r['instruction'] + (f"\n{r['input']}" if r['input'] else '') + f"\n{r['output']}"
             for i, r in enumerate(rows) if i not in held]
 
+class _Progress:
+    "A line on the terminal every `every` seconds of a `Trainer` run: step, loss, elapsed (a cached build is silent)."
+    def __init__(self, label, every=5.0): self.label, self.every, self.t0, self.last, self.step = label, every, time.time(), 0.0, None
+    def __call__(self, step, total, loss=None, force=False):
+        now = time.time()
+        if step == self.step or (not force and now - self.last < self.every): return
+        self.last, self.step = now, step
+        loss = '' if loss is None else f', loss {loss:.3f}'
+        print(f"{self.label}: step {step}/{total}{loss}, {now - self.t0:.0f} s", file=sys.__stderr__, flush=True)
+
 def pretrain_demo_base(model, # a `LlamaForCausalLM`, trained in place
                        tok, # its tokenizer
                        texts:list, # documents: each becomes `<s> text </s>`
@@ -79,13 +89,15 @@ def pretrain_demo_base(model, # a `LlamaForCausalLM`, trained in place
                        batch=16, # rows per step
                        seed=0) -> dict: # seed of the data order
     "Full-parameter pre-training of `model` on `texts` packed into blocks, with transformers' `Trainer` on the CPU."
-    import time
     from datasets import Dataset
-    from transformers import Trainer, TrainingArguments, default_data_collator
+    from transformers import Trainer, TrainingArguments, TrainerCallback, default_data_collator
     from transformers.trainer_callback import PrinterCallback
     ids = [t for text in texts for t in tok(text)['input_ids'] + [tok.eos_token_id]]
     rows = [ids[i:i + block] for i in range(0, len(ids) - block + 1, block)]
     data = Dataset.from_dict({'input_ids': rows, 'labels': rows})
+    progress = _Progress('demo base: pre-training')
+    class Report(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw): progress(state.global_step, steps, (logs or {}).get('loss'))
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(output_dir=tmp, max_steps=steps, per_device_train_batch_size=batch,
                                  learning_rate=learning_rate, lr_scheduler_type='cosine', warmup_steps=20,
@@ -93,12 +105,15 @@ def pretrain_demo_base(model, # a `LlamaForCausalLM`, trained in place
                                  logging_steps=min(10, steps), save_strategy='no', report_to='none', use_cpu=True,
                                  disable_tqdm=True, dataloader_num_workers=0)
         t0 = time.time()
-        trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=default_data_collator)
+        trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=default_data_collator,
+                          callbacks=[Report()])
         trainer.remove_callback(PrinterCallback)                        # the losses go to the record, not stdout
         trainer.train()
     losses = [r['loss'] for r in trainer.state.log_history if 'loss' in r]
+    progress(steps, steps, losses[-1], force=True)
     return dict(documents=len(texts), tokens=len(ids), blocks=len(rows), steps=steps,
-                epochs=round(steps * batch / len(rows), 2), first_loss=losses[0], final_loss=losses[-1], seconds=round(time.time() - t0, 1))
+                epochs=round(steps * batch / len(rows), 2), first_loss=losses[0], final_loss=losses[-1],
+                seconds=round(time.time() - t0, 1), threads=__import__('torch').get_num_threads())
 
 def build_demo_model(out_dir, # where the model and tokenizer are saved
                      seed=0, # seed of the random initial weights
@@ -130,10 +145,18 @@ def demo_model_dir() -> Path:
                              data=sha256_file(ASSETS/'sample_instructions.json')), sort_keys=True)
     return outputs_dir()/'.cache'/f"tiny-llama-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
 
+def model_width(path) -> int|None: # a model folder (anything else: None)
+    "The hidden size in a local model folder's `config.json`; None for a hub id or a folder without one."
+    cfg = Path(str(path))/'config.json'
+    try: return json.loads(cfg.read_text()).get('hidden_size') if cfg.is_file() else None
+    except (OSError, ValueError): return None
+
 def resolve_model(name:str, # a hub id, a local folder, or the demo model
                   build=True) -> str: # build the demo model if it is not there yet
-    "Where to load `name` from: the demo model is built on first use into `outputs/.cache/`; others pass through."
-    if name != DEMO_MODEL: return name
+    "Where to load `name` from (the demo model is built on first use into `outputs/.cache/`); sets the threads for it."
+    if name != DEMO_MODEL:
+        use_threads(model_width(name)); return name
+    use_threads(TINY_LLAMA['hidden_size'])
     from filelock import FileLock
     dest = demo_model_dir()
     if (dest/'config.json').exists() or not build: return str(dest)
@@ -143,9 +166,16 @@ def resolve_model(name:str, # a hub id, a local folder, or the demo model
         for old in dest.parent.glob('.tiny-llama.*'):                # a build that was killed: we hold the lock
             if old.is_dir(): shutil.rmtree(old, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix='.tiny-llama.'))
+        t0 = time.time()
+        print(f"demo base: building {dest.name} (tokenizer, then {DEMO_PRETRAIN['steps']} pre-training steps), "
+              f"once per recipe", file=sys.__stderr__, flush=True)
         build_demo_model(tmp)
         os.replace(tmp, dest)
+        pre = read_json(dest/'pretraining.json') if (dest/'pretraining.json').exists() else {}
+        RUNTIME['demo_base_built'] = dict(folder=dest.name, seconds=round(time.time() - t0, 1),
+                                          pretraining_seconds=pre.get('seconds'), threads=pre.get('threads'))
     return str(dest)
+
 
 # %% ../nbs/01a_models.ipynb #020e0866
 def load_tokenizer(model_name_or_path:str, # hub id, local folder or the demo model
@@ -223,22 +253,28 @@ def no_cpu_repack(model):
         if hasattr(module, 'support_avx512bf16_for_cpu'): module.support_avx512bf16_for_cpu = False
     return model
 
-def varlen_attention_available() -> bool:
-    "Can attention run per example over a flattened row without a dense mask (flash-attention on a CUDA GPU)?"
+def attention_implementation(params:dict, # training's parameters: `flatten`, `bf16`
+                             device:str=None, # 'cuda' or 'cpu' (default: where this process computes)
+                             flash:bool=None) -> str: # flash-attn importable (default: look for it)
+    "Training's attention kernel: flash-attention 2 for flattened rows in bf16 on a GPU that has it, else PyTorch's SDPA."
     import importlib.util, torch
-    return torch.cuda.is_available() and importlib.util.find_spec('flash_attn') is not None
+    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    flash = importlib.util.find_spec('flash_attn') is not None if flash is None else flash
+    if params.get('flatten') and device == 'cuda' and flash and params.get('bf16'): return 'flash_attention_2'
+    return 'sdpa'
 
 def load_base_model(model_name_or_path:str, # hub id, local folder or the demo model
                     params:dict, # the step's parameters: `bits`, `quant_type`, `double_quant`, `bf16`
                     quantized=True, # quantize per `params`; else load in the compute dtype
                     revision=None, # hub revision
-                    vocab_size:int=None): # grow the embedding to this many rows (the `[PAD]` policy)
+                    vocab_size:int=None, # grow the embedding to this many rows (the `[PAD]` policy)
+                    attn_implementation:str=None): # training's kernel (`attention_implementation`); None: transformers' default
     "The base model: 4-bit/8-bit per `params` when `quantized`, else full precision in the compute dtype."
     from transformers import AutoModelForCausalLM
     quant = bnb_config(params) if quantized else None
     kw = dict(quantization_config=quant, device_map=_device_map(params)) if quant is not None else {}
     if layout_of(params) == 'layer_split': kw.update(device_map=_device_map(params), max_memory=max_memory(params))
-    if params.get('flatten') and varlen_attention_available(): kw['attn_implementation'] = 'flash_attention_2'
+    if attn_implementation: kw['attn_implementation'] = attn_implementation
     model = AutoModelForCausalLM.from_pretrained(resolve_model(model_name_or_path), revision=revision,
                                                  dtype=compute_dtype(params), **kw)
     if quant is not None: no_cpu_repack(model)

@@ -4,21 +4,19 @@
 
 # %% ../nbs/06_pipeline.ipynb #33513ea9
 from __future__ import annotations
-import os, sys, io, json, time, argparse, datetime as dt
+import os, sys, io, json, time, argparse, importlib, datetime as dt
 from pathlib import Path
 from .core import *
 from .models import DEMO_MODEL
-from . import data, train, merge, inference, elo, dpo
 from .data import read_profile
 from .merge import read_report
 from .elo import read_ratings
-from .train import resume_plan
 
 # %% auto #0
-__all__ = ['CHAIN', 'NEEDS', 'PROBLEMS', 'select_steps', 'chain_for', 'declarers', 'parse_value', 'coerce', 'parse_sets',
-           'load_config', 'gather_params', 'param_types', 'check_names', 'step_inputs', 'resolve_step', 'linear_needs',
-           'plan_steps', 'StepFailed', 'run_notebook', 'step_record', 'summarize', 'format_summary', 'prepare',
-           'preflight', 'RunLock', 'run_pipeline', 'cli', 'main', 'docs_sources']
+__all__ = ['CHAIN', 'NEEDS', 'select_steps', 'chain_for', 'declarers', 'parse_value', 'coerce', 'parse_sets', 'load_config',
+           'gather_params', 'param_types', 'check_names', 'step_inputs', 'resolve_step', 'linear_needs', 'plan_steps',
+           'StepFailed', 'run_notebook', 'step_record', 'summarize', 'format_summary', 'prepare', 'step_module',
+           'preflight', 'RunLock', 'run_pipeline', 'cli', 'threads_option', 'main', 'docs_sources']
 
 # %% ../nbs/06_pipeline.ipynb #5124a586
 CHAIN = STEP_NOTEBOOKS
@@ -324,8 +322,9 @@ def prepare(values:dict, # every value given to the chain, as `gather_params` ma
     if default: refuse(preflight(plan, resolved, force), 'the run')
     return dict(values=values, chain=chain, nbs=nbs, declared=declared, resolved=resolved, manifests=manifests, plan=plan)
 
-PROBLEMS = {'data': data.problems, 'train': train.problems, 'merge': merge.problems, 'inference': inference.problems,
-            'elo': elo.problems, 'dpo': dpo.problems}
+def step_module(step:str): # a key of `ALL_STEPS`
+    "A step's module, imported when a plan first needs it: `--params`, or a plan that trains nothing, never loads the Trainer."
+    return importlib.import_module(f'anima_nb.{step}')
 
 def preflight(plan:list, # as `plan_steps` makes it
               resolved:dict, # step -> the parameters it would run with
@@ -334,18 +333,18 @@ def preflight(plan:list, # as `plan_steps` makes it
     found = []
     for entry in plan:
         if entry['action'] != 'run': continue
-        found += PROBLEMS[entry['step']](resolved[entry['step']])
+        found += step_module(entry['step']).problems(resolved[entry['step']])
         if entry['step'] == 'train': found += _plan_training(entry, resolved['train'], force)
-        if entry['step'] == 'merge': found += merge.disk_problems(resolved['merge'], resolved['train']['model_name_or_path'])
+        if entry['step'] == 'merge': found += step_module('merge').disk_problems(resolved['merge'], resolved['train']['model_name_or_path'])
         if entry['step'] == 'dpo' and not {'merge', 'inference'} & {e['step'] for e in plan if e['action'] == 'run'}:
-            found += dpo.input_problems(resolved['dpo'])        # what it reads exists, as no earlier step makes it
-        if entry['step'] == 'dpo' and (dp := dpo.dpo_plan(resolved['dpo'], restart=force))['action'] == 'refuse':
+            found += step_module('dpo').input_problems(resolved['dpo'])        # what it reads exists, as no earlier step makes it
+        if entry['step'] == 'dpo' and (dp := step_module('dpo').dpo_plan(resolved['dpo'], restart=force))['action'] == 'refuse':
             found.append(f"07_dpo: {dp['reason']}")
     return found
 
 def _plan_training(entry:dict, params:dict, force:bool) -> list:
     "Say where a planned training run starts (a checkpoint to resume from); a problem when it would lose checkpoints."
-    tp = resume_plan(params, restart=force)
+    tp = step_module('train').resume_plan(params, restart=force)
     if tp['action'] == 'refuse': return [f"02_train: {tp['reason']}"]
     if tp['action'] == 'resume': entry['reason'] += f"; {tp['reason']}"
     if tp.get('deletes') and force: entry['reason'] += f"; deletes {', '.join(tp['deletes'])}"
@@ -456,7 +455,19 @@ def cli(argv=None) -> argparse.Namespace:
     parser.add_argument('--plan', action='store_true', help='show what would run and why, run nothing')
     parser.add_argument('--params', action='store_true', help='list the parameters and the steps that declare them')
     parser.add_argument('--log-output', action='store_true', help="stream the notebooks' output")
+    parser.add_argument('--threads', type=int, help=f'torch threads per process (also `--set threads=N` or ${THREADS_ENV}; '
+                                                    'default: one for a small model, else every usable core)')
     return parser.parse_args(argv)
+
+def threads_option(args:argparse.Namespace) -> argparse.Namespace:
+    "Take `--threads N` (or `--set threads=N`) into `$ANIMA_NB_THREADS`, which every step process and its children read."
+    sets = [s for s in args.set if s.partition('=')[0].strip() != 'threads']
+    given = [s.partition('=')[2].strip() for s in args.set if s.partition('=')[0].strip() == 'threads']
+    threads = args.threads if args.threads is not None else (given[-1] if given else None)
+    if threads is not None:
+        os.environ[THREADS_ENV] = str(threads)
+        thread_policy(None)                                  # refuses a value that is not a whole number >= 1
+    return argparse.Namespace(**{**vars(args), 'set': sets})
 
 def _params_table(declared:dict) -> str:
     rows = {}
@@ -468,6 +479,7 @@ def main(argv=None) -> int:
     "Entry point of `anima-run` and `python -m anima_nb.pipeline`."
     args = cli(argv)
     try:
+        args = threads_option(args)
         nbs = notebooks_dir()
         declared = {s: notebook_schema(nbs/f'{nb}.ipynb') for s, nb in ALL_STEPS.items()}
         if args.params: print(_params_table(declared)); return 0

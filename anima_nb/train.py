@@ -17,10 +17,10 @@ __all__ = ['IGNORE_INDEX', 'TRUNCATIONS', 'LOSS_WEIGHTINGS', 'PEAK_TFLOPS', 'UTI
            'split_dataset', 'encode_dataset', 'lora_param_count', 'arch_config', 'meta_model', 'param_counts',
            'micro_batch_tokens', 'memory_estimate', 'compute_estimate', 'layout_memory', 'layout_report',
            'layout_estimates', 'typical_example_tokens', 'estimate', 'is_sharded', 'gathered_lora', 'quantized_bytes',
-           'per_process', 'load_sharded_lora', 'rng_state', 'set_rng_state', 'RunCallback', 'LossBar', 'QLoRATrainer',
-           'report_targets', 'set_tf32', 'sharded_optim', 'training_args', 'plot_loss', 'base_revision', 'peak_rss_gb',
-           'fsdp_config_file', 'fsdp_launch', 'shard_model', 'split_device_map', 'resume_plan', 'problems',
-           'layout_problems', 'train', 'training_data', 'cli_params', 'main']
+           'per_process', 'load_sharded_lora', 'rng_state', 'set_rng_state', 'report_targets', 'set_tf32',
+           'sharded_optim', 'training_args', 'plot_loss', 'base_revision', 'peak_rss_gb', 'fsdp_config_file',
+           'fsdp_launch', 'shard_model', 'split_device_map', 'resume_plan', 'problems', 'layout_problems', 'train',
+           'training_data', 'cli_params', 'main']
 
 # %% ../nbs/02_train.ipynb #390c7f00
 IGNORE_INDEX = -100
@@ -342,12 +342,11 @@ def estimate(params:dict, # the step's resolved parameters
                 trainable_share=round(counts['lora'] / counts['total'], 5), example_tokens=ex,
                 micro_batch_tokens=micro_batch_tokens(params, ex), memory_gb=mem, layout=layout_of(params),
                 devices=devices, per_device_gb=layout_estimates(mem, arch, params, devices),
-                compute=compute_estimate(counts, arch, params, workers, example_tokens=ex))
+                compute=compute_estimate(counts, arch, params, workers, example_tokens=ex),
+                attn_implementation=attention_implementation(params, 'cuda'),     # the GPU run the figures are for
+                attn_implementation_here=attention_implementation(params))        # this machine
 
 # %% ../nbs/02_train.ipynb #aa727674
-from transformers import TrainerCallback
-from transformers.trainer_callback import ProgressCallback
-
 def _trim_jsonl(path, max_step:int):
     "Keep only the rows of `path` at or before `max_step` (after a resume)."
     if not Path(path).exists(): return
@@ -410,126 +409,6 @@ def set_rng_state(state:dict): # as `rng_state` returns it
     import random, numpy as np, torch
     random.setstate(state['python']); np.random.set_state(state['numpy']); torch.set_rng_state(state['torch'])
     if 'cuda' in state: torch.cuda.set_rng_state_all(state['cuda'])
-
-class RunCallback(TrainerCallback):
-    "Mark checkpoints complete, log metrics, write sample generations at each evaluation; step 0's draws nothing."
-    def __init__(self,
-                 out, # the step folder, where `metrics.jsonl` and `samples.jsonl` go
-                 tok, # the tokenizer
-                 prompts, # held-out prompts to answer at each evaluation
-                 max_new_tokens): # length of each sample
-        self.out, self.tok, self.prompts, self.n = Path(out), tok, prompts, max_new_tokens
-
-    def on_save(self, args, state, control, **kw):
-        if state.is_world_process_zero:
-            write_json(Path(args.output_dir)/f'checkpoint-{state.global_step}'/MARK, {'step': state.global_step})
-
-    def on_log(self, args, state, control, logs=None, **kw):
-        if state.is_world_process_zero and logs:
-            append_jsonl(self.out/'metrics.jsonl', {'step': state.global_step, 'time': round(time.time(), 3), **logs})
-
-    def on_train_begin(self, args, state, control, **kw):
-        self.rng = rng_state() if args.eval_on_start and state.global_step == 0 else None
-
-    def on_evaluate(self, args, state, control, model=None, **kw):
-        try: self._samples(state, model)
-        finally:                   # the step-0 evaluation leaves the random state as it found it: training is the same
-            if getattr(self, 'rng', None) is not None: set_rng_state(self.rng); self.rng = None
-
-    def _samples(self, state, model):
-        if model is None or not self.prompts: return
-        if not state.is_world_process_zero and not is_sharded(model): return   # sharded: every process computes
-        import torch
-        was_training = model.training; model.eval()
-        dev = next(p.device for p in model.parameters())
-        for prompt in self.prompts:
-            ids = torch.tensor([encode_source(prompt, self.tok, 10**9)[0]], device=dev)
-            with torch.no_grad():
-                gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=self.n,
-                                     do_sample=False, pad_token_id=self.tok.pad_token_id,
-                                     eos_token_id=self.tok.eos_token_id)
-            response = self.tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)
-            if state.is_world_process_zero:
-                append_jsonl(self.out/'samples.jsonl', {'step': state.global_step, 'prompt': prompt,
-                                                        'response': response})
-        model.train(was_training)
-
-class LossBar(ProgressCallback):
-    "The Trainer's progress bar, with the latest loss beside it instead of a printed dict per step."
-    def on_log(self, args, state, control, logs=None, **kw):
-        if state.is_world_process_zero and self.training_bar is not None and logs and 'loss' in logs:
-            self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}")
-
-# %% ../nbs/02_train.ipynb #004c2139
-from transformers import Trainer
-
-class QLoRATrainer(Trainer):
-    "The Trainer with the step loss weighted per example (upstream) or per token; stops at a non-finite loss."
-    loss_is_scaled_for_ga = True                    # compute_loss divides by the whole step's examples or tokens
-
-    def __init__(self, *args, loss_weighting:str='example', **kw):
-        if loss_weighting not in LOSS_WEIGHTINGS:
-            raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {loss_weighting!r}")
-        super().__init__(*args, **kw)
-        self.loss_weighting = loss_weighting
-        # A sharded model reduces its own gradients: the Trainer's path for models sharded by transformers skips DDP.
-        # (Set after __init__, which refuses optimizer checkpoints on that path: we write them ourselves, below.)
-        if is_sharded(self.model): self.is_distributed_loading_by_transformers = True
-
-    def _get_num_items_in_batch(self, batch_samples, device):
-        "Examples (or target tokens) in the optimizer step: every micro-batch of it, on every process."
-        import torch
-        units = sum(loss_units(b['labels'], b.get('position_ids'), self.loss_weighting) for b in batch_samples)
-        n = torch.tensor(units, device=device)
-        return self.accelerator.gather(n).sum() if self.args.world_size > 1 else n
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels, pos = inputs['labels'], inputs.get('position_ids')
-        outputs = model(**{k: v for k, v in inputs.items() if k != 'labels'}, use_cache=False)
-        total = summed_loss(outputs.logits, labels, pos, self.loss_weighting)
-        if num_items_in_batch is None: num_items_in_batch = max(loss_units(labels, pos, self.loss_weighting), 1)
-        loss = total / num_items_in_batch
-        # DDP and FSDP average the processes' gradients, and evaluation their losses: undo the mean over processes
-        loss = loss * self.accelerator.num_processes
-        return (loss, outputs) if return_outputs else loss
-
-    def _save(self, output_dir=None, state_dict=None):
-        "Checkpoint the LoRA weights; when they are sharded, every process sends its part and the first writes."
-        if is_sharded(self.model):
-            state_dict = gathered_lora(self.model)
-            if not self.args.should_save: return
-        super()._save(output_dir, state_dict)
-
-    def _save_optimizer_and_scheduler(self, output_dir):
-        "The optimizer state, gathered whole when it is sharded: the checkpoint is the same however it was sharded."
-        if not is_sharded(self.model): return super()._save_optimizer_and_scheduler(output_dir)
-        import torch
-        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, StateDictOptions
-        whole = get_optimizer_state_dict(self.model, self.optimizer,
-                                         options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        if self.args.should_save:
-            torch.save(whole, Path(output_dir)/'optimizer.pt')
-            torch.save(self.lr_scheduler.state_dict(), Path(output_dir)/'scheduler.pt')
-
-    def _load_optimizer_and_scheduler(self, checkpoint):
-        if checkpoint is None or not is_sharded(self.model): return super()._load_optimizer_and_scheduler(checkpoint)
-        import torch
-        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict, StateDictOptions
-        whole = torch.load(Path(checkpoint)/'optimizer.pt', weights_only=True)
-        set_optimizer_state_dict(self.model, self.optimizer, whole, options=StateDictOptions(full_state_dict=True))
-        self.lr_scheduler.load_state_dict(torch.load(Path(checkpoint)/'scheduler.pt', weights_only=True))
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        if not is_sharded(self.model): return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        load_sharded_lora(self.model, Path(resume_from_checkpoint)/'adapter_model.safetensors')
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        import torch
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        if not torch.isfinite(loss).all():
-            raise FloatingPointError(f"Non-finite training loss ({loss.item()}) at step {self.state.global_step + 1} "
-                                     f"(of {self.state.max_steps}): lower learning_rate or check the data")
-        return loss
 
 # %% ../nbs/02_train.ipynb #ae3b3578
 def report_targets(report_to:str) -> tuple[list, list]:
@@ -749,6 +628,8 @@ def training_data(params:dict, # the step's resolved parameters
 
 def _train(params:dict, out:Path, main:bool, plan:dict) -> dict:
     from accelerate import PartialState
+    from transformers.trainer_callback import ProgressCallback
+    from anima_nb.trainer import RunCallback, LossBar, QLoRATrainer
     import torch
     ckpt = out/'checkpoints'
     sharding = fsdp_launch() if layout_of(params) == 'fsdp' else None    # before the Trainer's accelerator exists
@@ -761,7 +642,7 @@ def _train(params:dict, out:Path, main:bool, plan:dict) -> dict:
     with PartialState().main_process_first(): data = training_data(params, tok)
     tf32 = set_tf32(params['tf32']) if torch.cuda.is_available() and not params['bf16'] else False
     path = resolve_model(params['model_name_or_path'])
-    model = load_base_model(path, params)
+    model = load_base_model(path, params, attn_implementation=attention_implementation(params))
     model.config.use_cache = False
     base_vocab = model.get_input_embeddings().weight.shape[0]
     grow_embeddings(model, len(tok))

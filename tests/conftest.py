@@ -11,6 +11,10 @@ os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_NO_ADVISORY_WARNINGS', '1')
 os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow: runs a whole chain, a subprocess training run or a launcher; '
+                                       '`pytest -m "not slow" tests` leaves these out between edits')
+
 def reference(*parts) -> Path:
     "A file under ../shared/reference/, or skip the test when it is absent."
     p = REFERENCE.joinpath(*parts)

@@ -1,7 +1,9 @@
 "The benchmarks stay runnable: each one at a tiny scale, as a subprocess, the way its docstring says to run it."
 import json, subprocess, sys
+import pytest
 from conftest import ROOT
 
+@pytest.mark.slow
 def test_anima33b_step_bench_tiny(tmp_path):
     out = tmp_path/'bench.json'
     r = subprocess.run([sys.executable, str(ROOT/'tests'/'bench'/'bench_anima33b_step.py'), '--layers', '2', '--hidden', '64',
@@ -16,13 +18,16 @@ def test_anima33b_step_bench_tiny(tmp_path):
     assert abs(up['loss_first_step'] - fast['loss_first_step']) < 1e-3     # the same objective on the same examples
     assert 'x1.0 vs upstream' in r.stdout and 'reduced shape' in r.stdout
 
-def test_every_bench_imports():
-    "Every benchmark module imports against the current package (its names still exist)."
-    import importlib.util
+def test_every_bench_imports(monkeypatch):
+    "Every benchmark module imports against the current package (its names still exist); what they set is undone."
+    import importlib.util, os
+    saved = dict(os.environ)
     for path in sorted((ROOT/'tests'/'bench').glob('*.py')):
         spec = importlib.util.spec_from_file_location(f'bench_{path.stem}', path)
         spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    os.environ.clear(); os.environ.update(saved)          # a benchmark's outputs folder must not leak into later tests
 
+@pytest.mark.slow
 def test_gpu_shape_check_smoke(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT/'tests'/'bench'/'gpu_shape_check.py'), '2', '2', '--smoke'], cwd=tmp_path,
                        capture_output=True, text=True, timeout=300, env={**__import__('os').environ, 'OUT': str(tmp_path)})

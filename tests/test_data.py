@@ -60,6 +60,7 @@ def test_papermill_refuses_undeclared_parameter(outputs):
     assert "does not accept parameter(s) ['max_steps']" in r.stdout + r.stderr
     assert not (outputs/'demo'/'data'/'profile.json').exists()
 
+@pytest.mark.slow
 def test_papermill_runs_from_the_root(outputs):
     r = _papermill('01_data.ipynb', ('source_max_len', 256), env=dict(os.environ))
     assert r.returncode == 0, r.stderr[-3000:]

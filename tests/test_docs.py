@@ -52,6 +52,7 @@ def test_notebook_renders_to_html(nb):
     if n_tables:
         assert html.count('<table') >= n_tables and '<th>' in html and '<td>' in html
 
+@pytest.mark.slow
 def test_nbconvert_command_renders_all(tmp_path):
     r = subprocess.run([str(BIN/'jupyter-nbconvert'), '--to', 'html', '--output-dir', str(tmp_path), *map(str, (NBS/n for n in NOTEBOOKS))],
                        capture_output=True, text=True, timeout=300)

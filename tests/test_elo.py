@@ -211,6 +211,7 @@ run_elo(json.loads(sys.argv[1]))
 def run_child(P, env):
     return subprocess.Popen([sys.executable, '-c', RUNNER, json.dumps(P)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
+@pytest.mark.slow
 def test_sigkill_and_resume_gives_identical_ratings(tmp_path, tourney, outputs):
     env = {**os.environ, 'OPENAI_API_KEY': MARKER, 'ANIMA_NB_OUTPUTS': str(outputs)}
     common = dict(judge='openai', rounds=40, concurrency=4, bootstrap_rounds=20, permutations=5, **tourney)
@@ -240,6 +241,7 @@ def test_sigkill_and_resume_gives_identical_ratings(tmp_path, tourney, outputs):
 
 # ---- secrets ----
 
+@pytest.mark.slow
 def test_key_never_reaches_run_folder_or_notebook(tmp_path, tourney, outputs):
     env = {**os.environ, 'OPENAI_API_KEY': MARKER, 'ANIMA_NB_OUTPUTS': str(outputs)}
     env.pop('OPENAI_BASE_URL', None)

@@ -29,6 +29,7 @@ def running(outputs, run, step) -> bool:
 def leftovers(folder) -> list:
     return sorted(str(p) for pat in LEFTOVERS + ('.lock',) for p in Path(folder).rglob(pat))
 
+@pytest.mark.slow
 def test_kill_anywhere_then_rerun(outputs):
     "One run killed in every step in turn (training twice), each time rerun with the same command; then it completes."
     ref = subprocess.run(command('whole'), cwd=ROOT, capture_output=True, text=True, timeout=600)

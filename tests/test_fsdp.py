@@ -6,6 +6,8 @@ from conftest import ROOT
 from anima_nb.core import step_params, run_dir, read_manifest, read_jsonl
 from anima_nb import train as T, models
 
+pytestmark = pytest.mark.slow        # torchrun and accelerate launches: minutes, not seconds
+
 # Eight steps of four examples: two processes of two examples each under FSDP, or one process of four. The same
 # sampler seed gives both the same examples per step; group_by_length is off so that the order does not depend on how
 # the batch is split. torch's AdamW on both sides (FSDP replaces bitsandbytes' optimizers by it).

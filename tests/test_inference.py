@@ -89,6 +89,7 @@ def test_missing_merge_is_explained(outputs):
     with pytest.raises(FileNotFoundError, match='run 03_merge first'): I.load_model('nothing-here', 'merged')
     with pytest.raises(FileNotFoundError, match='Run 02_train first'): I.load_model('nothing-here', 'adapter')
 
+@pytest.mark.slow
 def test_papermill_from_root(outdir):
     env = {**os.environ, 'ANIMA_NB_OUTPUTS': str(outdir), 'HF_HUB_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1'}
     env.pop('IN_TEST', None)

@@ -106,6 +106,7 @@ def _papermill(outdir, *args):
     return subprocess.run([sys.executable, '-m', 'papermill', 'nbs/03_merge.ipynb', str(outdir/'out.ipynb'), *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
+@pytest.mark.slow
 def test_papermill_from_root(outdir):
     r = _papermill(outdir, '-p', 'run_name', RUN, '-p', 'merge_mode', 'plain')
     assert r.returncode == 0, r.stderr[-3000:]

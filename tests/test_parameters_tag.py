@@ -14,6 +14,7 @@ def test_has_parameters(nb):
     assert all(p['help'] for p in params.values()), f'{nb}: every parameter needs a # help comment'
 
 
+@pytest.mark.slow
 def test_papermill_copy_into_nbs_refused(tmp_path):
     "`papermill` run from inside the notebook folder must not leave an executed copy there for nbdev to export."
     import shutil, subprocess
@@ -32,3 +33,9 @@ def test_papermill_copy_into_nbs_refused(tmp_path):
     r = subprocess.run([str(papermill), '05_elo.ipynb', '_out.ipynb', '-p', 'profile', 'demo'], cwd=tmp_path/'nbs',
                        capture_output=True, text=True, env=env, timeout=300)
     assert 'refusing' not in r.stderr and (tmp_path/'nbs'/'_out.ipynb').exists()
+
+@pytest.mark.parametrize('nb', sorted(f'{nb}.ipynb' for nb in __import__('anima_nb.core').core.ALL_STEPS.values()))
+def test_schema_reads_as_papermill_does(nb):
+    "The package reads each parameters cell without papermill; the reading must be papermill's, field for field."
+    from anima_nb.core import read_parameters, parameters_source
+    assert read_parameters(parameters_source(ROOT/'nbs'/nb)) == pm.inspect_notebook(str(ROOT/'nbs'/nb))

@@ -149,6 +149,7 @@ def test_plan_compares_as_json():
 
 # --- a failing step -------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_failed_step_stops_the_chain_and_names_step_cell_and_notebook(outputs, tmp_path):
     bad = tmp_path/'bad.json'; bad.write_text('[{"prompt": "hi", "output": "x"}]')      # alpaca rows need 'instruction'
     r = anima_run('--run-name', 'broken', '--set', f'dataset={bad}', '--steps', 'data,train')
@@ -167,6 +168,7 @@ def test_failed_step_stops_the_chain_and_names_step_cell_and_notebook(outputs, t
 # rating intervals. The README's command itself (the full demo) is timed by tests/bench/bench_demo.py.
 FAST = ['--set', 'max_steps=4', '--set', 'compare_modes=false', '--set', 'bootstrap_rounds=200', '--set', 'permutations=20']
 
+@pytest.mark.slow
 def test_demo_chain_end_to_end(outputs):
     r = anima_run('--profile', 'demo', *FAST)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]

@@ -196,6 +196,7 @@ def test_dry_run_anima33b(outputs):
     assert not (run_dir('anima33b', 'train')/'adapter').exists()
 
 # ---- runs ------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_papermill_demo_run(outputs, tmp_path):
     pm.execute_notebook(str(ROOT/'nbs'/'02_train.ipynb'), str(tmp_path/'out.ipynb'), parameters={'max_steps': 20},
                         cwd=str(ROOT), kernel_name='python3', progress_bar=False)
@@ -218,6 +219,7 @@ def test_papermill_demo_run(outputs, tmp_path):
     ckpts = sorted(p.name for p in (d/'checkpoints').iterdir())
     assert len(ckpts) <= load_profile('demo')['save_total_limit'] and all((d/'checkpoints'/c/T.MARK).exists() for c in ckpts)
 
+@pytest.mark.slow
 def test_rerun_never_loses_checkpoints(outputs):
     "A complete run is not redone; other hyper-parameters are refused while checkpoints exist; --force restarts."
     args = cli_args(max_steps=4, eval_steps=100)
@@ -235,6 +237,7 @@ def test_rerun_never_loses_checkpoints(outputs):
     assert 'deleting checkpoint-2, checkpoint-4, metrics.jsonl' in r.stderr
     assert read_manifest(d)['params']['learning_rate'] == 5e-4 and read_manifest(d)['status'] == 'complete'
 
+@pytest.mark.slow
 def test_kill_and_resume_matches_uninterrupted(outputs):
     "SIGKILL after the step-4 checkpoint, resume: the final adapter equals an uninterrupted run's (tolerance 1e-6; on CPU it is bit-identical)."
     args = cli_args(max_steps=12, eval_steps=100, lora_dropout=0.1)        # dropout on: the RNG state must be restored too
@@ -260,6 +263,33 @@ def test_kill_and_resume_matches_uninterrupted(outputs):
     steps = [r['step'] for r in read_jsonl(ck.parent/'metrics.jsonl') if 'loss' in r]
     assert steps == list(range(1, 13))
 
+def _spin(stop):
+    while not stop.is_set(): sum(range(10_000))
+
+@pytest.mark.slow
+def test_two_runs_agree_exactly_busy_or_not(outputs):
+    "The thread policy decides the threads, not the machine's load: a run beside a busy core equals one on an idle machine."
+    import multiprocessing as mp
+    from anima_nb.core import THREADS_ENV
+    e = {k: v for k, v in env().items() if k not in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', THREADS_ENV)}
+    args = cli_args(max_steps=4, eval_steps=2, save_steps=100)
+    def run(name, **extra):
+        r = subprocess.run([sys.executable, '-m', 'anima_nb.train', *args, '--run_name', name], cwd=ROOT,
+                           env={**e, **extra}, capture_output=True, text=True, timeout=240)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return read_manifest(run_dir(name, 'train'))
+    idle = run('idle')
+    stop = mp.Event(); hog = mp.Process(target=_spin, args=(stop,), daemon=True); hog.start()
+    try: busy = run('busy')
+    finally: stop.set(); hog.join(5)
+    assert idle['runtime']['threads'] == busy['runtime']['threads'] == 1 and 'one thread' in idle['runtime']['threads_why']
+    a, b = (adapter_tensors(run_dir(n, 'train')/'adapter') for n in ('idle', 'busy'))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)           # bit for bit
+    def losses(n): return [(r['step'], r.get('loss'), r.get('eval_loss')) for r in read_jsonl(run_dir(n, 'train')/'metrics.jsonl')]
+    assert losses('idle') == losses('busy')
+    assert run('two', **{THREADS_ENV: '2'})['runtime']['threads'] == min(2, len(os.sched_getaffinity(0)))
+
+@pytest.mark.slow
 def test_two_processes(outputs):
     "Data-parallel on two CPU processes (accelerate's `--cpu` launches one process; `--multi_gpu` starts the two)."
     r = subprocess.run([str(ROOT/'.venv'/'bin'/'accelerate') if (ROOT/'.venv'/'bin'/'accelerate').exists() else 'accelerate',
@@ -288,3 +318,41 @@ def test_demo_base_never_saw_a_held_out_row():
     assert len(eval_pairs) == DEMO_EVAL_ROWS and not any(t in corpus for t in eval_pairs['target'])
     assert all(t in corpus for t in train_pairs['target'])
     assert not set(eval_pairs['target']) & set(train_pairs['target'])
+
+
+# ---- attention --------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def fake_flash(tmp_path, monkeypatch):
+    "An importable `flash_attn` (no kernels): what `attention_implementation` looks for."
+    (tmp_path/'flash_attn').mkdir(); (tmp_path/'flash_attn'/'__init__.py').write_text('__version__ = "2.8.0"\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib; importlib.invalidate_caches()
+    return tmp_path
+
+def test_dry_run_records_a_kernel_that_cannot_crash(outputs, fake_flash):
+    "anima33b_fast computes in fp32: flash-attn (installed) would refuse its q/k/v, so the dry run records SDPA; bf16 gets flash."
+    fast = step_params('train', profile='anima33b_fast')
+    assert fast['flatten'] and not fast['bf16']
+    assert T.estimate(fast)['attn_implementation'] == 'sdpa'
+    assert T.estimate({**fast, 'bf16': True})['attn_implementation'] == 'flash_attention_2'
+    assert T.estimate({**fast, 'bf16': True})['attn_implementation_here'] == ('flash_attention_2' if __import__('torch').cuda.is_available() else 'sdpa')
+
+def test_merge_and_inference_do_not_inherit_the_training_kernel(outputs, fake_flash):
+    "A base loaded for merging or answering gets transformers' default kernel, whatever training's `flatten` and `bf16`."
+    p = {**demo_params(), 'flatten': True, 'bf16': True}
+    assert models.load_base_model(models.DEMO_MODEL, p).config._attn_implementation == 'sdpa'
+
+@pytest.mark.parametrize('impl', ['sdpa', 'eager'])
+def test_flattened_logits_equal_per_example(impl):
+    "Three examples flattened into one row (position ids restart at 0) give each example's own logits, per kernel."
+    import torch
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(models.resolve_model(models.DEMO_MODEL), attn_implementation=impl).eval()
+    g = torch.Generator().manual_seed(0)
+    examples = [torch.randint(3, 2000, (n,), generator=g) for n in (5, 17, 9)]
+    with torch.no_grad():
+        alone = [model(input_ids=e[None]).logits[0] for e in examples]
+        row = torch.cat(examples)[None]
+        pos = torch.cat([torch.arange(len(e)) for e in examples])[None]
+        flat = model(input_ids=row, position_ids=pos).logits[0]
+    assert torch.allclose(torch.cat(alone), flat, atol=1e-5), (torch.cat(alone) - flat).abs().max()
