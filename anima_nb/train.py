@@ -508,8 +508,11 @@ def shard_model(model, # the peft model, LoRA attached, in CPU memory
     from accelerate import PartialState
     device = PartialState().device
     mesh = init_device_mesh(device.type, (_world(),))
+    # torch's CPU offload moves shards off an accelerator; on a CPU they are in CPU memory already (and the policy
+    # refuses to start without an accelerator), so there the setting changes nothing and is skipped
+    offload = settings['offload'] and device.type != 'cpu'
     kw = dict(mesh=mesh, reshard_after_forward=settings['reshard_after_forward'],
-              offload_policy=CPUOffloadPolicy() if settings['offload'] else OffloadPolicy())
+              offload_policy=CPUOffloadPolicy() if offload else OffloadPolicy())
     for module in list(model.modules()):
         if type(module).__name__ in settings['layer_cls'].split(','): fully_shard(module, **kw)
     fully_shard(model, **kw)

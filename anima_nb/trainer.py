@@ -4,7 +4,7 @@
 
 # %% ../nbs/02a_trainer.ipynb #0b2b1912
 from __future__ import annotations
-import time
+import time, contextlib
 from pathlib import Path
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
@@ -13,7 +13,7 @@ from .models import MARK
 from .train import *
 
 # %% auto #0
-__all__ = ['RunCallback', 'LossBar', 'QLoRATrainer']
+__all__ = ['RunCallback', 'LossBar', 'sync_fsdp_gradients', 'QLoRATrainer']
 
 # %% ../nbs/02a_trainer.ipynb #2ea278f0
 class RunCallback(TrainerCallback):
@@ -65,6 +65,15 @@ class LossBar(ProgressCallback):
     def on_log(self, args, state, control, logs=None, **kw):
         if state.is_world_process_zero and self.training_bar is not None and logs and 'loss' in logs:
             self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}")
+
+# %% ../nbs/02a_trainer.ipynb #548b1bdd
+def sync_fsdp_gradients(model, # a model sharded with `fully_shard`
+                        sync:bool) -> int: # reduce the gradients after this backward pass
+    "Turn FSDP2's gradient reduction on or off for every sharded module of `model`; how many modules were set."
+    from torch.distributed.fsdp import FSDPModule
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for m in units: m.set_requires_gradient_sync(sync, recurse=False)
+    return len(units)
 
 # %% ../nbs/02a_trainer.ipynb #6ae3bce8
 class QLoRATrainer(Trainer):
@@ -126,6 +135,13 @@ class QLoRATrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         if not is_sharded(self.model): return super()._load_from_checkpoint(resume_from_checkpoint, model)
         load_sharded_lora(self.model, Path(resume_from_checkpoint)/'adapter_model.safetensors')
+
+    @contextlib.contextmanager
+    def _defer_fsdp_gradient_reduction(self):
+        "Every micro-batch but a step's last: FSDP keeps the gradients and reduces them once, after the last."
+        sync_fsdp_gradients(self.model, False)           # transformers' own version reads a `distributed_config` that
+        try: yield                                       # only models it sharded itself have
+        finally: sync_fsdp_gradients(self.model, True)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         import torch

@@ -24,9 +24,9 @@ def env(outputs) -> dict:
 def args(run_name, **kw) -> list:
     return [a for k, v in {**RUN, **kw, 'run_name': run_name}.items() for a in (f'--{k}', str(v))]
 
-def fsdp_cmd(run_name, **kw) -> list:
-    return [ACCELERATE, 'launch', '--config_file', str(T.fsdp_config_file()), '--num_processes', '2',
-            '-m', 'anima_nb.train', *args(run_name, layout='fsdp', per_device_train_batch_size=2, **kw)]
+def fsdp_cmd(run_name, offload=False, **kw) -> list:
+    return [ACCELERATE, 'launch', '--config_file', str(T.fsdp_config_file(offload)), '--num_processes', '2',
+            '-m', 'anima_nb.train', *args(run_name, **{'layout': 'fsdp', 'per_device_train_batch_size': 2, **kw})]
 
 def run(cmd, outputs, timeout=300):
     r = subprocess.run(cmd, cwd=ROOT, env=env(outputs), capture_output=True, text=True, timeout=timeout)
@@ -162,3 +162,47 @@ def test_refuses_bad_layouts(monkeypatch):
     monkeypatch.setenv('ACCELERATE_USE_FSDP', 'false'); monkeypatch.setenv('WORLD_SIZE', '2')
     assert any('runs in one process' in p for p in T.problems({**P, 'layout': 'layer_split'}))
     assert any('processes=3 but 2 were launched' in p for p in T.problems({**P, 'processes': 3}))
+
+
+# ---- one gradient reduction per optimizer step ------------------------------------------------------------------------
+COUNTER = """
+import os, json, atexit
+if os.environ.get('COUNT_REDUCE_SCATTERS'):
+    import torch.distributed as dist
+    _calls, _orig = [0], dist.reduce_scatter_single
+    def _counted(*a, **kw):
+        _calls[0] += 1
+        return _orig(*a, **kw)
+    dist.reduce_scatter_single = _counted
+    @atexit.register
+    def _write():
+        rank = os.environ.get('RANK')
+        if rank is not None:
+            with open(os.path.join(os.environ['COUNT_REDUCE_SCATTERS'], f'rank{rank}.json'), 'w') as f: json.dump(_calls[0], f)
+"""
+
+def counted_run(cmd, out, counts) -> list:
+    "Run `cmd` with every `dist.reduce_scatter_single` counted; the count per rank."
+    counts.mkdir(parents=True)
+    (counts/'sitecustomize.py').write_text(COUNTER)
+    e = {**env(out), 'PYTHONPATH': f"{counts}{os.pathsep}{ROOT}", 'COUNT_REDUCE_SCATTERS': str(counts)}
+    r = subprocess.run(cmd, cwd=ROOT, env=e, capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return [json.loads((counts/f'rank{i}.json').read_text()) for i in range(2)]
+
+def test_accumulation_reduces_once_per_step(tmp_path):
+    "Accumulation 4 over two FSDP processes: as many reduce-scatters as accumulation 1 over the same steps, the same losses as one process; with CPU offload too."
+    from conftest import make_outputs
+    out = make_outputs(tmp_path/'outputs')
+    steps = dict(max_steps=3, eval_steps=100, save_steps=100)
+    run([sys.executable, '-m', 'anima_nb.train', *args('one', per_device_train_batch_size=8, **steps)], out)
+    every = counted_run(fsdp_cmd('acc1', per_device_train_batch_size=4, **steps), out, tmp_path/'c1')
+    once = counted_run(fsdp_cmd('acc4', per_device_train_batch_size=1, gradient_accumulation_steps=4, **steps), out, tmp_path/'c4')
+    offload = counted_run(fsdp_cmd('off', offload=True, per_device_train_batch_size=1, gradient_accumulation_steps=4, **steps),
+                          out, tmp_path/'co')
+    assert every[0] > 0 and once == every == offload, (every, once, offload)     # 4x as many without the fix
+    a = losses(out, 'one')
+    for name in ('acc1', 'acc4', 'off'):
+        b = losses(out, name)
+        assert len(a) == len(b) == 3 and all(abs(x - y) <= LOSS_RTOL * abs(x) for x, y in zip(a, b)), (name, a, b)
+    print(f"reduce-scatters per rank over 3 steps: accumulation 1 {every}, accumulation 4 {once}, offloaded {offload}")
