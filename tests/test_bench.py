@@ -7,7 +7,7 @@ from conftest import ROOT
 def test_anima33b_step_bench_tiny(tmp_path):
     out = tmp_path/'bench.json'
     r = subprocess.run([sys.executable, str(ROOT/'tests'/'bench'/'bench_anima33b_step.py'), '--layers', '2', '--hidden', '64',
-                        '--ffn', '128', '--heads', '4', '--vocab', '512', '--max-len', '24', '--steps', '1', '--warmup', '0',
+                        '--ffn', '128', '--heads', '4', '--vocab', '512', '--max-len', '24', '--steps', '2', '--warmup', '1',
                         '--out', str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())
@@ -16,6 +16,11 @@ def test_anima33b_step_bench_tiny(tmp_path):
     assert (up['micro_batch'], up['accumulation'], fast['micro_batch'], fast['accumulation']) == (1, 16, 16, 1)
     assert up['speedup_vs_upstream'] == 1.0 and all(x['seconds_per_step'] > 0 for x in res['runs'])
     assert abs(up['loss_first_step'] - fast['loss_first_step']) < 1e-3     # the same objective on the same examples
+    assert res['length_order'] == 'grouped'
+    for run in res['runs']:
+        assert {'tokens_per_step_mean', 'tokens_per_step_max', 'seconds_per_step', 'peak_gb', 'hours_10k'} <= set(run)
+        assert run['tokens_per_step_max'] >= run['tokens_per_step_mean'] > 0
+    assert res['tokens_per_step'][0] == max(res['tokens_per_step']) == up['tokens_per_step_max']   # the longest first
     assert 'x1.0 vs upstream' in r.stdout and 'reduced shape' in r.stdout
 
 def test_every_bench_imports(monkeypatch):

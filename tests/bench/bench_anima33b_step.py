@@ -6,7 +6,11 @@ full-precision copy of the model ever exists; LoRA r=64, alpha 16 on all seven l
 gradient checkpointing; paged AdamW 32-bit (plain AdamW where bitsandbytes has no paged optimizer); clipping 0.3.
 Each optimizer step takes 16 examples whose prompt and response lengths follow the data: a log-normal fitted to the
 published quantiles of Anima's data (run_Amina_training.sh: q0.8..q0.98; q0.9 = 297 source / 342 target tokens), or
-to the quantiles of a `profile.json` the data step wrote (`--lengths`), each capped at 512 as the profile does.
+to the quantiles of a `profile.json` the data step wrote (`--lengths`), each capped at 512 as the profile does. The
+examples come in the order training gives them (`length_order: "grouped"`): a pool of `--pool` examples ordered by
+transformers' length-grouped sampler (`get_length_grouped_indices`, megabatches of 50 micro-batches of 16, sorted by
+length, the longest first), cut into steps of 16. The first step is then the longest the run will take, as in a real
+run; the JSON gives the tokens of the mean and of the longest step beside the seconds of both.
 
 Configurations, all with the per-example objective (`loss_weighting='example'`, `anima_nb.train.summed_loss`):
 - upstream:      batch 1 x 16, padded (nothing to pad at batch 1), fp32 compute with TF32 matmuls, fp32 LoRA;
@@ -51,6 +55,16 @@ def sample_lengths(n:int, quantiles:dict, max_len:int, seed:int) -> list:
     rng = np.random.default_rng(seed)
     cols = [np.exp(rng.normal(*lognormal_fit(quantiles[k]), n)) for k in ('source', 'target')]
     return [(int(min(max(s, 2), max_len)), int(min(max(t, 2), max_len))) for s, t in zip(*cols)]
+
+def grouped_order(lengths:list, batch:int=STEP_EXAMPLES, seed:int=0) -> list:
+    "`lengths` in the order of transformers' length-grouped sampler at micro-batch `batch` (the longest group first)."
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+    idx = get_length_grouped_indices([s + t for s, t in lengths], batch, generator=torch.Generator().manual_seed(seed))
+    return [lengths[i] for i in idx]
+
+def step_tokens(lengths:list, steps:int) -> list:
+    "Tokens (prompt and response) of each of the first `steps` optimizer steps of 16 examples."
+    return [sum(s + t for s, t in lengths[i * STEP_EXAMPLES:(i + 1) * STEP_EXAMPLES]) for i in range(steps)]
 
 def examples(lengths:list, vocab:int, seed:int) -> list:
     "Random token ids of the given lengths, the prompt masked out of the labels as training masks it."
@@ -115,6 +129,10 @@ def collate(batch:list, flatten:bool, device):
     out = (DataCollatorWithFlattening(return_position_ids=True, separator_id=-100) if flatten else Collator(0))(batch)
     return {k: v.to(device) for k, v in out.items()}
 
+def data_lengths(data:list) -> list:
+    "(prompt, response) lengths of the examples, read back from their labels."
+    return [(sum(1 for l in d['labels'] if l == -100), sum(1 for l in d['labels'] if l != -100)) for d in data]
+
 def peak_gb(device) -> float:
     if device == 'cuda': return torch.cuda.max_memory_allocated() / 1e9
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
@@ -147,14 +165,18 @@ def run_config(model, name, conf, data, args, device) -> dict:
         torch.nn.utils.clip_grad_norm_(params, 0.3)
         opt.step(); opt.zero_grad(set_to_none=True)
         if device == 'cuda': torch.cuda.synchronize()
-        if step >= args.warmup: times.append(time.perf_counter() - t0)
+        times.append(time.perf_counter() - t0)
         losses.append(total)
+    tokens = step_tokens(data_lengths(data), args.warmup + args.steps)
+    measured, longest = times[args.warmup:] or times, max(range(len(tokens)), key=tokens.__getitem__)
     res = dict(config=name, micro_batch=batch, accumulation=STEP_EXAMPLES // batch, flatten=conf['flatten'],
                compute='bf16' if conf['bf16'] else 'fp32' + ('+tf32' if device == 'cuda' else ''),
-               seconds_per_step=statistics.median(times), steps_measured=len(times), peak_gb=round(peak_gb(device), 2),
-               loss_first_step=round(losses[0], 4))
+               seconds_per_step=statistics.median(measured), steps_measured=len(measured),
+               tokens_per_step_mean=round(statistics.mean(tokens[args.warmup:] or tokens), 1),
+               tokens_per_step_max=tokens[longest], seconds_longest_step=round(times[longest], 4),
+               peak_gb=round(peak_gb(device), 2), loss_first_step=round(losses[0], 4))
     scale = FULL_LAYERS / args.layers
-    res['projected_hours_10k'] = round(res['seconds_per_step'] * RUN_STEPS / 3600 * scale, 2)
+    res['projected_hours_10k'] = res['hours_10k'] = round(res['seconds_per_step'] * RUN_STEPS / 3600 * scale, 2)
     pm.unload(); del opt, params, pm; gc.collect()
     return res
 
@@ -168,6 +190,7 @@ def main(argv=None):
     ap.add_argument('--fast-batch', type=int, default=16, help='examples per flattened micro-batch (divides 16)')
     ap.add_argument('--max-len', type=int, default=512, help='cap on prompt and on response tokens')
     ap.add_argument('--lengths', help="a data step's profile.json whose quantiles replace the published ones")
+    ap.add_argument('--pool', type=int, default=800, help='examples ordered by the length-grouped sampler (>= the steps run)')
     ap.add_argument('--configs', default=','.join(CONFIGS)); ap.add_argument('--out')
     args = ap.parse_args(argv)
     if STEP_EXAMPLES % args.fast_batch: ap.error('--fast-batch must divide 16')
@@ -176,7 +199,8 @@ def main(argv=None):
     bad = [c for c in names if c not in CONFIGS]
     if bad: ap.error(f'unknown configuration(s) {bad}: choose from {list(CONFIGS)}')
     n = STEP_EXAMPLES * (args.warmup + args.steps)
-    lengths = sample_lengths(n, length_quantiles(args.lengths), args.max_len, seed=0)
+    pool = sample_lengths(max(args.pool, n), length_quantiles(args.lengths), args.max_len, seed=0)
+    lengths = grouped_order(pool)[:n]
     data = examples(lengths, args.vocab, seed=0)
     model = build_model(args, device)
     from peft import prepare_model_for_kbit_training
@@ -187,6 +211,7 @@ def main(argv=None):
                versions={m: __import__(m).__version__ for m in ('torch', 'transformers', 'peft', 'bitsandbytes')},
                shape=dict(layers=args.layers, hidden=args.hidden, ffn=args.ffn, heads=args.heads, vocab=args.vocab),
                full_shape=full, examples_per_step=STEP_EXAMPLES, mean_example_tokens=round(sum(map(sum, lengths)) / n, 1),
+               length_order='grouped', pool=max(args.pool, n), tokens_per_step=step_tokens(lengths, n // STEP_EXAMPLES),
                command=' '.join(sys.argv), runs=[])
     for name in names:
         out['runs'].append(run_config(model, name, CONFIGS[name], data, args, device))
@@ -196,7 +221,8 @@ def main(argv=None):
     print(f"{out['device']}; {out['shape']}; {out['mean_example_tokens']} tokens per example on average{note}")
     for r in out['runs']:
         print(f"{r['config']:<14} {r['micro_batch']:>2} x {r['accumulation']:<2} {'flat' if r['flatten'] else 'padded':<6} "
-              f"{r['compute']:<9} {r['seconds_per_step']:9.3f} s/step  peak {r['peak_gb']:7.2f} GB  "
+              f"{r['compute']:<9} {r['seconds_per_step']:9.3f} s/step ({r['tokens_per_step_mean']:.0f} tokens; longest "
+              f"{r['tokens_per_step_max']} tokens {r['seconds_longest_step']:.3f} s)  peak {r['peak_gb']:7.2f} GB  "
               f"{r['projected_hours_10k']:9.2f} h per 10k steps  x{r['speedup_vs_upstream']} vs upstream")
     if args.out:
         with open(args.out, 'w') as f: json.dump(out, f, indent=2)
