@@ -38,3 +38,15 @@ def test_gpu_shape_check_smoke(tmp_path):
                        capture_output=True, text=True, timeout=300, env={**__import__('os').environ, 'OUT': str(tmp_path)})
     assert r.returncode == 0, r.stderr[-3000:]
     assert {p.name for p in tmp_path.glob('*.json')} == {'gpu_shape_check_fp32.json', 'gpu_shape_check_bf16.json'}
+
+@pytest.mark.slow
+def test_gpu_check_cpu_smoke(tmp_path):
+    "The one prepared device command, at tiny scale on the CPU: every check passes (TF32 n/a) and the table is written."
+    r = subprocess.run([sys.executable, str(ROOT/'tests'/'bench'/'gpu_check.py'), '--cpu-smoke'], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600, env={**__import__('os').environ, 'OUT': str(tmp_path)})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads((tmp_path/'gpu_check.json').read_text())
+    assert [c['check'] for c in res['checks']] == ['environment', 'demo_chain', 'tf32', 'flattened_logits', 'fsdp_world_1',
+                                                  'dpo', 'benchmark'] and all(c['ok'] for c in res['checks'])
+    assert res['cpu_smoke'] and res['checks'][-1]['details']['length_order'] == 'grouped'
+    assert '| demo_chain | ok |' in (tmp_path/'gpu_check.md').read_text()
