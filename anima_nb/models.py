@@ -16,10 +16,10 @@ logging.getLogger('bitsandbytes.backends.cpu.ops').setLevel(logging.ERROR)
 __all__ = ['DEMO_MODEL', 'TINY_LLAMA', 'DEMO_EVAL_ROWS', 'DEMO_PRETRAIN', 'LAYOUTS', 'FLOAT_DTYPES', 'MARK',
            'train_demo_tokenizer', 'demo_pretraining_texts', 'pretrain_demo_base', 'build_demo_model', 'demo_model_dir',
            'model_width', 'resolve_model', 'load_tokenizer', 'compute_dtype', 'layout_of', 'quant_storage',
-           'bnb_config', 'max_memory', 'grow_embeddings', 'no_cpu_repack', 'attention_implementation',
-           'load_base_model', 'load_full_base', 'lora_targets', 'lora_config', 'add_lora', 'save_adapter',
-           'train_record', 'base_of', 'demo_adapter', 'saved_embedding_rows', 'load_adapter_model', 'merged_record',
-           'complete_checkpoints', 'newest_checkpoint', 'checkpoint_plan']
+           'bnb_config', 'max_memory', 'grow_embeddings', 'no_cpu_repack', 'has_flex_attention',
+           'attention_implementation', 'load_base_model', 'load_full_base', 'lora_targets', 'lora_config', 'add_lora',
+           'save_adapter', 'train_record', 'base_of', 'demo_adapter', 'saved_embedding_rows', 'load_adapter_model',
+           'merged_record', 'complete_checkpoints', 'newest_checkpoint', 'checkpoint_plan']
 
 # %% ../nbs/01a_models.ipynb #ec129f1b
 DEMO_MODEL = 'local:tiny-llama'
@@ -253,15 +253,23 @@ def no_cpu_repack(model):
         if hasattr(module, 'support_avx512bf16_for_cpu'): module.support_avx512bf16_for_cpu = False
     return model
 
+def has_flex_attention() -> bool:
+    "Does this torch have `flex_attention` (torch 2.5 and later)?"
+    import importlib.util
+    try: return importlib.util.find_spec('torch.nn.attention.flex_attention') is not None
+    except ModuleNotFoundError: return False
+
 def attention_implementation(params:dict, # training's parameters: `flatten`, `bf16`
                              device:str=None, # 'cuda' or 'cpu' (default: where this process computes)
-                             flash:bool=None) -> str: # flash-attn importable (default: look for it)
-    "Training's attention kernel: flash-attention 2 for flattened rows in bf16 on a GPU that has it, else PyTorch's SDPA."
+                             flash:bool=None, # flash-attn importable (default: look for it)
+                             flex:bool=None) -> str: # torch has flex_attention (default: look for it)
+    "Training's attention kernel: for flattened rows on a GPU, flash-attention 2 in bf16 if installed, else flex_attention; SDPA otherwise."
     import importlib.util, torch
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    if not params.get('flatten') or device != 'cuda': return 'sdpa'     # padded rows; a CPU (flex has no backward there)
     flash = importlib.util.find_spec('flash_attn') is not None if flash is None else flash
-    if params.get('flatten') and device == 'cuda' and flash and params.get('bf16'): return 'flash_attention_2'
-    return 'sdpa'
+    if flash and params.get('bf16'): return 'flash_attention_2'        # flash-attn takes fp16/bf16 only
+    return 'flex_attention' if (has_flex_attention() if flex is None else flex) else 'sdpa'
 
 def load_base_model(model_name_or_path:str, # hub id, local folder or the demo model
                     params:dict, # the step's parameters: `bits`, `quant_type`, `double_quant`, `bf16`

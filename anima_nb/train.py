@@ -19,7 +19,8 @@ __all__ = ['IGNORE_INDEX', 'TRUNCATIONS', 'LOSS_WEIGHTINGS', 'PEAK_TFLOPS', 'UTI
            'layout_estimates', 'typical_example_tokens', 'estimate', 'is_sharded', 'gathered_lora', 'quantized_bytes',
            'per_process', 'load_sharded_lora', 'rng_state', 'set_rng_state', 'report_targets', 'set_tf32',
            'sharded_optim', 'training_args', 'plot_loss', 'base_revision', 'peak_rss_gb', 'fsdp_config_file',
-           'fsdp_launch', 'shard_model', 'split_device_map', 'resume_plan', 'problems', 'layout_problems', 'train',
+           'fsdp_launch', 'shard_model', 'base_layout', 'base_skeleton', 'receive_shards', 'whole_tensors',
+           'load_base_per_rank', 'split_device_map', 'resume_plan', 'problems', 'layout_problems', 'train',
            'training_data', 'cli_params', 'main']
 
 # %% ../nbs/02_train.ipynb #390c7f00
@@ -282,11 +283,11 @@ def layout_memory(mem:dict, # `memory_estimate` of one process holding the whole
                   layout:str, # one of `LAYOUT_ROWS`
                   devices:int # devices (processes for `ddp`/`fsdp`, GPUs of the one process for `layer_split`)
                  ) -> dict:
-    "GB on the busiest device and in CPU memory per process for `layout` over `devices`, and the cards that fit."
+    "GB on the busiest device, in CPU memory of rank 0 and of each other process for `layout` over `devices`, and the cards that fit."
     lora = mem['lora_weights'] + mem['lora_gradients'] + mem['optimizer_states']
     acts = mem['checkpointed_activations'] + mem['layer_activations'] + mem['logits'] + mem['dequantized_weight']
     layer = (mem['quantized_weights'] + mem['lora_weights'] + mem['lora_gradients']) / arch['num_hidden_layers']
-    cpu = 0.0
+    cpu = others = 0.0
     if layout == 'ddp': gpu = mem['total']
     elif layout in ('fsdp', 'fsdp_offload'):
         other = mem['other_weights'] * (0.5 if params['bf16'] else 1.0)       # no upcast: the compute dtype
@@ -294,19 +295,21 @@ def layout_memory(mem:dict, # `memory_estimate` of one process holding the whole
         unsharded = mem['quantization_constants'] + other + 2 * layer + acts
         load = mem['quantized_weights'] + mem['quantization_constants'] + other
         gpu = unsharded + (0 if layout == 'fsdp_offload' else shards)
-        cpu = load if layout == 'fsdp' else max(load, shards)
+        cpu = load if layout == 'fsdp' else max(load, shards)                # rank 0 reads the whole base
+        others = mem['quantization_constants'] + (shards if layout == 'fsdp_offload' else 0)   # they receive shards
     elif layout == 'layer_split':
         spread = mem['quantized_weights'] + mem['quantization_constants'] + lora + mem['checkpointed_activations']
         gpu = spread / devices + mem['other_weights'] / min(devices, 2) + acts - mem['checkpointed_activations']
     else: raise ValueError(f"layout must be one of {LAYOUT_ROWS}, got {layout!r}")
     fits = [card for card, gib in CARDS_GIB.items() if gpu + OVERHEAD_GB <= gib * 2**30 / GB]
-    return dict(gpu_gb=round(gpu, 2), cpu_gb=round(cpu, 2), fits=fits)
+    return dict(gpu_gb=round(gpu, 2), cpu_gb=round(cpu, 2), cpu_gb_other_ranks=round(others, 2), fits=fits)
 
 def layout_report(est:dict) -> str:
     "The per-device memory of every layout in `est` (an `estimate`), as lines of text."
     rows = [f"memory per device over {est['devices']} devices, GB (a card fits with {OVERHEAD_GB} GB to spare):",
-            f"{'layout':<14}{'per device':>11}{'CPU/process':>13}  fits"]
-    rows += [f"{k:<14}{v['gpu_gb']:>11.2f}{v['cpu_gb']:>13.2f}  {', '.join(v['fits']) or 'no card listed'}"
+            f"{'layout':<14}{'per device':>11}{'CPU rank 0':>12}{'CPU others':>12}  fits"]
+    rows += [f"{k:<14}{v['gpu_gb']:>11.2f}{v['cpu_gb']:>12.2f}{v['cpu_gb_other_ranks']:>12.2f}  "
+             f"{', '.join(v['fits']) or 'no card listed'}"
              for k, v in est['per_device_gb'].items()]
     return '\n'.join(rows)
 
@@ -521,6 +524,78 @@ def shard_model(model, # the peft model, LoRA attached, in CPU memory
     register_fsdp_forward_method(model, 'generate')          # sample generations gather the weights as forward does
     return model
 
+# %% ../nbs/02_train.ipynb #a1b2c302
+def base_layout(model) -> dict:
+    "What the other ranks need to mirror `model`'s 4-bit layers: packed shape, storage dtype, quantization constants."
+    return {name: dict(shape=tuple(m.weight.shape), dtype=m.weight.dtype, quant_state=m.weight.quant_state,
+                       bias=m.bias is not None)
+            for name, m in model.named_modules() if type(m).__name__ == 'Linear4bit'}
+
+def base_skeleton(path:str, # the checkpoint folder (only its config.json is read)
+                  params:dict, # the step's parameters: `bits`, `quant_type`, `double_quant`, `bf16`, `layout`
+                  layout:dict, # `base_layout` of rank 0's loaded base
+                  attn_implementation:str=None): # training's kernel
+    "The base on the meta device, its 4-bit layers shaped as `layout` says: nothing read, nothing quantized."
+    import torch, bitsandbytes as bnb
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.quantizers import AutoHfQuantizer
+    kw = dict(attn_implementation=attn_implementation) if attn_implementation else {}
+    with torch.device('meta'):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=compute_dtype(params), **kw)
+    for name, info in layout.items():
+        parent, child = name.rsplit('.', 1)
+        old = model.get_submodule(name)
+        with torch.device('meta'):
+            new = bnb.nn.Linear4bit(old.in_features, old.out_features, bias=info['bias'], compute_dtype=compute_dtype(params),
+                                    compress_statistics=params['double_quant'], quant_type=params['quant_type'],
+                                    quant_storage=info['dtype'])
+        new.weight = bnb.nn.Params4bit(torch.empty(info['shape'], dtype=info['dtype'], device='meta'), requires_grad=False,
+                                       quant_state=info['quant_state'], quant_type=params['quant_type'],
+                                       quant_storage=info['dtype'], bnb_quantized=True, module=new)
+        new.quant_state = info['quant_state']
+        setattr(model.get_submodule(parent), child, new)
+    model.config.quantization_config = bnb_config(params)
+    model.hf_quantizer = AutoHfQuantizer.from_config(model.config.quantization_config)
+    model.is_loaded_in_4bit = True
+    return no_cpu_repack(model)
+
+def receive_shards(model, # sharded by `fully_shard`; on ranks other than 0 still on the meta device
+                   source:dict, # on rank 0: name -> whole tensor, captured before sharding; elsewhere ignored
+                   device) -> int: # where the shards live
+    "Fill every rank's shards from rank 0's whole tensors (a scatter per parameter); bytes this rank received."
+    import torch, torch.distributed as dist
+    from torch.distributed.tensor import DTensor, distribute_tensor
+    rank0 = dist.get_rank() == 0
+    if not rank0: model.to_empty(device=device)
+    received = sum(t.numel() * t.element_size() for t in source.values()) if rank0 else 0     # rank 0 read them all
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            whole = source.pop(name).to(device) if rank0 else torch.empty(p.shape, dtype=p.dtype, device=device)
+            if isinstance(p, DTensor):
+                part = distribute_tensor(whole, p.device_mesh, p.placements, src_data_rank=0).to_local()
+                if not rank0: p.to_local().copy_(part); received += part.numel() * part.element_size()
+            else:
+                dist.broadcast(whole, 0)
+                if not rank0: p.copy_(whole); received += whole.numel() * whole.element_size()
+        for name, b in model.named_buffers(): dist.broadcast(b, 0)   # rotary frequencies: small, whole everywhere
+    return received
+
+def whole_tensors(model) -> dict:
+    "Every parameter of `model` as a plain tensor (no copy): what rank 0 scatters once the model is sharded."
+    import torch
+    return {name: p.detach().as_subclass(torch.Tensor) for name, p in model.named_parameters()}
+
+def load_base_per_rank(path:str, # the checkpoint folder
+                       params:dict, # the step's parameters
+                       attn_implementation:str=None): # training's kernel
+    "The base of this process: under FSDP over several processes rank 0 loads it and the others build `base_skeleton`."
+    import torch.distributed as dist
+    if layout_of(params) != 'fsdp' or _world() == 1: return load_base_model(path, params, attn_implementation=attn_implementation)
+    model = load_base_model(path, params, attn_implementation=attn_implementation) if _rank() == 0 else None
+    box = [base_layout(model) if model is not None else None]
+    dist.broadcast_object_list(box, src=0)
+    return model if model is not None else base_skeleton(path, params, box[0], attn_implementation)
+
 # %% ../nbs/02_train.ipynb #8231e353
 def split_device_map(model, # the (quantized) base model, its weights loaded
                      caps:dict): # device -> most memory there, e.g. {0: '38GiB', 1: '38GiB'}
@@ -645,12 +720,19 @@ def _train(params:dict, out:Path, main:bool, plan:dict) -> dict:
     with PartialState().main_process_first(): data = training_data(params, tok)
     tf32 = set_tf32(params['tf32']) if torch.cuda.is_available() and not params['bf16'] else False
     path = resolve_model(params['model_name_or_path'])
-    model = load_base_model(path, params, attn_implementation=attention_implementation(params))
+    before_rss = peak_rss_gb()
+    model = load_base_per_rank(path, params, attention_implementation(params))
     model.config.use_cache = False
     base_vocab = model.get_input_embeddings().weight.shape[0]
     grow_embeddings(model, len(tok))
     model = add_lora(model, params)
-    if sharding is not None: model = shard_model(model, sharding)
+    read = sum(t.numel() * t.element_size() for t in whole_tensors(model).values())   # one process: it read them all
+    if sharding is not None:
+        source = whole_tensors(model) if _rank() == 0 and _world() > 1 else {}
+        model = shard_model(model, sharding)
+        if _world() > 1: read = receive_shards(model, source, PartialState().device)
+        del source
+    loaded_rss = peak_rss_gb()                                   # host memory of loading, before any step
     est = estimate(params, _world())
     if main: write_json(out/'estimate.json', est)
     samples = RunCallback(out, tok, list(data['eval_pairs']['source'])[:2], params['sample_max_new_tokens'])
@@ -662,7 +744,8 @@ def _train(params:dict, out:Path, main:bool, plan:dict) -> dict:
     trainer.train(resume_from_checkpoint=str(start) if start else None)
     secs = time.time() - t0
     whole = gathered_lora(trainer.model)                 # every process takes part: each holds a shard under FSDP
-    held = per_process(quantized_bytes(trainer.model))
+    held, rss, read = per_process(quantized_bytes(trainer.model)), per_process(peak_rss_gb()), per_process(read)
+    loaded_rss = per_process(dict(before=before_rss, loaded=loaded_rss))
     if not main: return {}
     grown = len(tok) > base_vocab
     save_adapter(trainer.model, tok, out/'adapter', state_dict=whole)  # LoRA weights only, as published
@@ -681,6 +764,7 @@ def _train(params:dict, out:Path, main:bool, plan:dict) -> dict:
                 target_truncated=data['truncated']['target_truncated'], trainable_params=est['params']['lora'],
                 total_params=est['params']['total'], vocab_grown=grown, processes=_world(), layout=layout_of(params),
                 quantized_bytes=dict(whole=held[0]['whole'], per_process=[h['held'] for h in held]),
+                weight_bytes_read_or_received=read, peak_rss_gb_per_process=rss, peak_rss_gb_loading_per_process=loaded_rss,
                 tf32=tf32, loss_weighting=params['loss_weighting'], flatten=params['flatten'],
                 seconds=round(secs, 2), seconds_per_step=round(secs / max(done, 1), 4), peak_rss_gb=peak_rss_gb(),
                 peak_cuda_gb=peak_cuda, report_to_skipped=report_targets(params['report_to'])[1])

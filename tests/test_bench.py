@@ -46,7 +46,34 @@ def test_gpu_check_cpu_smoke(tmp_path):
                        capture_output=True, text=True, timeout=600, env={**__import__('os').environ, 'OUT': str(tmp_path)})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     res = json.loads((tmp_path/'gpu_check.json').read_text())
-    assert [c['check'] for c in res['checks']] == ['environment', 'demo_chain', 'tf32', 'flattened_logits', 'fsdp_world_1',
-                                                  'dpo', 'benchmark'] and all(c['ok'] for c in res['checks'])
+    assert [c['check'] for c in res['checks']] == ['environment', 'demo_chain', 'tf32', 'flattened_logits',
+                                                  'flattened_training', 'attention', 'fsdp_world_1', 'dpo', 'benchmark'] and all(c['ok'] for c in res['checks'])
     assert res['cpu_smoke'] and res['checks'][-1]['details']['length_order'] == 'grouped'
     assert '| demo_chain | ok |' in (tmp_path/'gpu_check.md').read_text()
+
+@pytest.mark.slow
+def test_attention_bench_tiny(tmp_path):
+    "The attention benchmark at one head on a median step: every way agrees with per-example attention; the dense mask costs the most."
+    out = tmp_path/'attention.json'
+    r = subprocess.run([sys.executable, str(ROOT/'tests'/'bench'/'bench_attention.py'), '--heads', '1', '--repeats', '1',
+                        '--step', 'median', '--out', str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res['work_ratio_dense_to_examples'] > 10 and len(res['lengths']) == 16
+    runs = {x['impl']: x for x in res['runs']}
+    assert set(runs) == {'dense', 'flex', 'per-example', 'padded'}
+    assert all(x['max_abs_diff_vs_per_example'] < 1e-4 for x in runs.values()), runs
+    assert runs['per-example']['seconds'] < runs['dense']['seconds']
+
+@pytest.mark.slow
+def test_fsdp_loading_bench_tiny(tmp_path):
+    "Two FSDP ranks on a small base: rank 1 receives half the weight bytes and loading adds less to it than to one process."
+    out = tmp_path/'loading.json'
+    r = subprocess.run([sys.executable, str(ROOT/'tests'/'bench'/'bench_fsdp_loading.py'), '--layers', '4', '--hidden', '512',
+                        '--ffn', '1408', '--work', str(tmp_path/'work'), '--out', str(out)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    one, two = res['runs']
+    assert two['weight_bytes'][0] == one['weight_bytes'][0] and abs(two['weight_bytes'][1] / one['weight_bytes'][0] - 0.5) < 0.01
+    assert res['loading_rank1_vs_one_process'] < 0.8, res

@@ -71,6 +71,9 @@ def test_each_process_holds_half_the_4bit_weights(runs):
     assert sum(held['per_process']) == held['whole']
     assert all(abs(h / held['whole'] - 0.5) < 0.01 for h in held['per_process']), held
     print(f"4-bit weights held per process: {held['per_process']} of {held['whole']} bytes")
+    # rank 0 read the base; rank 1 built it on the meta device and received only its shards (about half of everything)
+    read, whole = fsdp['weight_bytes_read_or_received'], read_manifest(runs['out']/'single'/'train')['summary']['weight_bytes_read_or_received']
+    assert read[0] == whole[0] and abs(read[1] / whole[0] - 0.5) < 0.01, (read, whole)
 
 def test_fsdp_matches_one_process(runs):
     "Per-step loss and saved adapter of the (killed and resumed) FSDP run against one process over the same examples."
@@ -138,6 +141,10 @@ def test_layout_estimates(outputs):
     assert a70['ddp']['fits'] == ['80GB'] and a70['fsdp_offload']['cpu_gb'] > a70['fsdp_offload']['gpu_gb']
     eight = T.layout_estimates(est70['memory_gb'], est70['architecture'], p70, 8)
     assert eight['fsdp']['gpu_gb'] < a70['fsdp']['gpu_gb'] and eight['ddp'] == a70['ddp']
+    # host memory: rank 0 reads the whole 4-bit base (about 37 GB for 70B); the other seven receive shards on the device
+    assert 30 < eight['fsdp']['cpu_gb'] < 45 and eight['fsdp']['cpu_gb_other_ranks'] < 2, eight['fsdp']
+    print(f"70B over 8 ranks, host GB: rank 0 {eight['fsdp']['cpu_gb']}, each other {eight['fsdp']['cpu_gb_other_ranks']}; "
+          f"33B over 2: {a33['fsdp']['cpu_gb']} / {a33['fsdp']['cpu_gb_other_ranks']}")
 
 def test_dry_run_prints_the_layouts(outputs):
     r = subprocess.run([sys.executable, '-m', 'anima_nb.train', '--profile', 'anima65b', '--dry_run', 'true',

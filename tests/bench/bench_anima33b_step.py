@@ -17,8 +17,12 @@ Configurations, all with the per-example objective (`loss_weighting='example'`, 
 - faithful-fast: the same numerics, the examples of a step flattened into micro-batches of `--fast-batch` (16 x 1);
 - bf16-fast:     flattened as faithful-fast, bf16 compute and bf16 LoRA weights (qlora.py's --bf16).
 
+Each configuration computes attention with the kernel training would pick (`models.attention_implementation`: on a GPU
+flex_attention for flattened fp32 rows, flash-attention for flattened bf16 rows when installed, SDPA for padded rows).
 Printed and written to JSON (`--out`): median seconds per optimizer step over the measured steps (after `--warmup`),
-peak device memory (GPU: max allocated; CPU: peak RSS of the process), projected hours for 10,000 steps, and the ratio
+peak device memory (GPU: max allocated by torch's caching allocator, `peak_gb`, and the most the driver reported in
+use after any micro-batch or optimizer step, `device_used_peak_gb`, which also counts the paged AdamW states in
+managed memory; CPU: peak RSS of the process), projected hours for 10,000 steps, and the ratio
 of each configuration's speed to upstream's. With `--layers`/`--hidden` smaller than the real shape the hours are
 scaled by the layer count only and marked so; ratios measured at a reduced shape are not the full-depth ratios.
 
@@ -134,6 +138,12 @@ def data_lengths(data:list) -> list:
     "(prompt, response) lengths of the examples, read back from their labels."
     return [(sum(1 for l in d['labels'] if l == -100), sum(1 for l in d['labels'] if l != -100)) for d in data]
 
+def driver_used_gb(device) -> float|None:
+    "Device memory in use as the driver counts it (every allocation: the caching allocator's, paged/managed memory, the context)."
+    if device != 'cuda': return None
+    free, total = torch.cuda.mem_get_info()
+    return (total - free) / 1e9
+
 def peak_gb(device) -> float:
     if device == 'cuda': return torch.cuda.max_memory_allocated() / 1e9
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
@@ -141,7 +151,10 @@ def peak_gb(device) -> float:
 def run_config(model, name, conf, data, args, device) -> dict:
     "Optimizer steps of one configuration; seconds per step and peak memory."
     from anima_nb.train import summed_loss
+    from anima_nb.models import attention_implementation
     batch = conf['batch'] or args.fast_batch
+    attn = attention_implementation({'flatten': conf['flatten'], 'bf16': conf['bf16']}, device)   # what training picks
+    model.set_attn_implementation(attn)
     set_compute(model, conf['bf16'])
     pm = with_lora(model, conf['bf16'], args.lora_r)
     params = [p for p in pm.parameters() if p.requires_grad]
@@ -150,6 +163,7 @@ def run_config(model, name, conf, data, args, device) -> dict:
         opt = bnb.optim.PagedAdamW32bit(params, lr=1e-4) if device == 'cuda' else torch.optim.AdamW(params, lr=1e-4)
     except Exception: opt = torch.optim.AdamW(params, lr=1e-4)
     if device == 'cuda': torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
+    used = [driver_used_gb(device)]
     pm.train()
     times, losses = [], []
     for step in range(args.warmup + args.steps):
@@ -163,8 +177,9 @@ def run_config(model, name, conf, data, args, device) -> dict:
                 logits = pm(**inputs, use_cache=False).logits
             loss = summed_loss(logits, labels, pos, 'example') / STEP_EXAMPLES
             loss.backward(); total += loss.item(); del logits, loss
+            used.append(driver_used_gb(device))
         torch.nn.utils.clip_grad_norm_(params, 0.3)
-        opt.step(); opt.zero_grad(set_to_none=True)
+        opt.step(); used.append(driver_used_gb(device)); opt.zero_grad(set_to_none=True)
         if device == 'cuda': torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
         losses.append(total)
@@ -175,7 +190,8 @@ def run_config(model, name, conf, data, args, device) -> dict:
                seconds_per_step=statistics.median(measured), steps_measured=len(measured),
                tokens_per_step_mean=round(statistics.mean(tokens[args.warmup:] or tokens), 1),
                tokens_per_step_max=tokens[longest], seconds_longest_step=round(times[longest], 4),
-               peak_gb=round(peak_gb(device), 2), loss_first_step=round(losses[0], 4))
+               peak_gb=round(peak_gb(device), 2), attn_implementation=attn, loss_first_step=round(losses[0], 4))
+    if device == 'cuda': res['device_used_peak_gb'] = round(max(used), 2)    # the driver's view: paged optimizer states too
     scale = FULL_LAYERS / args.layers
     res['projected_hours_10k'] = res['hours_10k'] = round(res['seconds_per_step'] * RUN_STEPS / 3600 * scale, 2)
     pm.unload(); del opt, params, pm; gc.collect()
@@ -223,7 +239,8 @@ def main(argv=None):
     for r in out['runs']:
         print(f"{r['config']:<14} {r['micro_batch']:>2} x {r['accumulation']:<2} {'flat' if r['flatten'] else 'padded':<6} "
               f"{r['compute']:<9} {r['seconds_per_step']:9.3f} s/step ({r['tokens_per_step_mean']:.0f} tokens; longest "
-              f"{r['tokens_per_step_max']} tokens {r['seconds_longest_step']:.3f} s)  peak {r['peak_gb']:7.2f} GB  "
+              f"{r['tokens_per_step_max']} tokens {r['seconds_longest_step']:.3f} s)  {r['attn_implementation']}  peak {r['peak_gb']:7.2f} GB"
+              f"{'' if 'device_used_peak_gb' not in r else ' (driver ' + format(r['device_used_peak_gb'], '.2f') + ' GB)'}  "
               f"{r['projected_hours_10k']:9.2f} h per 10k steps  x{r['speedup_vs_upstream']} vs upstream")
     if args.out:
         with open(args.out, 'w') as f: json.dump(out, f, indent=2)

@@ -7,6 +7,10 @@ Checks, in order, each timed and recorded whether it passes or fails (a failure 
 - tf32: `train.set_tf32(True)` really turns TF32 on for fp32 matmuls (upstream's numerics);
 - flattened_logits: the demo base under the kernel `models.attention_implementation` picks, in fp32 and in bf16
   (flash-attention when installed): a flattened row gives each example's own logits;
+- flattened_training: `anima-train` on the demo run with `flatten=true`, two steps: on a GPU training's kernel for
+  flattened fp32 rows is flex_attention (compiled, its backward through gradient checkpointing and the 4-bit layers);
+- attention: `bench_attention.py`, the longest length-grouped step of 16 examples, dense-mask SDPA vs flex_attention
+  vs per-example vs padded, forward and backward, 52 heads of 128 (LLaMA-33B's), fp32 with TF32 and bf16;
 - fsdp_world_1: `torchrun --nproc_per_node 1 -m anima_nb.train --layout fsdp` (NCCL on a GPU), two steps at
   accumulation 2;
 - dpo: two DPO steps on the demo run (`anima-run --steps dpo`);
@@ -83,6 +87,7 @@ def check_flattened_logits(ctx) -> dict:
     out = {}
     for bf16 in (False, True):
         impl = attention_implementation({'flatten': True, 'bf16': bf16}, dev)
+        if ctx['cuda']: torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False   # exact fp32
         dtype = torch.bfloat16 if bf16 else torch.float32
         model = AutoModelForCausalLM.from_pretrained(resolve_model(DEMO_MODEL), dtype=dtype,
                                                      attn_implementation=impl).to(dev).eval()
@@ -93,10 +98,36 @@ def check_flattened_logits(ctx) -> dict:
             pos = torch.cat([torch.arange(len(e), device=dev) for e in ex])[None]
             flat = model(input_ids=torch.cat(ex)[None], position_ids=pos).logits[0].float()
         scale = alone.abs().max().item()                      # bf16 keeps about 3 significant digits
-        err, tol = (alone - flat).abs().max().item(), (2e-2 * scale if bf16 else 1e-4)
+        err, tol = (alone - flat).abs().max().item(), (2e-2 * scale if bf16 else 1e-4 * max(1.0, scale))
         out['bf16' if bf16 else 'fp32'] = dict(attn_implementation=impl, max_abs_diff=err)
         if err > tol: raise AssertionError(f'{impl} in {dtype}: flattened logits differ by {err} (> {tol})')
     return out
+
+def check_flattened_training(ctx) -> dict:
+    from anima_nb.core import read_manifest, run_dir
+    args = dict(flatten='true', max_steps=2, eval_steps=2, save_steps=2, sample_max_new_tokens=2,
+                run_name='gpu_check_flat')
+    _run([sys.executable, '-m', 'anima_nb.train', *[a for k, v in args.items() for a in (f'--{k}', str(v))]],
+         ctx['outputs'], 600)
+    m = read_manifest(run_dir('gpu_check_flat', 'train'))
+    if m['status'] != 'complete': raise AssertionError(m.get('error'))
+    est = read_json_or_none(run_dir('gpu_check_flat', 'train')/'estimate.json') or {}
+    return dict(steps=m['summary']['steps'], final_loss=m['summary']['final_loss'],
+                attn_implementation=est.get('attn_implementation_here'), seconds=m['summary']['seconds'])
+
+def check_attention(ctx) -> dict:
+    out, runs = Path(ctx['outputs'])/'attention', {}
+    out.mkdir(exist_ok=True)
+    for dtype in ('float32', 'bfloat16'):
+        shape = ['--heads', '52', '--repeats', '5'] if ctx['cuda'] else ['--heads', '1', '--repeats', '1', '--step', 'median']
+        _run([sys.executable, str(ROOT/'tests'/'bench'/'bench_attention.py'), *shape, '--dtype', dtype,
+              '--out', str(out/f'{dtype}.json')], ctx['outputs'], 600)
+        res = json.loads((out/f'{dtype}.json').read_text())
+        runs[dtype] = dict(tokens=res['tokens'], pass_kind=res['pass_kind'],
+                           seconds={r['impl']: r['seconds'] for r in res['runs']},
+                           relative_to_dense={r['impl']: r['relative_to_dense'] for r in res['runs']})
+        if not ctx['cuda']: break                               # a CPU has no bf16 flex path worth timing
+    return runs
 
 def check_fsdp_world_1(ctx) -> dict:
     from anima_nb.train import fsdp_config_file
@@ -132,8 +163,8 @@ def check_benchmark(ctx) -> dict:
     return dict(full_shape=res['full_shape'], length_order=res['length_order'],
                 runs=[{k: r[k] for k in keys} for r in res['runs']])
 
-CHECKS = [check_environment, check_demo_chain, check_tf32, check_flattened_logits, check_fsdp_world_1, check_dpo,
-          check_benchmark]
+CHECKS = [check_environment, check_demo_chain, check_tf32, check_flattened_logits, check_flattened_training,
+          check_attention, check_fsdp_world_1, check_dpo, check_benchmark]
 
 def markdown(results:list, header:dict) -> str:
     lines = [f"gpu_check on {header['device']} ({header.get('versions', {})}), {header['when']}", '',
