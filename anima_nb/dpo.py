@@ -9,15 +9,16 @@ from pathlib import Path
 from .core import *
 from .data import load_questions, questions_problems, read_answers, answers_path, ANSWER_SCHEMA
 from .models import *
-from .judge import BaseJudge, OpenAIJudge, judge_messages, parse_score_fastchat
+from .judge import BaseJudge, OpenAIJudge, judge_messages, parse_score_fastchat, make_judge
+from .ratings import battle_row, two_player_table
 
 # %% auto #0
 __all__ = ['PREF_FORMATS', 'PAIR_SCHEMA', 'REFERENCES', 'GB', 'CURVES', 'RUN_ONLY', 'DPO_OUTPUTS', 'split_dialogues',
            'check_pair', 'to_pair', 'read_preferences', 'load_references', 'run_pairs', 'training_rows', 'split_pairs',
            'sequence_logps', 'dpo_loss', 'policy_path', 'load_policy_base', 'dpo_lora', 'dpo_args', 'DPOLog',
            'make_trainer', 'dpo_arch', 'dpo_counts', 'dpo_memory', 'estimate', 'generate_like', 'bigram_f1',
-           'OverlapJudge', 'play_pair', 'pair_table', 'plot_dpo', 'curve_ends', 'dpo_plan', 'problems',
-           'input_problems', 'preference_pairs', 'judge_for', 'before_after', 'run_dpo', 'cli_params', 'main']
+           'OverlapJudge', 'play_pair', 'plot_dpo', 'curve_ends', 'dpo_plan', 'problems', 'input_problems',
+           'preference_pairs', 'judge_for', 'before_after', 'run_dpo', 'cli_params', 'main']
 
 # %% ../nbs/07_dpo.ipynb #a6caef3f
 PREF_FORMATS = ('hh-rlhf', 'triples')
@@ -346,7 +347,7 @@ def play_pair(questions:list, # `{question_id, category, question}` (as `load_qu
               after:dict, # question_id -> answer after DPO
               judge, # a `BaseJudge`
               names=('before', 'after')) -> list: # the two contestants' names
-    "Battles of `before` against `after` on every question both answered, in both orders."
+    "Battles table rows of `before` against `after` on every question both answered, in both orders."
     qs = [q for q in questions if q['question_id'] in before and q['question_id'] in after]
     draws = [(q, a, b) for q in qs for a, b in (names, names[::-1])]
     text = {names[0]: before, names[1]: after}
@@ -356,23 +357,8 @@ def play_pair(questions:list, # `{question_id, category, question}` (as `load_qu
     for (q, a, b), review in zip(draws, judge.judge_many(msgs, progress=False)):
         sa, sb = parse_score_fastchat(review)
         if sa < 0: continue                         # no readable scores: not a battle
-        rows.append(dict(question_id=q['question_id'], category=q['category'], model_a=a, model_b=b, score_a=sa,
-                         score_b=sb, winner='model_a' if sa > sb else 'model_b' if sb > sa else 'tie'))
+        rows.append(battle_row(q['question_id'], q['category'], a, b, sa, sb, judge=judge.model, round=len(rows) + 1))
     return rows
-
-def pair_table(battles:list, # as `play_pair` makes them
-               names=('before', 'after'), # the two contestants
-               init:float=1000) -> list: # the mean rating
-    "Wins, ties, losses, score share and the two-player Bradley–Terry rating of each contestant."
-    out = []
-    for m in names:
-        w = sum((b['model_a'] == m) == (b['winner'] == 'model_a') for b in battles if b['winner'] != 'tie')
-        t = sum(b['winner'] == 'tie' for b in battles)
-        n = len(battles)
-        s = (w + t / 2 + 0.5) / (n + 1)
-        out.append(dict(model=m, wins=w, ties=t, losses=n - w - t, score=round((w + t / 2) / n, 4) if n else None,
-                        rating=round(init + 200 * math.log10(s / (1 - s)), 1)))
-    return out
 
 # %% ../nbs/07_dpo.ipynb #b76a438b
 CURVES = ('loss', 'rewards/chosen', 'rewards/rejected', 'rewards/margins', 'rewards/accuracies')
@@ -470,8 +456,7 @@ def _prepare_dir(out:Path, plan:dict):
 def judge_for(params:dict, # the step's parameters
               out:Path): # the step folder (the live judge's cache goes there)
     "The before/after judge: offline overlap with the references, or the live client with its cache in `out`."
-    if params['dpo_judge'] == 'openai':
-        return OpenAIJudge(model=params['judge_model'] or 'gpt-4', cache=out/'judge_cache.jsonl', seed=params['seed'])
+    if params['dpo_judge'] == 'openai': return make_judge(params, out/'judge_cache.jsonl', kind='openai')
     refs, qs = load_references(params['dpo_questions']), load_questions(params['dpo_questions'])
     return OverlapJudge({q['question']: refs[q['question_id']] for q in qs})
 
@@ -491,7 +476,7 @@ def before_after(params:dict, # the step's parameters
     battles = play_pair(questions, {r['question_id']: r['answer'] for r in before},
                         {r['question_id']: r['answer'] for r in after}, judge_for(params, out), names)
     write_jsonl(out/'prepost_battles.jsonl', battles)
-    table = dict(judge=params['dpo_judge'], battles=len(battles), table=pair_table(battles, names))
+    table = dict(judge=params['dpo_judge'], battles=len(battles), table=two_player_table(battles, names))
     write_json(out/'prepost.json', table)
     return table
 

@@ -11,16 +11,15 @@ import numpy as np
 from .core import *
 from .data import load_questions, answers_path, questions_problems
 from .judge import *
+from .ratings import *
 
 # %% auto #0
-__all__ = ['BATTLE_SCHEMA', 'RATINGS_SCHEMA', 'JUDGES', 'SCHEDULES', 'load_published', 'load_verdicts', 'verdict', 'outcome',
-           'battle_row', 'verdicts_to_battles', 'expected_score', 'elo_update', 'online_elo', 'reproduce_published',
-           'notebook_stdout', 'read_upstream_notebook', 'upstream_draw', 'upstream_draws', 'answer_files',
-           'load_answers', 'answer_sources', 'order_models', 'playable', 'judge_draws', 'check_unparseable',
-           'upstream_tournament', 'balanced_draws', 'combine_orders', 'balanced_tournament', 'games_array', 'bt_fit',
-           'bradley_terry', 'permuted_elo', 'first_slot_stats', 'pair_matrices', 'plot_matrix', 'plot_ratings',
-           'make_judge', 'play', 'replay_recorded', 'ratings_report', 'write_battles', 'read_battles', 'write_ratings',
-           'read_ratings', 'battles_table', 'full_report', 'elo_figures', 'problems', 'run_elo']
+__all__ = ['RATINGS_SCHEMA', 'JUDGES', 'SCHEDULES', 'load_published', 'load_verdicts', 'verdicts_to_battles',
+           'reproduce_published', 'notebook_stdout', 'read_upstream_notebook', 'upstream_draw', 'upstream_draws',
+           'answer_files', 'load_answers', 'answer_sources', 'order_models', 'playable', 'judge_draws',
+           'check_unparseable', 'upstream_tournament', 'balanced_draws', 'combine_orders', 'balanced_tournament',
+           'plot_matrix', 'plot_ratings', 'play', 'replay_recorded', 'ratings_report', 'write_battles', 'read_battles',
+           'write_ratings', 'read_ratings', 'battles_table', 'full_report', 'elo_figures', 'problems', 'run_elo']
 
 # %% ../nbs/05_elo.ipynb #fb48294b
 def load_published(path='pkg:anima_elo_published.json') -> dict:
@@ -32,73 +31,11 @@ def load_verdicts(path='pkg:anima_elo_verdicts.jsonl') -> list:
     return read_jsonl(resolve_path(path))
 
 # %% ../nbs/05_elo.ipynb #39bf8eee
-BATTLE_SCHEMA = {'round': int, 'question_id': (int, str), 'category': str, 'model_a': str, 'model_b': str,
-                 'score_a': float, 'score_b': float, 'verdict': str, 'judge': str, 'prompt_hash': str}
-
-def verdict(score_a:float, # the score of the answer shown first
-            score_b:float) -> str: # the score of the answer shown second
-    "Who won a judged pair: `model_a`, `model_b` or `tie`."
-    return 'model_a' if score_a > score_b else 'model_b' if score_b > score_a else 'tie'
-
-def outcome(row:dict) -> float:
-    "Score of `model_a` in a battle row: 1, 0 or 0.5."
-    return {'model_a': 1.0, 'model_b': 0.0, 'tie': 0.5}[row['verdict']]
-
-def battle_row(question_id, # the question judged
-               category, # its category
-               model_a, # the model whose answer was shown first
-               model_b, # the model whose answer was shown second
-               score_a, # the judge's score of `model_a`'s answer
-               score_b, # the judge's score of `model_b`'s answer
-               judge='gpt-4', # who judged
-               prompt_hash=None, # hash of the judge prompt
-               round=None, # the battle's number in the tournament
-               **extra) -> dict: # further fields of the row
-    "A row of the battles table."
-    return dict(round=round, question_id=question_id, category=category, model_a=model_a, model_b=model_b,
-                score_a=score_a, score_b=score_b, verdict=verdict(score_a, score_b), judge=judge,
-                prompt_hash=prompt_hash, **extra)
-
 def verdicts_to_battles(verdicts:list, # as `load_verdicts` reads them
                         judge='gpt-4 (recorded)') -> list: # who judged, written in each row
     "Battles table from recorded upstream verdicts."
     return [battle_row(v['question_id'], v['category'], v['first_model'], v['second_model'], v['score_1'], v['score_2'],
                        judge=judge, round=v['round']) for v in verdicts]
-
-# %% ../nbs/05_elo.ipynb #13b6c420
-def expected_score(ra:float, # rating of A
-                   rb:float, # rating of B
-                   scale:float=400, # rating difference that multiplies the odds by `base`
-                   base:float=10) -> float: # odds factor per `scale` points
-    "Probability that a player rated `ra` beats one rated `rb` under the Elo model."
-    return 1 / (1 + base ** ((rb - ra) / scale))
-
-def elo_update(ra:float, # rating of A
-               rb:float, # rating of B
-               score_a:float, # what A scored: 1, 0 or 0.5
-               k:float=32, # step size K
-               scale:float=400, # as in `expected_score`
-               base:float=10) -> tuple: # as in `expected_score`
-    "Ratings of A and B after A scored `score_a` (1, 0 or 0.5) against B."
-    delta = k * (score_a - expected_score(ra, rb, scale, base))
-    return ra + delta, rb - delta
-
-def online_elo(battles:list, # the battles table, in the order played
-               models, # every model rated
-               init:float=1000, # the starting rating
-               k:float=32, # step size K
-               scale:float=400, # as in `expected_score`
-               base:float=10, # as in `expected_score`
-               start:dict=None, # ratings to start from instead of `init`
-               history=False): # also return the ratings after every battle
-    "Online Elo over `battles` in order, from `start` (default: everyone at `init`)."
-    ratings = {m: float(init) for m in models} if start is None else dict(start)
-    hist = []
-    for b in battles:
-        ratings[b['model_a']], ratings[b['model_b']] = elo_update(ratings[b['model_a']], ratings[b['model_b']],
-                                                                  outcome(b), k, scale, base)
-        if history: hist.append(dict(ratings))
-    return (ratings, hist) if history else ratings
 
 # %% ../nbs/05_elo.ipynb #b69c16bf
 def reproduce_published(verdicts=None, # recorded verdicts (default: `load_verdicts()`)
@@ -331,91 +268,6 @@ def balanced_tournament(questions, # the questions played
         check_unparseable(len(battles) + len(skipped), skipped, max_unparseable)
     return dict(battles=battles, skipped=skipped)
 
-# %% ../nbs/05_elo.ipynb #cd6cdec1
-def games_array(battles:list, # the battles table
-                models:list) -> tuple: # the models, in the order of the indices
-    "Battles as index arrays `(ia, ib, s)`, `s` the score of `model_a`."
-    ix = {m: i for i, m in enumerate(models)}
-    return (np.array([ix[b['model_a']] for b in battles], dtype=int),
-            np.array([ix[b['model_b']] for b in battles], dtype=int),
-            np.array([outcome(b) for b in battles], dtype=float))
-
-def bt_fit(ia, # index of `model_a` per battle
-           ib, # index of `model_b` per battle
-           s, # score of `model_a` per battle: 1, 0 or 0.5
-           n_models:int, # how many models
-           scale:float=400, # as in `expected_score`
-           base:float=10, # as in `expected_score`
-           init:float=1000, # the mean rating
-           ridge:float=1e-8) -> np.ndarray: # L2 penalty that keeps an unbeaten model finite
-    "Bradley–Terry maximum-likelihood ratings on the Elo scale, centred on `init`."
-    from scipy.optimize import minimize
-    def nll(beta):                                  # beta: log-odds strengths; a rating is beta * scale / ln(base)
-        p = 1 / (1 + np.exp(beta[ib] - beta[ia]))
-        f = -np.sum(s * np.log(p + 1e-300) + (1 - s) * np.log(1 - p + 1e-300)) + ridge * np.sum(beta ** 2)
-        g = np.zeros(n_models); r = s - p
-        np.add.at(g, ia, -r); np.add.at(g, ib, r)
-        return f, g + 2 * ridge * beta
-    beta = minimize(nll, np.zeros(n_models), jac=True, method='L-BFGS-B', options=dict(gtol=1e-10, ftol=1e-14)).x
-    r = beta * scale / math.log(base)
-    return r - r.mean() + init
-
-def bradley_terry(battles:list, # the battles table
-                  models:list, # the models rated
-                  bootstrap:int=1000, # resamples for the intervals (0: none, the interval is the rating)
-                  seed:int=42, # seed of the resampling
-                  scale=400, # as in `expected_score`
-                  base=10, # as in `expected_score`
-                  init=1000) -> dict: # the mean rating
-    "Bradley–Terry ratings with bootstrap 95% intervals: `{model: {rating, lo, hi}}`."
-    ia, ib, s = games_array(battles, models)
-    best = bt_fit(ia, ib, s, len(models), scale, base, init)
-    rng = np.random.default_rng(seed)
-    boot = np.array([bt_fit(ia[i], ib[i], s[i], len(models), scale, base, init)
-                     for i in (rng.integers(0, len(s), len(s)) for _ in range(bootstrap))]) if bootstrap else best[None]
-    lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
-    return {m: dict(rating=float(best[i]), lo=float(lo[i]), hi=float(hi[i])) for i, m in enumerate(models)}
-
-# %% ../nbs/05_elo.ipynb #cc1fb413
-def permuted_elo(battles:list, # the battles table
-                 models:list, # the models rated
-                 n:int=100, # random orderings
-                 seed:int=42, # seed of the orderings
-                 init=1000, # the starting rating
-                 k=32, # step size K
-                 scale=400, # as in `expected_score`
-                 base=10) -> dict: # as in `expected_score`
-    "Online Elo over `n` random orderings of the battles: `{model: {rating (mean), lo, hi}}`."
-    rng, runs = random.Random(seed), []
-    for _ in range(n):
-        order = battles[:]; rng.shuffle(order)
-        ratings = online_elo(order, models, init, k, scale, base); runs.append([ratings[m] for m in models])
-    runs = np.array(runs); lo, hi = np.percentile(runs, [2.5, 97.5], axis=0)
-    return {m: dict(rating=float(runs[:, i].mean()), lo=float(lo[i]), hi=float(hi[i])) for i, m in enumerate(models)}
-
-# %% ../nbs/05_elo.ipynb #16b19f93
-def first_slot_stats(battles:list, # the battles table
-                     models:list=None) -> dict: # the models to report (default: every model in `battles`)
-    "Wins of the first and second answers, ties, the first-slot win rate, and each model's share of first slots."
-    c = Counter(b['verdict'] for b in battles)
-    decisive = c['model_a'] + c['model_b']
-    models = models or sorted({b['model_a'] for b in battles} | {b['model_b'] for b in battles})
-    first = {m: sum(b['model_a'] == m for b in battles) for m in models}
-    played = {m: sum(m in (b['model_a'], b['model_b']) for b in battles) for m in models}
-    return dict(battles=len(battles), first_wins=c['model_a'], second_wins=c['model_b'], ties=c['tie'],
-                first_slot_win_rate=round(c['model_a'] / decisive, 4) if decisive else None,
-                first_share={m: round(first[m] / played[m], 4) if played[m] else None for m in models})
-
-def pair_matrices(battles:list, # the battles table
-                  models:list) -> tuple: # the models, in the order of rows and columns
-    "`(wins, counts)`: wins[i, j] = points of model i against model j (ties half), counts[i, j] = their battles."
-    ix, n = {m: i for i, m in enumerate(models)}, len(models)
-    wins, counts = np.zeros((n, n)), np.zeros((n, n), dtype=int)
-    for b in battles:
-        i, j, s = ix[b['model_a']], ix[b['model_b']], outcome(b)
-        wins[i, j] += s; wins[j, i] += 1 - s; counts[i, j] += 1; counts[j, i] += 1
-    return wins, counts
-
 # %% ../nbs/05_elo.ipynb #8f04a4c6
 def plot_matrix(mat, # model-by-model values, NaN where there are none
                 models:list, # the models, in the order of rows and columns
@@ -456,19 +308,6 @@ def plot_ratings(tables:dict, # method -> {model: rating or {rating, lo, hi}}
     return fig
 
 # %% ../nbs/05_elo.ipynb #d161605e
-def make_judge(params:dict, # the Elo step's parameters
-               cache_path) -> BaseJudge: # the judge cache of the live client (and replay's default file)
-    "The judge the parameters ask for: the live client with its cache, or a replay of a cache file."
-    settings = dict(model=params['judge_model'], temperature=params['judge_temperature'],
-                    max_tokens=params['judge_max_tokens'] or None)
-    if params['judge'] == 'openai':
-        return OpenAIJudge(base_url=params['judge_base_url'], cache=cache_path, timeout=params['judge_timeout'],
-                           prices=params['judge_prices'],
-                           retry_after_cap=params['judge_max_wait'], max_requests=params['judge_max_requests'],
-                           seed=params['seed'], **settings)
-    if params['judge'] == 'replay': return ReplayJudge(params['replay_file'] or cache_path, **settings)
-    raise ValueError(f"judge must be 'replay' or 'openai', got {params['judge']!r}")
-
 def play(params:dict, # the Elo step's parameters
          out:Path) -> dict: # the step's folder (the judge cache goes there)
     "Play a tournament between the answer sets of `params['answers']` with the configured judge."

@@ -10,10 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from .core import *
 
 # %% auto #0
-__all__ = ['JUDGE_SYSTEM', 'JUDGE_TEMPLATE', 'JUDGE_PROMPTS', 'SCORE_PARSERS', 'RETRYABLE_STATUS', 'PRICES_PER_1K',
+__all__ = ['JUDGE_SYSTEM', 'JUDGE_TEMPLATE', 'JUDGE_PROMPTS', 'SCORE_PARSERS', 'RETRYABLE_STATUS', 'PRICES_PER_1K', 'JUDGE_KINDS',
            'prompt_category', 'judge_messages', 'parse_score_fastchat', 'parse_score_better', 'request_key',
            'JudgeCache', 'retry_after', 'is_retryable', 'backoff_delay', 'JudgeError', 'BaseJudge', 'OpenAIJudge',
-           'ReplayJudge']
+           'ReplayJudge', 'make_judge']
 
 # %% ../nbs/05a_judge.ipynb #d8c13d34
 JUDGE_SYSTEM = "You are a helpful and precise assistant for checking the quality of the answer."
@@ -286,3 +286,21 @@ class ReplayJudge(BaseJudge):
     def _fetch(self, messages):
         raise JudgeError(f'judge=replay: request {self.key(messages)[:12]} is not in {self.cache.path}; '
                          f'run with judge=openai to fetch it')
+
+# %% ../nbs/05a_judge.ipynb #c7d1e002
+JUDGE_KINDS = ('openai', 'replay')
+
+def make_judge(params:dict, # the step's parameters: `judge`, `judge_*`, `seed`, `replay_file`
+               cache_path, # the live client's cache (and replay's default file)
+               kind:str=None) -> BaseJudge: # 'openai' or 'replay'; None: `params['judge']`
+    "The judge the parameters ask for: the live client with every cap and its cache, or a replay of a cache file."
+    kind = kind or params['judge']
+    model = params['judge_model'] or ('gpt-4' if kind == 'openai' else None)     # upstream's judge
+    settings = dict(model=model, temperature=params['judge_temperature'],
+                    max_tokens=params['judge_max_tokens'] or None)
+    if kind == 'openai':
+        return OpenAIJudge(base_url=params['judge_base_url'], cache=cache_path, timeout=params['judge_timeout'],
+                           prices=params['judge_prices'], retry_after_cap=params['judge_max_wait'],
+                           max_requests=params['judge_max_requests'], seed=params['seed'], **settings)
+    if kind == 'replay': return ReplayJudge(params.get('replay_file') or cache_path, **settings)
+    raise ValueError(f"judge must be one of {JUDGE_KINDS}, got {kind!r}")

@@ -134,3 +134,24 @@ def test_interrupted_run_resumes_from_its_newest_checkpoint(run):
     assert s['resumed_from'] == 'checkpoint-4' and s['steps'] == 8
     steps = [r['step'] for r in read_jsonl(d/'metrics.jsonl') if 'loss' in r and 'eval_loss' not in r]
     assert steps == list(range(1, 9))                    # the rows after the checkpoint were dropped, then written again
+
+def test_live_judge_keeps_every_cap(tmp_path, monkeypatch):
+    "DPO's paid judge comes from the same factory as the Elo step's: the request cap, the Retry-After cap, the endpoint."
+    monkeypatch.setenv('OPENAI_API_KEY', 'sk-test')
+    from anima_nb import judge as J
+    p = params('r', dpo_judge='openai', judge_max_requests=7, judge_max_wait=5.0, judge_base_url='http://127.0.0.1:9/v1')
+    j = D.judge_for(p, tmp_path)
+    assert type(j).__name__ == 'OpenAIJudge' and (j.max_requests, j.retry_after_cap, j.model) == (7, 5.0, 'gpt-4')
+    assert j.url.startswith('http://127.0.0.1:9/v1')
+    d = step_params('dpo', run_name='r')                   # the defaults: the same caps as the Elo step's
+    e = step_params('elo', run_name='r')
+    assert all(d[k] == e[k] for k in ('judge_max_requests', 'judge_max_wait', 'judge_timeout', 'judge_temperature'))
+
+def test_before_after_ratings_are_the_tournaments():
+    "Three wins in four: the same Bradley-Terry gap in DPO's before/after table as in the Elo step's ratings."
+    from anima_nb import ratings as R
+    battles = [R.battle_row(i, 'g', 'r', 'r-dpo', 6, 8) for i in range(3)] + [R.battle_row(9, 'g', 'r-dpo', 'r', 6, 8)]
+    table = R.two_player_table(battles, ('r', 'r-dpo'), bootstrap=0)
+    bt = R.bradley_terry(battles, ['r', 'r-dpo'], bootstrap=0)
+    gap = table[1]['rating'] - table[0]['rating']
+    assert abs(gap - 400 * math.log10(3)) < 0.1 and abs(gap - (bt['r-dpo']['rating'] - bt['r']['rating'])) < 0.1

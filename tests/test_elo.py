@@ -8,6 +8,7 @@ from elo_server import ChatServer, default_verdict
 from anima_nb.core import step_params, read_jsonl, read_json, write_json, write_jsonl
 from anima_nb.judge import *
 from anima_nb.elo import *
+from anima_nb.ratings import *
 
 NB = ROOT/'nbs'/'05_elo.ipynb'
 MARKER = 'marker-secret-' + uuid.uuid4().hex   # a fresh fake key each run, never a literal in the repo
