@@ -92,3 +92,11 @@ def test_readme_commands():
     assert demo.rstrip().endswith('anima-run --profile demo')
     test = re.search(r'<!-- test-command -->\n```\n(.*?)\n```', readme).group(1)
     assert 'pytest' in test
+
+def test_module_docstrings_are_whole_sentences():
+    "Each module's docstring (the notebook's one-line description) ends where its sentence ends."
+    import ast
+    for f in sorted((ROOT/'anima_nb').glob('*.py')):
+        if f.name.startswith('_'): continue
+        doc = ast.get_docstring(ast.parse(f.read_text()))
+        assert doc and doc.rstrip().endswith('.'), f"{f.name}: {doc!r}"
