@@ -1,5 +1,8 @@
+import shutil
 from configparser import ConfigParser
+from pathlib import Path
 import setuptools
+from setuptools.command.build_py import build_py
 
 config = ConfigParser(delimiters=['='])
 config.read('settings.ini', encoding='utf-8')
@@ -20,7 +23,16 @@ dev_requirements = cfg.get('dev_requirements', '').split()
 min_python = cfg['min_python']
 lic = licenses[cfg['license'].lower()]
 
+class build_py_with_notebooks(build_py):
+    "Build the package with the notebooks papermill runs (nbs/NN_*.ipynb) inside it, as anima_nb/notebooks/."
+    def run(self):
+        super().run()
+        dest = Path(self.build_lib)/cfg['lib_path']/'notebooks'
+        dest.mkdir(parents=True, exist_ok=True)
+        for nb in sorted(Path('nbs').glob('[0-9][0-9]*_*.ipynb')): shutil.copy(nb, dest/nb.name)
+
 setuptools.setup(
+    cmdclass={'build_py': build_py_with_notebooks},
     name=cfg['lib_name'],
     license=lic[0],
     classifiers=['Development Status :: ' + statuses[int(cfg['status'])],

@@ -296,12 +296,11 @@ ALL_STEPS = {**STEP_NOTEBOOKS, **OPTIONAL_STEPS}
 TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool, 'list': list, 'dict': dict}
 
 def notebooks_dir() -> Path:
-    "The folder holding the step notebooks: `<project root>/nbs`, else the one beside the installed package's source."
-    nbs = project_root()/'nbs'
-    if not nbs.is_dir() and (PACKAGE.parent/'nbs').is_dir(): nbs = PACKAGE.parent/'nbs'      # run from elsewhere
-    if not nbs.is_dir():
-        raise FileNotFoundError(f"No notebooks in {nbs}: run from the project checkout, or set ANIMA_NB_ROOT to it")
-    return nbs
+    "The step notebooks: `<project root>/nbs`, else the checkout beside the package, else the copy an install ships."
+    for nbs in (project_root()/'nbs', PACKAGE.parent/'nbs', PACKAGE/'notebooks'):
+        if (nbs/f"{STEP_NOTEBOOKS['data']}.ipynb").is_file(): return nbs
+    raise FileNotFoundError(f"No step notebooks in {project_root()/'nbs'} or {PACKAGE/'notebooks'}: "
+                            "reinstall the package, or set ANIMA_NB_ROOT to the project checkout")
 
 # %% ../nbs/00_core.ipynb #a7c10008
 def _type_of(annotation:str):
