@@ -13,11 +13,11 @@ from .models import load_tokenizer
 
 # %% auto #0
 __all__ = ['ALPACA_PROMPT_DICT', 'FORMATS', 'READERS', 'QUANTILES', 'COVERAGE_AT', 'ANIMA_FILES', 'QUESTION_SCHEMA',
-           'ANSWER_SCHEMA', 'TEMPLATE_MODES', 'PROFILE_SCHEMA', 'alpaca_prompt', 'check_format', 'to_pair', 'read_rows',
-           'pair_counts', 'load_pairs', 'pairs_dataset', 'token_lengths', 'pair_lengths', 'length_table', 'coverage',
-           'profile_pairs', 'plot_lengths', 'check_sha256', 'fetch_anima_file', 'questions_problems', 'questions_path',
-           'load_questions', 'answers_path', 'read_answers', 'dataset_problems', 'problems', 'run_data',
-           'write_profile', 'read_profile']
+           'ANSWER_SCHEMA', 'TEMPLATE_MODES', 'ALPACA_RULES', 'PROFILE_SCHEMA', 'alpaca_prompt', 'check_format',
+           'to_pair', 'read_rows', 'pair_counts', 'load_pairs', 'pairs_dataset', 'token_lengths', 'pair_lengths',
+           'length_table', 'coverage', 'profile_pairs', 'plot_lengths', 'check_sha256', 'fetch_anima_file',
+           'questions_problems', 'questions_path', 'load_questions', 'answers_path', 'read_answers', 'dataset_problems',
+           'problems', 'run_data', 'write_profile', 'read_profile']
 
 # %% ../nbs/01_data.ipynb #4001dfff
 ALPACA_PROMPT_DICT = {
@@ -69,7 +69,8 @@ def _chip2(text, where):
 def to_pair(row:dict, # one row of the dataset
             fmt:str, # one of `FORMATS`
             where:str, # the row's address (file and line) for errors
-            always_input=False # alpaca rows: the with-input template for every row
+            always_input=False, # alpaca rows: the with-input template for every row
+            rules:str='upstream' # alpaca rows: 'upstream' (as qlora.py formats them) or 'strict' (a null field is empty)
            ) -> dict:
     "The `{source, target}` pair of one row in format `fmt`; `where` names the row in errors."
     need, opt = FORMATS[fmt]
@@ -79,7 +80,11 @@ def to_pair(row:dict, # one row of the dataset
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{where}: field {col!r} must be a string, got {type(value).__name__}")
     field = lambda col: row.get(col) or ''
-    if fmt in ('alpaca', 'alpaca-clean'):
+    if fmt in ('alpaca', 'alpaca-clean') and rules == 'upstream':        # qlora.py's extract_alpaca_dataset
+        key = 'prompt_input' if row.get('input', '') != '' or always_input else 'prompt_no_input'
+        src = ALPACA_PROMPT_DICT[key].format(instruction=row['instruction'], input=row.get('input', ''))
+        tgt = f"{row['output']}"                              # its collator: f"{example['output']}{eos}"
+    elif fmt in ('alpaca', 'alpaca-clean'):
         src, tgt = alpaca_prompt(field('instruction'), field('input'), always_input), field('output')
     elif fmt == 'chip2': src, tgt = _chip2(field('text'), where)
     elif fmt == 'self-instruct': src, tgt = field('prompt'), field('completion')
@@ -180,7 +185,7 @@ def pair_counts(pairs) -> dict:
     return dict(rows=rows, empty_targets=empty, duplicates=rows - len(seen), unique=len(seen))
 
 # %% ../nbs/01_data.ipynb #db683820
-def _checked_pairs(dataset:str, dataset_format:str, always_input=False):
+def _checked_pairs(dataset:str, dataset_format:str, always_input=False, rules='upstream'):
     "Yield the `{source, target}` pair of every row of `dataset`, refusing bad rows with their file and line."
     if dataset_format not in FORMATS: check_format(dataset_format, [])
     checked = False
@@ -191,17 +196,18 @@ def _checked_pairs(dataset:str, dataset_format:str, always_input=False):
             try: check_format(dataset_format, row.keys())
             except ValueError as e: raise ValueError(f"{where.rsplit(', ', 1)[0]}: {e}") from None
             checked = True
-        pair = to_pair(row, dataset_format, where, always_input)
-        if dataset_format in ('alpaca', 'alpaca-clean') and not (row.get('instruction') or '').strip():
+        pair = to_pair(row, dataset_format, where, always_input, rules)
+        if rules == 'strict' and dataset_format in ('alpaca', 'alpaca-clean') and not (row.get('instruction') or '').strip():
             raise ValueError(f"{where}: empty instruction: the row has nothing to answer")
         yield pair
 
 def load_pairs(dataset:str, # local file, 'pkg:NAME' or a hub dataset id
                dataset_format:str, # one of `FORMATS`
-               always_input=False # the with-input template for every alpaca row
+               always_input=False, # the with-input template for every alpaca row
+               rules='upstream' # alpaca rows: `ALPACA_RULES`
               ) -> tuple[list, dict]:
     "Read `dataset` as `(source, target)` pairs in `dataset_format`; also return counts of what was read."
-    pairs = list(_checked_pairs(dataset, dataset_format, always_input))
+    pairs = list(_checked_pairs(dataset, dataset_format, always_input, rules))
     if not pairs: raise ValueError(f"{dataset}: no rows")
     return pairs, pair_counts(pairs)
 
@@ -211,19 +217,21 @@ def _stamp(dataset:str) -> str:
     p = resolve_path(dataset)
     return f'{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}' if p.exists() else str(dataset)
 
-def _pair_rows(dataset:str, dataset_format:str, always_input:bool, stamp:str):
-    yield from _checked_pairs(dataset, dataset_format, always_input)
+def _pair_rows(dataset:str, dataset_format:str, always_input:bool, stamp:str, rules:str='upstream'):
+    yield from _checked_pairs(dataset, dataset_format, always_input, rules)
 
 def pairs_dataset(dataset:str, # local file, 'pkg:NAME' or a hub dataset id
                   dataset_format:str, # one of `FORMATS`
                   always_input=False, # the with-input template for every alpaca row
-                  cache_dir=None): # where the Arrow table goes (default `outputs/.cache/datasets`)
+                  cache_dir=None, # where the Arrow table goes (default `outputs/.cache/datasets`)
+                  rules='upstream'): # alpaca rows: `ALPACA_RULES`
     "The checked `{source, target}` pairs of `dataset` as an Arrow-backed `datasets.Dataset`, built once and cached."
     import datasets
     from datasets.exceptions import DatasetGenerationError
     if dataset_format not in FORMATS: check_format(dataset_format, [])
     features = datasets.Features({'source': datasets.Value('string'), 'target': datasets.Value('string')})
-    kw = dict(dataset=str(dataset), dataset_format=dataset_format, always_input=always_input, stamp=_stamp(dataset))
+    kw = dict(dataset=str(dataset), dataset_format=dataset_format, always_input=always_input, stamp=_stamp(dataset),
+              rules=rules)
     try:
         ds = datasets.Dataset.from_generator(_pair_rows, gen_kwargs=kw, features=features,
                                              cache_dir=str(cache_dir or outputs_dir()/'.cache'/'datasets'))
@@ -418,6 +426,7 @@ def read_answers(path, # an answer file (JSON lines)
 
 # %% ../nbs/01_data.ipynb #2f9e033f
 TEMPLATE_MODES = ('per_row', 'always_input')
+ALPACA_RULES = ('upstream', 'strict')
 
 def dataset_problems(dataset:str, # local file, 'pkg:NAME' or a hub dataset id
                      where='' # prefix of each message, e.g. the step's name
@@ -430,7 +439,8 @@ def dataset_problems(dataset:str, # local file, 'pkg:NAME' or a hub dataset id
 def problems(params:dict) -> list:
     "What is wrong with the data step's values, before anything is read."
     return (value_problems(params, positive=('source_max_len', 'target_max_len'), where='01_data: ',
-                           choices={'template_mode': TEMPLATE_MODES, 'dataset_format': tuple(FORMATS)})
+                           choices={'template_mode': TEMPLATE_MODES, 'dataset_format': tuple(FORMATS),
+                                    'alpaca_rules': ALPACA_RULES})
             + dataset_problems(params['dataset'], '01_data: '))
 
 # %% ../nbs/01_data.ipynb #01d48de2
@@ -442,11 +452,13 @@ def run_data(params:dict) -> dict:
         t0 = time.time()
         tok = load_tokenizer(params['model_name_or_path'])
         always = params['template_mode'] == 'always_input'
-        pairs, counts = load_pairs(params['dataset'], params['dataset_format'], always_input=always)
+        pairs, counts = load_pairs(params['dataset'], params['dataset_format'], always_input=always,
+                                   rules=params['alpaca_rules'])
         prof, lengths = profile_pairs(pairs, tok, params['source_max_len'], params['target_max_len'])
         alt = None
         if params['dataset_format'] in ('alpaca', 'alpaca-clean'):
-            other = load_pairs(params['dataset'], params['dataset_format'], always_input=not always)[0]
+            other = load_pairs(params['dataset'], params['dataset_format'], always_input=not always,
+                               rules=params['alpaca_rules'])[0]
             alt = {'template_mode': 'per_row' if always else 'always_input',
                    **profile_pairs(other, tok, params['source_max_len'], params['target_max_len'])[0]}
         result = dict(dataset=params['dataset'], dataset_format=params['dataset_format'],

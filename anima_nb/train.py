@@ -7,7 +7,7 @@ from __future__ import annotations
 import os, re, sys, json, math, time, shutil
 from pathlib import Path
 from .core import *
-from .data import load_pairs, pairs_dataset, pair_counts, read_profile, dataset_problems, FORMATS
+from .data import load_pairs, pairs_dataset, pair_counts, read_profile, dataset_problems, FORMATS, ALPACA_RULES
 from .models import *
 
 # %% auto #0
@@ -642,7 +642,7 @@ def problems(params:dict) -> list:
         below_one=('lora_dropout', 'warmup_ratio'),
         choices={'loss_weighting': LOSS_WEIGHTINGS, 'source_truncation': TRUNCATIONS, 'bits': (4, 8, 16, 32),
                  'quant_type': ('nf4', 'fp4'), 'pad_token': ('unk', '[PAD]'), 'dataset_format': tuple(FORMATS),
-                 'layout': LAYOUTS})
+                 'layout': LAYOUTS, 'alpaca_rules': ALPACA_RULES})
     return found + layout_problems(params) + dataset_problems(params['dataset'], '02_train: ')
 
 def layout_problems(params:dict) -> list:
@@ -696,7 +696,7 @@ def training_data(params:dict, # the step's resolved parameters
                   tok # the tokenizer
                  ) -> dict:
     "The encoded training and held-out examples of `params['dataset']`, the held-out pairs, and what was counted."
-    pairs = pairs_dataset(params['dataset'], params['dataset_format'])
+    pairs = pairs_dataset(params['dataset'], params['dataset_format'], rules=params['alpaca_rules'])
     tr_pairs, ev_pairs = split_dataset(pairs, params['eval_dataset_size'])
     train_ex = encode_dataset(tr_pairs, tok, params)
     return dict(train=train_ex, eval=encode_dataset(ev_pairs, tok, params), eval_pairs=ev_pairs,
