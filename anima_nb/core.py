@@ -11,12 +11,12 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['PACKAGE', 'ASSETS', 'TRACKED_PACKAGES', 'THREADS_ENV', 'ONE_THREAD_WIDTH', 'RUNTIME', 'LEFTOVERS', 'STEP_NOTEBOOKS',
            'OPTIONAL_STEPS', 'ALL_STEPS', 'TYPES', 'PROFILES_DIR', 'project_root', 'resolve_path', 'outputs_dir',
-           'run_dir', 'atomic_write_bytes', 'atomic_write_text', 'write_json', 'read_json', 'write_jsonl',
-           'append_jsonl', 'read_jsonl', 'secret_values', 'redact', 'package_versions', 'git_state', 'sha256_file',
-           'file_record', 'usable_cores', 'cpu_name', 'thread_policy', 'use_threads', 'runtime_record', 'Manifest',
-           'read_manifest', 'param_changes', 'remove_leftovers', 'step', 'notebooks_dir', 'parameters_source',
-           'read_parameters', 'notebook_schema', 'step_schema', 'all_types', 'check_params', 'check_row',
-           'write_record', 'read_record', 'profile_names', 'load_profile', 'resolve_params', 'step_params',
+           'run_dir', 'umask', 'shareable', 'share_tree', 'atomic_write_bytes', 'atomic_write_text', 'write_json',
+           'read_json', 'write_jsonl', 'append_jsonl', 'read_jsonl', 'secret_values', 'redact', 'package_versions',
+           'git_state', 'sha256_file', 'file_record', 'usable_cores', 'cpu_name', 'thread_policy', 'use_threads',
+           'runtime_record', 'Manifest', 'read_manifest', 'param_changes', 'remove_leftovers', 'step', 'notebooks_dir',
+           'parameters_source', 'read_parameters', 'notebook_schema', 'step_schema', 'all_types', 'check_params',
+           'check_row', 'write_record', 'read_record', 'profile_names', 'load_profile', 'resolve_params', 'step_params',
            'check_step_params', 'step_cli_params', 'value_problems', 'refuse', 'papermill_output', 'exported_notebook',
            'refuse_copy_in_nbs', 'injected_names', 'notebook_params']
 
@@ -61,6 +61,28 @@ def run_dir(run_name:str, # the run, a folder under `outputs_dir()`
     return d
 
 # %% ../nbs/00_core.ipynb #d28863d4
+def umask() -> int:
+    "This process's umask, read without changing it (Linux: /proc/self/status), else by setting and restoring it."
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        return int(next(l for l in Path('/proc/self/status').read_text().splitlines() if l.startswith('Umask:')).split()[1], 8)
+    mask = os.umask(0o022); os.umask(mask)
+    return mask
+
+def shareable(path, # a file or folder made by `tempfile`
+              folder=False): # a folder (0777 less the umask) rather than a file (0666 less the umask)
+    "Give `path` the permissions `open` or `mkdir` would have given it under this process's umask."
+    os.chmod(path, (0o777 if folder else 0o666) & ~umask())
+    return path
+
+def share_tree(folder): # a folder libraries wrote (safetensors writes its files 0600)
+    "`shareable` for `folder` and everything in it: folders 0777, files 0666, less the umask; executables kept executable."
+    folder = Path(folder)
+    for p in [folder, *folder.rglob('*')]:
+        if p.is_symlink(): continue
+        if p.is_dir(): shareable(p, folder=True)
+        elif not p.stat().st_mode & 0o100: shareable(p)
+    return folder
+
 def atomic_write_bytes(path, # the file to write
                        data:bytes): # its whole content
     "Write `data` to `path` via a temporary file and an atomic rename."
@@ -68,7 +90,7 @@ def atomic_write_bytes(path, # the file to write
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as f: f.write(data); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(shareable(tmp), path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise

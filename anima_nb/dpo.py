@@ -214,7 +214,8 @@ class DPOLog(TrainerCallback):
             append_jsonl(self.out/'metrics.jsonl', {'step': state.global_step, 'time': round(time.time(), 3), **logs})
     def on_save(self, args, state, control, **kw):
         if state.is_world_process_zero:
-            write_json(Path(args.output_dir)/f'checkpoint-{state.global_step}'/MARK, {'step': state.global_step})
+            ck = share_tree(Path(args.output_dir)/f'checkpoint-{state.global_step}')     # safetensors wrote it 0600
+            write_json(ck/MARK, {'step': state.global_step})
 
 def make_trainer(params:dict, # the step's parameters
                  train_ds, # training rows (`datasets.Dataset`)

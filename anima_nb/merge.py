@@ -209,11 +209,12 @@ def save_merged(merged, # the merged model
                 max_shard_size:str) -> list: # largest safetensors shard, e.g. '10GB'
     "Save `merged` (sharded safetensors), `tok` and the generation config in `out_dir`, atomically; the files written."
     out_dir = Path(out_dir); out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f'.{out_dir.name}.'))
+    tmp = shareable(Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f'.{out_dir.name}.')), folder=True)
     try:
         merged.generation_config.pad_token_id = tok.pad_token_id
         merged.save_pretrained(tmp, max_shard_size=max_shard_size)
         tok.save_pretrained(tmp)
+        share_tree(tmp)
         if out_dir.exists(): shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
     except BaseException:

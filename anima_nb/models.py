@@ -136,6 +136,7 @@ def build_demo_model(out_dir, # where the model and tokenizer are saved
         write_json(out_dir/'pretraining.json', {**record, 'settings': pretrain, 'held_out_rows': DEMO_EVAL_ROWS})
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
+    share_tree(out_dir)
     shutil.rmtree(out_dir/'_tok')
     return out_dir
 
@@ -165,7 +166,7 @@ def resolve_model(name:str, # a hub id, a local folder, or the demo model
         if (dest/'config.json').exists(): return str(dest)          # built by another process meanwhile
         for old in dest.parent.glob('.tiny-llama.*'):                # a build that was killed: we hold the lock
             if old.is_dir(): shutil.rmtree(old, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix='.tiny-llama.'))
+        tmp = shareable(Path(tempfile.mkdtemp(dir=dest.parent, prefix='.tiny-llama.')), folder=True)
         t0 = time.time()
         print(f"demo base: building {dest.name} (tokenizer, then {DEMO_PRETRAIN['steps']} pre-training steps), "
               f"once per recipe", file=sys.__stderr__, flush=True)
@@ -357,6 +358,7 @@ def save_adapter(model, # the peft model
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, save_embedding_layers=embeddings, state_dict=state_dict)
     tok.save_pretrained(tmp)
+    share_tree(tmp)
     if dest.exists(): shutil.rmtree(dest)
     os.replace(tmp, dest)
     return dest

@@ -27,7 +27,8 @@ class RunCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kw):
         if state.is_world_process_zero:
-            write_json(Path(args.output_dir)/f'checkpoint-{state.global_step}'/MARK, {'step': state.global_step})
+            ck = share_tree(Path(args.output_dir)/f'checkpoint-{state.global_step}')     # safetensors wrote it 0600
+            write_json(ck/MARK, {'step': state.global_step})
 
     def on_log(self, args, state, control, logs=None, **kw):
         if state.is_world_process_zero and logs:

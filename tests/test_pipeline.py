@@ -190,6 +190,12 @@ def test_demo_chain_end_to_end(outputs):
     assert len(S['elo']['bradley_terry']) >= 2 and all({'rating', 'lo', 'hi'} <= set(v) for v in S['elo']['bradley_terry'].values())
     assert any(p.endswith('loss.png') for p in S['plots']) and (run/'summary.md').exists()
     assert 'Bradley-Terry' in r.stdout and 'training' in r.stdout
+    # others may read what the run wrote as far as the umask allows: no file 0600, no folder 0700
+    from anima_nb.core import umask
+    modes = {p.relative_to(run): p.stat().st_mode & 0o777 for p in run.rglob('*') if not p.is_symlink()}
+    wrong = {str(k): oct(v) for k, v in modes.items()
+             if v != ((0o777 if (run/k).is_dir() else 0o666) & ~umask()) and not v & 0o100}
+    assert not wrong, wrong
 
     # the site's step pages are the executed copies: a plot and the Elo table render
     from nbconvert import HTMLExporter
