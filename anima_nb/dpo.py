@@ -398,7 +398,8 @@ RUN_ONLY = ('profile', 'dpo_eval_steps', 'dpo_save_total_limit', 'dpo_judge', 'j
 def dpo_plan(params:dict, # the step's parameters
              restart:bool=False) -> dict: # start again, deleting what an earlier run left
     "What the step does with its folder: `start`, `resume` (from which checkpoint), `complete` or `refuse`; why."
-    return checkpoint_plan(run_dir(params['run_name'], 'dpo', create=False), params, RUN_ONLY, restart)
+    return checkpoint_plan(run_dir(params['run_name'], 'dpo', create=False), params, RUN_ONLY, restart,
+                           extendable=('dpo_max_steps',))
 
 def problems(params:dict) -> list:
     "What is wrong with the DPO step's values, before anything is loaded."

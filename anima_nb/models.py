@@ -465,7 +465,8 @@ def checkpoint_plan(out, # the step's folder (its `manifest.json` and `checkpoin
                     params:dict, # the parameters given now
                     run_only=(), # parameters that do not make the run what it is
                     restart:bool=False, # start again, deleting what an earlier run left
-                    logs=()) -> dict: # files of an earlier run that a fresh start deletes
+                    logs=(), # files of an earlier run that a fresh start deletes
+                    extendable=()) -> dict: # step-count parameters a finished or killed run may be extended along
     "What a checkpointed step does with its folder: `start`, `resume` (from which checkpoint), `complete`, `refuse`."
     out = Path(out)
     old, done = read_manifest(out), complete_checkpoints(out/'checkpoints')
@@ -473,9 +474,20 @@ def checkpoint_plan(out, # the step's folder (its `manifest.json` and `checkpoin
     if restart: return dict(action='start', reason='restart asked for', deletes=[p.name for p in done] + logs)
     identity = lambda p: {k: v for k, v in p.items() if k not in run_only}
     changes = param_changes(identity(old['params']), identity(params)) if old else []
+    grown = [k for k in extendable if old and k in params and k in old['params']
+             and (params[k] or 0) > (old['params'][k] or 0)]
+    if changes and done and grown and not param_changes(identity({**old['params'], grown[0]: params[grown[0]]}),
+                                                        identity(params)):
+        k, sched = grown[0], params.get('lr_scheduler_type', params.get('dpo_lr_scheduler_type'))
+        same = ('the same run as one trained to it from the start' if sched in ('constant', None)
+                else f"the {sched} schedule is recomputed for {params[k]} steps; the steps already taken followed the "
+                     f"{old['params'][k]}-step one")
+        return dict(action='resume', checkpoint=done[-1].name, extends={k: [old['params'][k], params[k]]},
+                    reason=f"extend {k} {old['params'][k]} -> {params[k]}: resume from {done[-1].name} ({same})")
     if changes and done:
         return dict(action='refuse', reason=f"{out/'checkpoints'} holds checkpoints of a run with other parameters "
-                    f"({'; '.join(changes)}): pass --force to delete them and start again, or choose another run_name")
+                    f"({'; '.join(changes)}): pass --force (for a notebook run by papermill: ANIMA_NB_RESTART=1) to "
+                    "delete them and start again, or choose another run_name")
     if old and not changes and old['status'] == 'complete':
         return dict(action='complete', reason='complete with the same parameters')
     if old and not changes and done:

@@ -615,7 +615,7 @@ def resume_plan(params:dict, # the run's resolved parameters
                 restart:bool=False) -> dict: # delete what an earlier run left and start again
     "What training does with the run folder: `start`, `resume` (from which checkpoint), `complete`, or `refuse`; why."
     return checkpoint_plan(run_dir(params['run_name'], 'train', create=False), params, RUN_ONLY, restart,
-                           logs=('metrics.jsonl', 'samples.jsonl', 'loss.png'))
+                           logs=('metrics.jsonl', 'samples.jsonl', 'loss.png'), extendable=('max_steps',))
 
 def _prepare_dir(out, plan:dict):
     "On the first process: the checkpoint to resume from (logs trimmed to it), or a folder cleared for a fresh start."
@@ -686,6 +686,7 @@ def train(params:dict, # the step's resolved parameters
     PartialState().wait_for_everyone()
     if plan['action'] == 'refuse': raise ValueError(plan['reason'])
     if plan['action'] == 'complete': return read_manifest(run_dir(params['run_name'], 'train'))['summary']
+    if plan['action'] == 'resume' and main: print(f"anima-train: {plan['reason']}", file=sys.stderr)
     data = resolve_path(params['dataset'])
     with step(params, 'train', inputs=[data] if data.exists() else [], main=main) as (out, manifest):
         summary = _train(params, out, main, plan)

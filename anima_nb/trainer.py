@@ -90,6 +90,12 @@ class QLoRATrainer(Trainer):
         # (Set after __init__, which refuses optimizer checkpoints on that path: we write them ourselves, below.)
         if is_sharded(self.model): self.is_distributed_loading_by_transformers = True
 
+    def evaluate(self, *args, **kw):
+        "Evaluate, then put back every random state: when and how often a run evaluates never changes what it trains."
+        state = rng_state()                     # a DataLoader draws its base seed from torch's generator, for one
+        try: return super().evaluate(*args, **kw)
+        finally: set_rng_state(state)
+
     def _get_num_items_in_batch(self, batch_samples, device):
         "Examples (or target tokens) in the optimizer step: every micro-batch of it, on every process."
         import torch

@@ -190,6 +190,10 @@ def test_demo_chain_end_to_end(outputs):
     assert len(S['elo']['bradley_terry']) >= 2 and all({'rating', 'lo', 'hi'} <= set(v) for v in S['elo']['bradley_terry'].values())
     assert any(p.endswith('loss.png') for p in S['plots']) and (run/'summary.md').exists()
     assert 'Bradley-Terry' in r.stdout and 'training' in r.stdout
+    # a finished run extends: more steps resume from the last checkpoint, the plan says so and nothing is refused
+    more = [a if a != 'max_steps=4' else 'max_steps=6' for a in FAST]
+    p = anima_run('--profile', 'demo', *more, '--plan')
+    assert p.returncode == 0 and 'extend max_steps 4 -> 6: resume from checkpoint-4' in p.stdout, p.stdout + p.stderr
     # others may read what the run wrote as far as the umask allows: no file 0600, no folder 0700
     from anima_nb.core import umask
     modes = {p.relative_to(run): p.stat().st_mode & 0o777 for p in run.rglob('*') if not p.is_symlink()}

@@ -357,3 +357,19 @@ def test_flattened_logits_equal_per_example(impl):
         pos = torch.cat([torch.arange(len(e)) for e in examples])[None]
         flat = model(input_ids=row, position_ids=pos).logits[0]
     assert torch.allclose(torch.cat(alone), flat, atol=1e-5), (torch.cat(alone) - flat).abs().max()
+
+@pytest.mark.slow
+def test_extend_a_finished_run(outputs):
+    "Train 4 steps, then ask for 8: it resumes from checkpoint-4, deletes nothing, and equals 8 steps from the start (constant LR)."
+    run_cli(*cli_args(max_steps=4, eval_steps=100, lora_dropout=0.1), '--run_name', 'ext')
+    d = run_dir('ext', 'train')
+    r = run_cli(*cli_args(max_steps=8, eval_steps=100, lora_dropout=0.1), '--run_name', 'ext')
+    assert 'extend max_steps 4 -> 8: resume from checkpoint-4' in r.stderr and 'deleting' not in r.stderr
+    m = read_manifest(d)
+    assert m['status'] == 'complete' and m['summary']['steps'] == 8 and m['summary']['resumed_from'] == 'checkpoint-4'
+    assert 'checkpoint-8' in {p.name for p in (d/'checkpoints').iterdir()}       # older ones go by save_total_limit only
+    run_cli(*cli_args(max_steps=8, eval_steps=100, lora_dropout=0.1), '--run_name', 'whole8')
+    a, b = adapter_tensors(run_dir('whole8', 'train')/'adapter'), adapter_tensors(d/'adapter')
+    assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    assert [x['step'] for x in read_jsonl(d/'metrics.jsonl') if 'loss' in x] == list(range(1, 9))
+    assert T.resume_plan(demo_params(max_steps=8, eval_steps=100, lora_dropout=0.1, run_name='ext'))['action'] == 'complete'
