@@ -519,8 +519,10 @@ def value_problems(params:dict, # the values to check
                    below_one=(), # names whose value must be < 1
                    choices:dict=None, # name -> the values allowed
                    where='') -> list: # prefix of every message
-    "What is wrong with `params`: out-of-range numbers and values outside their choices, one message each."
-    out = [f'{where}{k}={params[k]!r} must be greater than 0' for k in positive
+    "What is wrong with `params`: non-finite or out-of-range numbers and values outside their choices, one message each."
+    out = [f'{where}{k}={v!r} is not a finite number' for k, v in params.items()
+           if isinstance(v, float) and (v != v or v in (float('inf'), float('-inf')))]
+    out += [f'{where}{k}={params[k]!r} must be greater than 0' for k in positive
            if params.get(k) is not None and not params[k] > 0]
     out += [f'{where}{k}={params[k]!r} must not be negative' for k in non_negative
             if params.get(k) is not None and params[k] < 0]

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_pipeline.ipynb #33513ea9
 from __future__ import annotations
-import os, sys, io, json, time, argparse, importlib, datetime as dt
+import os, re, sys, io, json, time, argparse, importlib, datetime as dt
 from pathlib import Path
 from .core import *
 from .models import DEMO_MODEL
@@ -48,12 +48,21 @@ def declarers(declared:dict) -> dict:
 # %% ../nbs/06_pipeline.ipynb #fcded2b5
 _NULLS = ('null', 'None', '~', '')
 
+_PLAIN_NUMBER = re.compile(r'[+-]?(?:0|[1-9][0-9]*)(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|[+-]?\.[0-9]+(?:[eE][+-]?[0-9]+)?')
+
 def parse_value(text:str, # the value as typed
                 t=None): # the declared type (`str` keeps the text)
-    "A command-line value: YAML, or the text itself for a `str` parameter; `null`/`None` is None."
+    "A command-line value: YAML, or the text itself for a `str` parameter; `null`/`None` is None; numbers in plain decimal."
     import yaml
     if text.strip() in _NULLS: return None
-    return text if t is str else coerce(yaml.safe_load(text), t)
+    if t is str: return text
+    s, v = text.strip(), yaml.safe_load(text)
+    if t in (int, float) and _PLAIN_NUMBER.fullmatch(s):
+        return int(s) if t is int and re.fullmatch(r'[+-]?[0-9]+', s) else float(s)
+    if t in (int, float) and isinstance(v, (int, float)) and not isinstance(v, bool):
+        # YAML 1.1 reads 060 as 48, 0x3c as 60, 1:30 as 90 and .nan as a number: ambiguous, refused
+        raise ValueError(f"{s!r} reads as {v!r} in YAML 1.1: write the number in plain decimal (60, 1e-4, 0.5)")
+    return coerce(v, t)
 
 def coerce(v, # a value read from YAML
            t): # the declared type
@@ -282,7 +291,8 @@ def format_summary(s:dict) -> str:
                 if kinds.get('chinese') is not None else '')
         lines.append(f"  answers   {s['answers']}{what} in {folder/'inference'/'answers.jsonl'}")
     if elo := s['elo']:
-        what = "the published tournament's recorded verdicts, replayed" if elo['published'] else 'this tournament'
+        what = ("the published tournament's recorded verdicts, replayed: the published models, not this run's answers"
+                if elo['published'] else 'this tournament')
         lines.append(f"  Elo       Bradley-Terry with 95% bootstrap interval, and online Elo; "
                      f"{elo['battles']} battles of {what}")
         for name, r in sorted(elo['bradley_terry'].items(), key=lambda kv: -kv[1]['rating']):

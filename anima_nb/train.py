@@ -782,6 +782,9 @@ def main(argv=None):
     params, force = cli_params(argv, with_force=True)
     res = train(params, restart=force)
     if _rank() == 0: print(json.dumps(res, ensure_ascii=False, indent=1, default=str))
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():     # every process waits for the first to finish writing, then
+        dist.barrier(); dist.destroy_process_group()      # closes its connections: no process exits with them open
 
 import builtins
 if __name__ == '__main__' and not getattr(builtins, '__IPYTHON__', False): main()
