@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import papermill as pm
 from conftest import ROOT
-from anima_nb.core import load_profile, step_schema, step_params, notebook_schema, read_json, read_jsonl, read_manifest, run_dir
+from anima_nb.core import load_profile, step_schema, step_params, notebook_schema, read_json, read_jsonl, read_manifest, run_dir, write_json
 from anima_nb.data import alpaca_prompt
 from anima_nb import train as T, models
 
@@ -373,3 +373,18 @@ def test_extend_a_finished_run(outputs):
     assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
     assert [x['step'] for x in read_jsonl(d/'metrics.jsonl') if 'loss' in x] == list(range(1, 9))
     assert T.resume_plan(demo_params(max_steps=8, eval_steps=100, lora_dropout=0.1, run_name='ext'))['action'] == 'complete'
+
+@pytest.mark.slow
+def test_resume_at_the_last_checkpoint_trains_no_more(outputs):
+    "Killed after its final checkpoint, before its manifest said complete: the rerun trains 0 steps and keeps the weights."
+    args = cli_args(max_steps=4, eval_steps=100)
+    run_cli(*args, '--run_name', 'fin')
+    d = run_dir('fin', 'train')
+    whole = adapter_tensors(d/'adapter')
+    m = read_manifest(d); m['status'] = 'running'; write_json(d/'manifest.json', m)     # as a kill would leave it
+    run_cli(*args, '--run_name', 'fin')
+    m = read_manifest(d)
+    assert m['status'] == 'complete' and m['summary']['steps'] == 4 and m['summary']['resumed_from'] == 'checkpoint-4'
+    assert sorted(p.name for p in (d/'checkpoints').iterdir())[-1] == 'checkpoint-4'
+    again = adapter_tensors(d/'adapter')
+    assert max((whole[k] - again[k]).abs().max().item() for k in whole) == 0
