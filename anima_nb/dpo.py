@@ -491,7 +491,7 @@ def _train(params:dict, out:Path, plan:dict) -> dict:
                                     params['seed'])
     trainer = make_trainer(params, train_ds, eval_ds, out)
     t0 = time.time()
-    trainer.train(resume_from_checkpoint=str(start) if start else None)
+    train_from(trainer, start, params['dpo_max_steps'])     # killed after its last checkpoint: no step more
     secs = time.time() - t0
     tok = trainer.processing_class
     save_adapter(trainer.model, tok, out/'adapter')

@@ -19,7 +19,7 @@ __all__ = ['DEMO_MODEL', 'TINY_LLAMA', 'DEMO_EVAL_ROWS', 'DEMO_PRETRAIN', 'LAYOU
            'bnb_config', 'max_memory', 'grow_embeddings', 'no_cpu_repack', 'has_flex_attention',
            'attention_implementation', 'load_base_model', 'load_full_base', 'lora_targets', 'lora_config', 'add_lora',
            'save_adapter', 'train_record', 'base_of', 'demo_adapter', 'saved_embedding_rows', 'load_adapter_model',
-           'merged_record', 'complete_checkpoints', 'newest_checkpoint', 'checkpoint_plan']
+           'merged_record', 'complete_checkpoints', 'newest_checkpoint', 'train_from', 'checkpoint_plan']
 
 # %% ../nbs/01a_models.ipynb #ec129f1b
 DEMO_MODEL = 'local:tiny-llama'
@@ -461,6 +461,17 @@ def newest_checkpoint(ckpt_dir, # the run's `checkpoints` folder
     return done[-1] if done else None
 
 # %% ../nbs/01a_models.ipynb #8db1698f
+def train_from(trainer, # a transformers `Trainer` (training's or DPO's)
+               start, # the checkpoint to resume from (a folder), or None
+               max_steps:int): # the run's step count
+    "Train from `start`; a run killed after its last checkpoint just takes that checkpoint's weights and state."
+    if start is not None and int(Path(start).name.split('-')[-1]) >= max_steps:
+        from transformers import TrainerState                # nothing left to train: the Trainer alone would take one
+        trainer._load_from_checkpoint(str(start))            # step more
+        trainer.state = TrainerState.load_from_json(str(Path(start)/'trainer_state.json'))
+    else: trainer.train(resume_from_checkpoint=str(start) if start else None)
+    return trainer
+
 def checkpoint_plan(out, # the step's folder (its `manifest.json` and `checkpoints/`)
                     params:dict, # the parameters given now
                     run_only=(), # parameters that do not make the run what it is

@@ -742,11 +742,7 @@ def _train(params:dict, out:Path, main:bool, plan:dict) -> dict:
                            callbacks=[samples], loss_weighting=params['loss_weighting'])
     trainer.remove_callback(ProgressCallback); trainer.add_callback(LossBar)
     t0 = time.time()
-    if start is not None and int(start.name.split('-')[-1]) >= params['max_steps']:
-        from transformers import TrainerState                # killed after its last checkpoint: nothing left to train
-        trainer._load_from_checkpoint(str(start))            # (the Trainer would take one step more)
-        trainer.state = TrainerState.load_from_json(str(start/'trainer_state.json'))
-    else: trainer.train(resume_from_checkpoint=str(start) if start else None)
+    train_from(trainer, start, params['max_steps'])     # killed after its last checkpoint: no step more
     secs = time.time() - t0
     whole = gathered_lora(trainer.model)                 # every process takes part: each holds a shard under FSDP
     held, rss, read = per_process(quantized_bytes(trainer.model)), per_process(peak_rss_gb()), per_process(read)

@@ -135,6 +135,16 @@ def test_interrupted_run_resumes_from_its_newest_checkpoint(run):
     steps = [r['step'] for r in read_jsonl(d/'metrics.jsonl') if 'loss' in r and 'eval_loss' not in r]
     assert steps == list(range(1, 9))                    # the rows after the checkpoint were dropped, then written again
 
+def test_killed_after_its_last_checkpoint_trains_no_more(run):
+    "Its record failed but checkpoint-8 complete: the rerun takes step 8's weights and trains 0 steps (the Trainer took a ninth)."
+    from anima_nb.core import write_json
+    d = run_dir(run, 'dpo')
+    if not (d/'checkpoints'/'checkpoint-8').exists(): D.run_dpo(params(run))
+    write_json(d/'manifest.json', {**read_manifest(d), 'status': 'failed'})
+    s = D.run_dpo(params(run))
+    assert s['resumed_from'] == 'checkpoint-8' and s['steps'] == 8
+    assert sorted(p.name for p in (d/'checkpoints').iterdir())[-1] == 'checkpoint-8'
+
 def test_live_judge_keeps_every_cap(tmp_path, monkeypatch):
     "DPO's paid judge comes from the same factory as the Elo step's: the request cap, the Retry-After cap, the endpoint."
     monkeypatch.setenv('OPENAI_API_KEY', 'sk-test')
