@@ -76,11 +76,11 @@ def shareable(path, # a file or folder made by `tempfile`
 
 def share_tree(folder): # a folder libraries wrote (safetensors writes its files 0600)
     "`shareable` for `folder` and everything in it: folders 0777, files 0666, less the umask; executables kept executable."
-    folder = Path(folder)
+    folder, mask = Path(folder), umask()
     for p in [folder, *folder.rglob('*')]:
         if p.is_symlink(): continue
-        if p.is_dir(): shareable(p, folder=True)
-        elif not p.stat().st_mode & 0o100: shareable(p)
+        if p.is_dir(): os.chmod(p, 0o777 & ~mask)
+        elif not p.stat().st_mode & 0o100: os.chmod(p, 0o666 & ~mask)
     return folder
 
 def atomic_write_bytes(path, # the file to write

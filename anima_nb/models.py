@@ -489,7 +489,7 @@ def checkpoint_plan(out, # the step's folder (its `manifest.json` and `checkpoin
              and (params[k] or 0) > (old['params'][k] or 0)]
     if changes and done and grown and not param_changes(identity({**old['params'], grown[0]: params[grown[0]]}),
                                                         identity(params)):
-        k, sched = grown[0], params.get('lr_scheduler_type', params.get('dpo_lr_scheduler_type'))
+        k, sched = grown[0], params.get('lr_scheduler_type')
         same = ('the same run as one trained to it from the start' if sched in ('constant', None)
                 else f"the {sched} schedule is recomputed for {params[k]} steps; the steps already taken followed the "
                      f"{old['params'][k]}-step one")

@@ -727,12 +727,12 @@ def _train(params:dict, out:Path, main:bool, plan:dict) -> dict:
     base_vocab = model.get_input_embeddings().weight.shape[0]
     grow_embeddings(model, len(tok))
     model = add_lora(model, params)
-    read = sum(t.numel() * t.element_size() for t in whole_tensors(model).values())   # one process: it read them all
+    whole = whole_tensors(model)                                 # views, no copies
+    read = sum(t.numel() * t.element_size() for t in whole.values())    # one process, or rank 0: it read them all
     if sharding is not None:
-        source = whole_tensors(model) if _rank() == 0 and _world() > 1 else {}
         model = shard_model(model, sharding)
-        if _world() > 1: read = receive_shards(model, source, PartialState().device)
-        del source
+        if _world() > 1: read = receive_shards(model, whole if _rank() == 0 else {}, PartialState().device)
+    del whole
     loaded_rss = peak_rss_gb()                                   # host memory of loading, before any step
     est = estimate(params, _world())
     if main: write_json(out/'estimate.json', est)
