@@ -9,7 +9,7 @@ from pathlib import Path
 from .core import *
 from .data import load_questions, questions_problems, read_answers, answers_path, ANSWER_SCHEMA
 from .models import *
-from .judge import BaseJudge, OpenAIJudge, judge_messages, parse_score_fastchat, make_judge
+from .judge import BaseJudge, judge_messages, parse_score_fastchat, make_judge
 from .ratings import battle_row, two_player_table
 
 # %% auto #0
