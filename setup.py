@@ -19,7 +19,8 @@ statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Produ
 py_versions = '3.11 3.12'.split()
 
 requirements = cfg.get('requirements', '').split()  # torch==2.13.0 stays first
-dev_requirements = cfg.get('dev_requirements', '').split()
+bench_requirements = cfg.get('bench_requirements', '').split()   # the benchmarks step (lm-evaluation-harness)
+dev_requirements = cfg.get('dev_requirements', '').split() + bench_requirements
 min_python = cfg['min_python']
 lic = licenses[cfg['license'].lower()]
 
@@ -43,9 +44,9 @@ setuptools.setup(
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=['anima_nb', 'anima_nb.*']),
     include_package_data=True,
-    package_data={'anima_nb': ['assets/*', 'profiles/*.yaml', 'configs/*.yaml']},
+    package_data={'anima_nb': ['assets/*', 'assets/benchmarks/*/*', 'profiles/*.yaml', 'configs/*.yaml']},
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={'dev': dev_requirements, 'bench': bench_requirements},
     dependency_links=cfg.get('dep_links', '').split(),
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(),

@@ -155,7 +155,8 @@ def redact(obj, # a string, or dicts, lists and tuples of them (other values pas
 
 # %% ../nbs/00_core.ipynb #26c8f024
 TRACKED_PACKAGES = ('torch', 'transformers', 'peft', 'bitsandbytes', 'accelerate', 'datasets', 'tokenizers',
-                    'safetensors', 'sentencepiece', 'openai', 'papermill', 'numpy', 'pandas', 'anima_nb')
+                    'safetensors', 'sentencepiece', 'openai', 'papermill', 'numpy', 'pandas', 'statsmodels',
+                    'lm_eval', 'trl', 'anima_nb')
 
 def package_versions(names=TRACKED_PACKAGES) -> dict:
     "Installed versions of `names` (None where missing)."
@@ -313,7 +314,7 @@ def step(params:dict, # the step's resolved parameters (`run_name` names the run
 # %% ../nbs/00_core.ipynb #a7c10007
 STEP_NOTEBOOKS = {'data': '01_data', 'train': '02_train', 'merge': '03_merge', 'inference': '04_inference',
                   'elo': '05_elo'}
-OPTIONAL_STEPS = {'dpo': '07_dpo'}                    # run only when named (`--steps dpo`)
+OPTIONAL_STEPS = {'dpo': '07_dpo', 'benchmarks': '08_benchmarks'}   # run only when named (`--steps dpo`)
 ALL_STEPS = {**STEP_NOTEBOOKS, **OPTIONAL_STEPS}
 TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool, 'list': list, 'dict': dict}
 

@@ -14,12 +14,13 @@ from .judge import *
 from .ratings import *
 
 # %% auto #0
-__all__ = ['RATINGS_SCHEMA', 'JUDGES', 'SCHEDULES', 'load_published', 'load_verdicts', 'verdicts_to_battles',
+__all__ = ['PUBLISHED_LENGTHS', 'RATINGS_SCHEMA', 'JUDGES', 'SCHEDULES', 'load_published', 'load_verdicts', 'verdicts_to_battles',
            'reproduce_published', 'notebook_stdout', 'read_upstream_notebook', 'upstream_draw', 'upstream_draws',
            'answer_files', 'load_answers', 'answer_sources', 'order_models', 'playable', 'judge_draws',
            'check_unparseable', 'upstream_tournament', 'balanced_draws', 'combine_orders', 'balanced_tournament',
-           'plot_matrix', 'plot_ratings', 'play', 'replay_recorded', 'ratings_report', 'write_battles', 'read_battles',
-           'write_ratings', 'read_ratings', 'battles_table', 'full_report', 'elo_figures', 'problems', 'run_elo']
+           'plot_matrix', 'plot_ratings', 'answer_lengths', 'load_answer_lengths', 'play', 'replay_recorded',
+           'ratings_report', 'controlled_report', 'write_battles', 'read_battles', 'write_ratings', 'read_ratings',
+           'battles_table', 'full_report', 'elo_figures', 'problems', 'run_elo']
 
 # %% ../nbs/05_elo.ipynb #fb48294b
 def load_published(path='pkg:anima_elo_published.json') -> dict:
@@ -308,6 +309,18 @@ def plot_ratings(tables:dict, # method -> {model: rating or {rating, lo, hi}}
     return fig
 
 # %% ../nbs/05_elo.ipynb #d161605e
+PUBLISHED_LENGTHS = 'pkg:anima_elo_answer_lengths.json'
+
+def answer_lengths(answers:dict) -> dict:
+    "`{model: {str(question_id): characters}}` of `{(question_id, model): answer}`."
+    out = {}
+    for (q, m), text in answers.items(): out.setdefault(m, {})[str(q)] = len(text)
+    return out
+
+def load_answer_lengths(path=PUBLISHED_LENGTHS) -> dict:
+    "The lengths of the published contestants' answers (characters, from the upstream notebook's saved outputs)."
+    return read_json(resolve_path(path))['lengths']
+
 def play(params:dict, # the Elo step's parameters
          out:Path) -> dict: # the step's folder (the judge cache goes there)
     "Play a tournament between the answer sets of `params['answers']` with the configured judge."
@@ -328,7 +341,7 @@ def play(params:dict, # the Elo step's parameters
     reviews = [r['content'] for r in judge.cache.rows.values()]
     failures = {name: sum(parse(r) == [-1, -1] for r in reviews) for name, parse in SCORE_PARSERS.items()}
     return dict(models=models, battles=tournament['battles'], skipped=tournament['skipped'], judge=judge.summary(),
-                parse_failures=dict(reviews=len(reviews), **failures), start=None)
+                parse_failures=dict(reviews=len(reviews), **failures), start=None, lengths=answer_lengths(answers))
 
 def replay_recorded(params:dict) -> dict:
     "The published tournament's recorded verdicts (or another file of them), with the recorded start state."
@@ -338,6 +351,7 @@ def replay_recorded(params:dict) -> dict:
     draws = len(verdicts) + len(skipped)
     return dict(models=pub['params']['model_order'], battles=verdicts_to_battles(verdicts), skipped=skipped,
                 start=pub['rating_before_first_recorded_round'], published=pub['published_table'],
+                lengths=None if params['replay_file'] else load_answer_lengths(),
                 parse_failures=dict(draws=draws, fastchat=len(skipped),
                                     better=sum(s['score_1'] is None for s in skipped)))
 
@@ -353,8 +367,26 @@ def ratings_report(t:dict, # the tournament: models, battles, parse failures (an
                permuted_elo=permuted_elo(scored, models, params['permutations'], params['seed'], **elo_args),
                first_slot=first_slot_stats(battles, models), parse_failures=t['parse_failures'],
                battles=len(battles), scored_battles=len(scored))
+    rep['controlled'] = controlled_report(t, rep['bradley_terry'], params)
     if t.get('published'): rep['published'] = t['published']
     return rep
+
+def controlled_report(t:dict, # the tournament: models, battles, and the answers' lengths when known
+                      raw:dict, # its Bradley–Terry table
+                      params:dict) -> dict: # the Elo step's parameters
+    "Ratings and win rates controlled for position, and for length and position when every battle's lengths are known."
+    models, battles, lengths = t['models'], t['battles'], t.get('lengths')
+    kw = dict(bootstrap=params['bootstrap_rounds'], seed=params['seed'], init=params['init_rating'])
+    missing = missing_lengths(battles, lengths) if lengths else len(battles)
+    out = dict(position=controlled_ratings(battles, models, None, **kw),
+               length_position=controlled_ratings(battles, models, lengths, **kw) if not missing else None,
+               battles_without_lengths=missing)
+    ranks = {'bradley_terry': ranking(raw), **{k: ranking(out[k]['ratings']) for k in ('position', 'length_position')
+                                               if out[k]}}
+    out['ranking'] = ranks
+    out['rank_moves'] = {k: {m: r.index(m) - ranks['bradley_terry'].index(m) for m in models}
+                         for k, r in ranks.items() if k != 'bradley_terry'}
+    return out
 
 # %% ../nbs/05_elo.ipynb #a7c50002
 RATINGS_SCHEMA = {'online_elo': dict, 'bradley_terry': dict, 'permuted_elo': dict, 'first_slot': dict,

@@ -138,7 +138,7 @@ def resolve_step(values:dict, # every value given to the chain
 
 # %% ../nbs/06_pipeline.ipynb #dc747215
 NEEDS = {'data': (), 'train': (), 'merge': ('train',), 'inference': ('train', 'merge'), 'elo': ('inference',),
-         'dpo': ('merge', 'inference')}
+         'dpo': ('merge', 'inference'), 'benchmarks': ('train', 'merge')}
 
 def linear_needs(chain) -> dict:
     "Each step of `chain` reads from the one before it."
@@ -231,6 +231,11 @@ def step_record(step, # the step (unused: the record is the manifest's)
                 step_seconds=_seconds(m), git=m.get('git'), versions=m.get('versions'), error=m.get('error'))
 
 # %% ../nbs/06_pipeline.ipynb #17967c0e
+def _bench_line(folder:Path) -> dict|None:
+    "Overall accuracies of the benchmarks step, as its manifest records them."
+    s = read_manifest(folder)['summary']
+    return dict(overall=s['overall'], num_fewshot=s['num_fewshot'], data=s['data'], comparable=s['comparable'])
+
 def summarize(run_name:str, # the run
               chain=None) -> dict: # step -> notebook (default: `CHAIN`)
     "What a run produced, read with each step's reader from its folders: statuses, coverage, loss, fidelity, ratings."
@@ -258,7 +263,9 @@ def summarize(run_name:str, # the run
         answer_kinds=({k: manifests['inference']['summary'].get(k) for k in ('chinese', 'stopped_on_eos')}
                       if 'inference' in done else None),
         elo=ratings and dict(bradley_terry=ratings['bradley_terry'], online_elo=ratings['online_elo'],
-                             published=ratings.get('published'), battles=ratings['battles']),
+                             published=ratings.get('published'), battles=ratings['battles'],
+                             controlled=(ratings.get('controlled') or {}).get('length_position')),
+        benchmarks=_bench_line(root/'benchmarks') if 'benchmarks' in done else None,
         plots=[str(p) for s in chain for p in sorted((root/s).glob('*.png'))])
 
 # %% ../nbs/06_pipeline.ipynb #df802774
@@ -298,6 +305,19 @@ def format_summary(s:dict) -> str:
         for name, r in sorted(elo['bradley_terry'].items(), key=lambda kv: -kv[1]['rating']):
             lines.append(f"            {name:<12} {r['rating']:7.1f}  [{r['lo']:.0f}, {r['hi']:.0f}]  "
                          f"online {_num(elo['online_elo'][name], '.1f')}")
+        if lc := elo.get('controlled'):
+            lines.append(f"            controlled for answer length and position (length coefficient "
+                         f"{lc['length']['coef']:.2f} +/- {lc['length']['se']:.2f}); win rate raw -> controlled:")
+            for name, r in sorted(lc['ratings'].items(), key=lambda kv: -kv[1]['rating']):
+                w = lc['win_rate'][name]
+                lines.append(f"            {name:<12} {r['rating']:7.1f}  [{r['lo']:.0f}, {r['hi']:.0f}]  "
+                             f"win rate {w['raw']:.2f} -> {w['controlled']:.2f} [{w['lo']:.2f}, {w['hi']:.2f}]")
+    if bench := s.get('benchmarks'):
+        what = '' if bench['comparable'] else ' (shipped demo questions or a limit: not comparable with published scores)'
+        lines.append(f"  benchmarks {bench['num_fewshot']}-shot, lm-evaluation-harness{what}")
+        for b, o in bench['overall'].items():
+            lines.append(f"            {b:<12} {_num(o['acc'])} +/- {_num(o['acc_stderr'])}  "
+                         f"({o['questions']} questions, {o['subjects']} subjects; mean over subjects {_num(o['subject_mean'])})")
     for plot in s['plots']: lines.append(f'  plot      {plot}')
     lines.append(f"  record    {folder/'manifest.json'}; executed notebooks in {folder/'notebooks'}")
     bad = [k for k, v in s['status'].items() if v != 'complete']
@@ -348,6 +368,8 @@ def preflight(plan:list, # as `plan_steps` makes it
         if entry['step'] == 'merge': found += step_module('merge').disk_problems(resolved['merge'], resolved['train']['model_name_or_path'])
         if entry['step'] == 'dpo' and not {'merge', 'inference'} & {e['step'] for e in plan if e['action'] == 'run'}:
             found += step_module('dpo').input_problems(resolved['dpo'])        # what it reads exists, as no earlier step makes it
+        if entry['step'] == 'benchmarks' and not {'train', 'merge'} & {e['step'] for e in plan if e['action'] == 'run'}:
+            found += step_module('benchmarks').input_problems(resolved['benchmarks'])
         if entry['step'] == 'dpo' and (dp := step_module('dpo').dpo_plan(resolved['dpo'], restart=force))['action'] == 'refuse':
             found.append(f"07_dpo: {dp['reason']}")
     return found

@@ -10,7 +10,8 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['BATTLE_SCHEMA', 'verdict', 'outcome', 'battle_row', 'expected_score', 'elo_update', 'online_elo', 'games_array',
-           'bt_fit', 'bradley_terry', 'permuted_elo', 'first_slot_stats', 'pair_matrices', 'two_player_table']
+           'bt_fit', 'bradley_terry', 'permuted_elo', 'first_slot_stats', 'pair_matrices', 'two_player_table',
+           'length_feature', 'missing_lengths', 'controlled_design', 'glm_fit', 'controlled_ratings', 'ranking']
 
 # %% ../nbs/05b_ratings.ipynb #39bf8eee
 BATTLE_SCHEMA = {'round': int, 'question_id': (int, str), 'category': str, 'model_a': str, 'model_b': str,
@@ -178,3 +179,89 @@ def two_player_table(battles:list, # battles table rows between the two contesta
     separable = any(r['wins'] > 0 and r['losses'] == 0 for r in out)     # the other side never won
     for r in out: r['separable'] = separable
     return out
+
+# %% ../nbs/05b_ratings.ipynb #c0a1b002
+def length_feature(battles:list, # the battles table
+                   lengths:dict, # model -> {str(question_id): answer length}
+                   scale:float=None) -> tuple: # divisor of the differences (default: their standard deviation)
+    "`(tanh(Δℓ / scale), scale)`: Δℓ the first answer's length minus the second's, per battle."
+    d = np.array([lengths[b['model_a']][str(b['question_id'])] - lengths[b['model_b']][str(b['question_id'])]
+                  for b in battles], dtype=float)
+    scale = float(scale or d.std() or 1.0)
+    return np.tanh(d / scale), scale
+
+def missing_lengths(battles:list, # the battles table
+                    lengths:dict) -> int: # model -> {str(question_id): answer length}
+    "How many battles lack the length of one of their two answers."
+    return sum(str(b['question_id']) not in lengths.get(b['model_a'], {}) or
+               str(b['question_id']) not in lengths.get(b['model_b'], {}) for b in battles)
+
+def controlled_design(battles:list, # the battles table
+                      models:list, # the models; the last is the reference (β = 0)
+                      length=None) -> np.ndarray: # `length_feature` values, or None
+    "Regressors per battle: +1/−1 for the first/second model (reference left out), 1 for the slot, the length term."
+    ix, n = {m: i for i, m in enumerate(models)}, len(models)
+    X = np.zeros((len(battles), n + (length is not None)))
+    for r, b in enumerate(battles):
+        if ix[b['model_a']] < n - 1: X[r, ix[b['model_a']]] += 1
+        if ix[b['model_b']] < n - 1: X[r, ix[b['model_b']]] -= 1
+    X[:, n - 1] = 1.0
+    if length is not None: X[:, n] = length
+    return X
+
+def glm_fit(X:np.ndarray, # `controlled_design`
+            y:np.ndarray, # score of the first answer: 1, 0 or 0.5
+            n_models:int, # how many models (the first n-1 columns are theirs)
+            start=None) -> tuple: # coefficients to start from (a bootstrap starts from the full fit: 3x faster)
+    "`(beta per model with the reference's 0, covariate coefficients, their standard errors, separated)` of the GLM."
+    import warnings, statsmodels.api as sm
+    from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')            # a fit that separates (e.g. a judge that always picks the longer
+        res = sm.GLM(y, X, family=sm.families.Binomial()).fit(start_params=start)     # answer) is kept and flagged
+    params, bse = np.asarray(res.params), np.asarray(res.bse)
+    separated = any(issubclass(w.category, PerfectSeparationWarning) for w in caught)
+    return np.append(params[:n_models - 1], 0.0), params[n_models - 1:], bse[n_models - 1:], separated
+
+# %% ../nbs/05b_ratings.ipynb #c0a1b003
+def _sigmoid(x): return 1 / (1 + np.exp(-x))
+
+def controlled_ratings(battles:list, # the battles table, each in the order shown
+                       models:list, # the models rated; the last is the fit's reference
+                       lengths:dict=None, # model -> {str(question_id): answer length}; None: position only
+                       bootstrap:int=1000, # resamples of the battles for the intervals (0: none)
+                       seed:int=42, # seed of the resampling
+                       scale=400, # as in `expected_score`
+                       base=10, # as in `expected_score`
+                       init=1000) -> dict: # the mean rating
+    "Ratings and win rates with the first slot's advantage (and the length difference's) fitted beside them."
+    y = np.array([outcome(b) for b in battles], dtype=float)
+    feat, len_scale = length_feature(battles, lengths) if lengths is not None else (None, None)
+    X, n = controlled_design(battles, models, feat), len(models)
+    ia, ib, _ = games_array(battles, models)
+    def elo(beta): r = beta * scale / math.log(base); return r - r.mean() + init
+    played = np.maximum(np.bincount(ia, minlength=n) + np.bincount(ib, minlength=n), 1)
+    def rates(beta, score=None):                    # points per battle; by default the fitted chance at equal
+        p = _sigmoid(beta[ia] - beta[ib]) if score is None else score      # length, slot balanced
+        return (np.bincount(ia, p, minlength=n) + np.bincount(ib, 1 - p, minlength=n)) / played
+    beta, coef, se, separated = glm_fit(X, y, n)
+    rng, boot_r, boot_w = np.random.default_rng(seed), [], []
+    for _ in range(bootstrap):
+        i = rng.integers(0, len(y), len(y))
+        b = glm_fit(X[i], y[i], n, start=np.r_[beta[:n - 1], coef])[0]
+        boot_r.append(elo(b)); boot_w.append(rates(b))
+    R, W = elo(beta), rates(beta)
+    (rlo, rhi), (wlo, whi) = ((np.percentile(B, [2.5, 97.5], axis=0) if bootstrap else (v, v))
+                              for B, v in ((np.array(boot_r), R), (np.array(boot_w), W)))
+    raw = rates(beta, score=y)
+    return dict(
+        ratings={m: dict(rating=float(R[i]), lo=float(rlo[i]), hi=float(rhi[i])) for i, m in enumerate(models)},
+        win_rate={m: dict(raw=round(float(raw[i]), 4), controlled=round(float(W[i]), 4), lo=round(float(wlo[i]), 4),
+                          hi=round(float(whi[i]), 4)) for i, m in enumerate(models)},
+        position=dict(coef=float(coef[0]), se=float(se[0]), first_slot_win_prob=float(_sigmoid(coef[0]))),
+        length=None if lengths is None else dict(coef=float(coef[1]), se=float(se[1]), scale_chars=len_scale),
+        battles=len(y), bootstrap=bootstrap, separated=separated)
+
+def ranking(table:dict) -> list:
+    "Models from the highest rating down, of a `{model: {rating, ...}}` table."
+    return [m for m, _ in sorted(table.items(), key=lambda kv: -kv[1]['rating'])]

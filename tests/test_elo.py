@@ -340,3 +340,52 @@ def test_max_tokens_sent_only_when_set(tmp_path):
         judge_for(srv, tmp_path).complete(MSGS[0])                       # the faithful judge: no max_tokens
         judge_for(srv, tmp_path, max_tokens=1024).complete(MSGS[0])      # FastChat's: 1024 (a different request)
     assert 'max_tokens' not in seen[0] and seen[1]['max_tokens'] == 1024 and len(seen) == 2
+
+# ---- controlled for length and position ----
+
+def test_published_lengths_match_the_reference_answers():
+    "The shipped lengths are the characters of every answer in the reference file, nothing else."
+    lengths = load_answer_lengths()
+    ref = {}
+    for r in read_jsonl(reference('anima', 'answers.jsonl')): ref.setdefault(r['model'], {})[str(r['question_id'])] = len(r['answer'])
+    assert lengths == ref
+
+def test_ratings_file_holds_length_controlled_win_rates(outputs):
+    r = run_elo(nb_params(bootstrap_rounds=50, permutations=5))
+    ctl = read_json(outputs/'demo'/'elo'/'ratings.json')['controlled']
+    lp = ctl['length_position']
+    assert ctl['battles_without_lengths'] == 0 and lp['battles'] == 215
+    for m, w in lp['win_rate'].items():
+        assert w['lo'] <= w['controlled'] <= w['hi'] and 0 < w['raw'] < 1
+    assert lp['length']['coef'] > 2 * lp['length']['se'] > 0                 # the recorded judge prefers longer answers
+    assert ctl['rank_moves']['length_position'] == {'anima': 1, 'belle': -1, 'cn_vicuna': 0, 'chatgpt': 0}
+    assert {m: round(v['rating'], 1) for m, v in ctl['position']['ratings'].items()} != \
+           {m: round(v['rating'], 1) for m, v in lp['ratings'].items()}
+
+def test_length_judge_is_controlled_away_in_a_played_tournament(tmp_path, outputs):
+    "A judge that mostly rewards the longer answer, and models that differ only in how much they write."
+    import hashlib
+    def longer_mostly_wins(msgs):
+        user = msgs[1]['content']
+        a1 = user.split("[The Start of Assistant 1's Answer]\n")[1].split('\n\n[The End')[0]
+        a2 = user.split("[The Start of Assistant 2's Answer]\n")[1].split('\n\n[The End')[0]
+        longer_first = len(a1) >= len(a2)
+        right = int(hashlib.sha256(user.encode()).hexdigest(), 16) % 100 < 80      # 80%: the longer one wins
+        return '8 6\nx' if longer_first == right else '6 8\nx'
+    rng = random.Random(0)
+    qs = [dict(question_id=i, category='generic', text=f'question {i}', translation=f'问题 {i}') for i in range(1, 41)]
+    write_json(tmp_path/'qs.json', qs)
+    ans = tmp_path/'lens'; ans.mkdir()
+    for m, (lo, hi) in {'wordy': (40, 90), 'middle': (20, 70), 'terse': (5, 50)}.items():
+        write_jsonl(ans/f'{m}.jsonl', [dict(question_id=i, answer='字' * rng.randint(lo, hi)) for i in range(1, 41)])
+    with ChatServer(verdict=longer_mostly_wins) as srv:
+        os.environ['OPENAI_API_KEY'] = MARKER
+        rep = run_elo(nb_params(judge='openai', judge_base_url=srv.url, schedule='balanced', both_orders=False, rounds=0,
+                                concurrency=8, bootstrap_rounds=50, permutations=5, run_name='lens',
+                                questions=str(tmp_path/'qs.json'), answers=str(ans)))['report']
+    lp = rep['controlled']['length_position']
+    assert rep['controlled']['battles_without_lengths'] == 0 and lp['battles'] == 120 and not lp['separated']
+    assert lp['length']['coef'] > 2 * lp['length']['se']
+    spread = lambda t: max(v['rating'] for v in t.values()) - min(v['rating'] for v in t.values())
+    assert spread(lp['ratings']) < 0.5 * spread(rep['bradley_terry'])
+    assert rep['controlled']['ranking']['bradley_terry'] == ['wordy', 'middle', 'terse']

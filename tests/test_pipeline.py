@@ -226,6 +226,16 @@ def test_demo_chain_end_to_end(outputs):
     assert f"max_new_tokens: {load_profile('demo')['max_new_tokens']} -> 8" in m3['steps']['inference']['reason']
     assert read_manifest(run/'inference')['params']['max_new_tokens'] == 8
 
+    # the optional benchmarks step after the chain: lm-eval on the merged model, offline, shown in summary.md
+    from anima_nb.benchmarks import has_lm_eval
+    if has_lm_eval():
+        b = anima_run('--profile', 'demo', *FAST, '--set', 'max_new_tokens=8', '--steps', 'benchmarks')
+        assert b.returncode == 0, b.stdout[-3000:] + b.stderr[-3000:]
+        assert len(list((run/'benchmarks'/'subjects').glob('*.json'))) == 4
+        md = (run/'summary.md').read_text()
+        assert 'benchmarks 5-shot, lm-evaluation-harness' in md and 'ceval' in md and 'cmmlu' in md
+        assert 'controlled for answer length and position' in md
+
 def test_preflight_reports_every_problem_before_anything_runs(outputs, tmp_path, monkeypatch):
     "Bad values of three steps and a missing key: one refusal naming them all, exit 2, nothing written."
     monkeypatch.delenv('OPENAI_API_KEY', raising=False)
