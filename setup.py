@@ -20,6 +20,7 @@ py_versions = '3.11 3.12'.split()
 
 requirements = cfg.get('requirements', '').split()  # torch==2.13.0 stays first
 bench_requirements = cfg.get('bench_requirements', '').split()   # the benchmarks step (lm-evaluation-harness)
+gguf_requirements = cfg.get('gguf_requirements', '').split()     # the export step (llama.cpp, built from source)
 dev_requirements = cfg.get('dev_requirements', '').split() + bench_requirements
 min_python = cfg['min_python']
 lic = licenses[cfg['license'].lower()]
@@ -46,7 +47,7 @@ setuptools.setup(
     include_package_data=True,
     package_data={'anima_nb': ['assets/*', 'assets/benchmarks/*/*', 'profiles/*.yaml', 'configs/*.yaml']},
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'bench': bench_requirements},
+    extras_require={'dev': dev_requirements, 'bench': bench_requirements, 'gguf': gguf_requirements},
     dependency_links=cfg.get('dep_links', '').split(),
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(),

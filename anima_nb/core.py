@@ -314,7 +314,7 @@ def step(params:dict, # the step's resolved parameters (`run_name` names the run
 # %% ../nbs/00_core.ipynb #a7c10007
 STEP_NOTEBOOKS = {'data': '01_data', 'train': '02_train', 'merge': '03_merge', 'inference': '04_inference',
                   'elo': '05_elo'}
-OPTIONAL_STEPS = {'dpo': '07_dpo', 'benchmarks': '08_benchmarks'}   # run only when named (`--steps dpo`)
+OPTIONAL_STEPS = {'export': '03a_export', 'dpo': '07_dpo', 'benchmarks': '08_benchmarks'}   # only when named
 ALL_STEPS = {**STEP_NOTEBOOKS, **OPTIONAL_STEPS}
 TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool, 'list': list, 'dict': dict}
 

@@ -138,7 +138,8 @@ def resolve_step(values:dict, # every value given to the chain
 
 # %% ../nbs/06_pipeline.ipynb #dc747215
 NEEDS = {'data': (), 'train': (), 'merge': ('train',), 'inference': ('train', 'merge'), 'elo': ('inference',),
-         'dpo': ('merge', 'inference'), 'benchmarks': ('train', 'merge')}
+         'dpo': ('merge', 'inference'), 'benchmarks': ('train', 'merge'),
+         'export': ('train', 'merge')}
 
 def linear_needs(chain) -> dict:
     "Each step of `chain` reads from the one before it."
@@ -265,6 +266,7 @@ def summarize(run_name:str, # the run
         elo=ratings and dict(bradley_terry=ratings['bradley_terry'], online_elo=ratings['online_elo'],
                              published=ratings.get('published'), battles=ratings['battles'],
                              controlled=(ratings.get('controlled') or {}).get('length_position')),
+        export=read_manifest(root/'export')['summary'] if 'export' in done else None,
         benchmarks=_bench_line(root/'benchmarks') if 'benchmarks' in done else None,
         plots=[str(p) for s in chain for p in sorted((root/s).glob('*.png'))])
 
@@ -312,6 +314,12 @@ def format_summary(s:dict) -> str:
                 w = lc['win_rate'][name]
                 lines.append(f"            {name:<12} {r['rating']:7.1f}  [{r['lo']:.0f}, {r['hi']:.0f}]  "
                              f"win rate {w['raw']:.2f} -> {w['controlled']:.2f} [{w['lo']:.2f}, {w['hi']:.2f}]")
+    if gg := s.get('export'):
+        lines.append('  gguf      ' + ', '.join(f"{t} {f['bytes'] / 1e6:.1f} MB" for t, f in gg['files'].items())
+                     + f" in {folder/'export'} (llama-cpp-python {gg['llama_cpp_python']})")
+        for t, p in gg['parity'].items():
+            lines.append(f"            {t:<8} greedy tokens identical to transformers for {p['identical']}/{p['of']} prompts"
+                         f"; near-ties {p['near_ties']}, unexplained {p['unexplained']}")
     if bench := s.get('benchmarks'):
         what = '' if bench['comparable'] else ' (shipped demo questions or a limit: not comparable with published scores)'
         lines.append(f"  benchmarks {bench['num_fewshot']}-shot, lm-evaluation-harness{what}")
@@ -368,6 +376,8 @@ def preflight(plan:list, # as `plan_steps` makes it
         if entry['step'] == 'merge': found += step_module('merge').disk_problems(resolved['merge'], resolved['train']['model_name_or_path'])
         if entry['step'] == 'dpo' and not {'merge', 'inference'} & {e['step'] for e in plan if e['action'] == 'run'}:
             found += step_module('dpo').input_problems(resolved['dpo'])        # what it reads exists, as no earlier step makes it
+        if entry['step'] == 'export' and not {'train', 'merge'} & {e['step'] for e in plan if e['action'] == 'run'}:
+            found += step_module('export').input_problems(resolved['export'])
         if entry['step'] == 'benchmarks' and not {'train', 'merge'} & {e['step'] for e in plan if e['action'] == 'run'}:
             found += step_module('benchmarks').input_problems(resolved['benchmarks'])
         if entry['step'] == 'dpo' and (dp := step_module('dpo').dpo_plan(resolved['dpo'], restart=force))['action'] == 'refuse':
