@@ -7,7 +7,7 @@ from __future__ import annotations
 import os, json, math, time, hashlib, functools
 from pathlib import Path
 from .core import *
-from .models import merged_record, train_record, load_adapter_model, resolve_model
+from .models import merged_record, train_record, recorded_model, load_adapter_model, resolve_model
 
 # %% auto #0
 __all__ = ['BENCHMARKS', 'BENCH_DATA', 'LOCAL_BENCH', 'LM_EVAL_HINT', 'H100_BF16_TFLOPS', 'BENCH_UTILISATION', 'RESULT_KEY',
@@ -324,6 +324,8 @@ def run_benchmarks(params:dict, # the step's resolved parameters
         summary = bench_summary(results, params)
         write_json(out/'results.json', dict(summary=summary, results=results))
         plot_benchmarks(results, out/'benchmarks.png')
+        if lm is None and params['bench_model'] in ('merged', 'adapter'):
+            manifest.add_model(recorded_model(params['run_name'], params['bench_model']))
         manifest.add_output(*(out/f for f in BENCH_OUTPUTS if (out/f).exists()))
         manifest.record(**summary, seconds_evaluating=round(time.perf_counter() - t0, 2))
     return summary

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #d50992cf
 from __future__ import annotations
-import os, sys, io, json, ast, time, hashlib, platform, subprocess, tempfile, datetime as dt, re, contextlib
+import os, sys, io, json, ast, time, hashlib, platform, subprocess, tempfile, datetime as dt, re, contextlib, reprlib
 import importlib.metadata as importlib_metadata, shutil
 from pathlib import Path
 
@@ -13,12 +13,13 @@ __all__ = ['PACKAGE', 'ASSETS', 'TRACKED_PACKAGES', 'THREADS_ENV', 'ONE_THREAD_W
            'OPTIONAL_STEPS', 'ALL_STEPS', 'TYPES', 'PROFILES_DIR', 'project_root', 'resolve_path', 'outputs_dir',
            'run_dir', 'umask', 'shareable', 'share_tree', 'atomic_write_bytes', 'atomic_write_text', 'write_json',
            'read_json', 'write_jsonl', 'append_jsonl', 'read_jsonl', 'secret_values', 'redact', 'package_versions',
-           'git_state', 'sha256_file', 'file_record', 'usable_cores', 'cpu_name', 'thread_policy', 'use_threads',
-           'runtime_record', 'Manifest', 'read_manifest', 'param_changes', 'remove_leftovers', 'step', 'notebooks_dir',
-           'parameters_source', 'read_parameters', 'notebook_schema', 'step_schema', 'all_types', 'check_params',
-           'check_row', 'write_record', 'read_record', 'profile_names', 'load_profile', 'resolve_params', 'step_params',
-           'check_step_params', 'step_cli_params', 'value_problems', 'refuse', 'papermill_output', 'exported_notebook',
-           'refuse_copy_in_nbs', 'injected_names', 'notebook_params']
+           'git_state', 'sha256_file', 'tree_sha256', 'model_record', 'file_record', 'usable_cores', 'cpu_name',
+           'thread_policy', 'use_threads', 'runtime_record', 'Manifest', 'read_manifest', 'param_changes',
+           'remove_leftovers', 'step', 'notebooks_dir', 'parameters_source', 'read_parameters', 'notebook_schema',
+           'step_schema', 'all_types', 'short_repr', 'check_params', 'check_row', 'write_record', 'read_record',
+           'profile_names', 'load_profile', 'resolve_params', 'step_params', 'check_step_params', 'step_cli_params',
+           'value_problems', 'refuse', 'papermill_output', 'exported_notebook', 'refuse_copy_in_nbs', 'injected_names',
+           'notebook_params']
 
 # %% ../nbs/00_core.ipynb #1e9dfed4
 def project_root(start=None) -> Path:
@@ -185,6 +186,22 @@ def sha256_file(path, # the file to hash
         while block := f.read(chunk): digest.update(block)
     return digest.hexdigest()
 
+def tree_sha256(folder) -> str:
+    "One sha256 for a folder: over the sorted relative paths and sha256 of every file in it (hidden files left out)."
+    folder, digest = Path(folder), hashlib.sha256()
+    for p in sorted(q for q in folder.rglob('*') if q.is_file() and not any(s.startswith('.') for s in q.relative_to(folder).parts)):
+        digest.update(f'{p.relative_to(folder).as_posix()}\t{sha256_file(p)}\n'.encode())
+    return digest.hexdigest()
+
+def model_record(role:str, # what the model is to the step: 'base', 'adapter', 'merged', 'gguf'...
+                 name, # a hub id, or a local file or folder
+                 revision:str=None, # the hub commit, when known
+                 sha256:str=None) -> dict: # the hash when already known (else computed for a local one)
+    "What identifies a model a step read or wrote: a local one by its sha256, a hub one by its id and revision."
+    p = Path(str(name))
+    if not p.exists(): return dict(role=role, model=str(name), revision=revision)
+    return dict(role=role, model=str(name), sha256=sha256 or (tree_sha256(p) if p.is_dir() else sha256_file(p)))
+
 def file_record(path) -> dict:
     "Path, size and sha256 of a file (for a folder: of every file in it)."
     path = Path(path)
@@ -254,6 +271,7 @@ class Manifest:
         self.save()
 
     def add_input(self, path): self.data['inputs'].append(file_record(path)); return self
+    def add_model(self, *records): self.data.setdefault('models', []).extend(records); return self
     def add_output(self, *paths): self.data['outputs'] += [str(p) for p in paths]; return self
     def record(self, **summary): self.data['summary'].update(summary); return self
     def save(self): self.data['runtime'] = runtime_record(); write_json(self.path, redact(self.data)); return self
@@ -386,6 +404,14 @@ def _type_ok(v, t) -> bool:
 
 def _type_name(t) -> str: return ' or '.join(x.__name__ for x in t) if isinstance(t, tuple) else t.__name__
 
+def short_repr(v, # any value
+               limit:int=200) -> str: # most characters quoted
+    "`repr(v)`, cut to `limit` characters with the full length said: an error quotes a value, never megabytes of it."
+    rp = reprlib.Repr()                               # Python 3.11's Repr takes no keyword arguments
+    rp.maxstring, rp.maxother, rp.maxlist, rp.maxdict, rp.maxlevel = limit, limit, 8, 8, 3
+    r = rp.repr(v)
+    return r if len(r) <= limit else f"{r[:limit]}… ({len(r)} characters)"
+
 def check_params(given:dict, # name -> value
                  types:dict, # name -> type of every accepted name
                  where='this step'): # names the receiver in the errors
@@ -395,7 +421,7 @@ def check_params(given:dict, # name -> value
         raise TypeError(f"{where} does not accept parameter(s) {unknown}. Accepted: {', '.join(sorted(types))}")
     for k, v in given.items():
         if not _type_ok(v, types[k]):
-            raise TypeError(f"Parameter {k!r} of {where} must be {_type_name(types[k])}, got {type(v).__name__} {v!r}")
+            raise TypeError(f"Parameter {k!r} of {where} must be {_type_name(types[k])}, got {type(v).__name__} {short_repr(v)}")
 
 # %% ../nbs/00_core.ipynb #a7c10005
 def check_row(row:dict, # one record
@@ -407,7 +433,7 @@ def check_row(row:dict, # one record
     if missing: raise ValueError(f"{where}: missing field(s) {missing}")
     for k, t in schema.items():
         if not _type_ok(row[k], t):
-            raise ValueError(f"{where}: field {k!r} must be {_type_name(t)}, got {type(row[k]).__name__} {row[k]!r}")
+            raise ValueError(f"{where}: field {k!r} must be {_type_name(t)}, got {type(row[k]).__name__} {short_repr(row[k])}")
     return row
 
 # %% ../nbs/00_core.ipynb #20adbac7
@@ -591,6 +617,8 @@ def injected_names(ns:dict) -> set:
 def notebook_params(ns:dict, # the notebook's `globals()`
                     where='this notebook') -> dict: # names the notebook in the errors
     "The running notebook's values: declared in its `parameters` cell, given by papermill's injected cell."
+    # Run by the `papermill` command without a `run_name`, a step works in `outputs/<profile>-papermill/`: the
+    # chain's run (`<profile>`) is `anima-run`'s, and a one-off notebook run must not extend, refuse or overwrite it.
     refuse_copy_in_nbs(where)
     schema = {k: dict(type=_type_of(t if isinstance(t, str) else getattr(t, '__name__', t)), default=ns.get(k))
               for k, t in ns.get('__annotations__', {}).items()}
@@ -598,4 +626,8 @@ def notebook_params(ns:dict, # the notebook's `globals()`
     unknown = sorted(injected - set(schema))
     if unknown:
         raise TypeError(f"{where} does not accept parameter(s) {unknown}. Accepted: {', '.join(sorted(schema))}")
-    return resolve_params({k: ns[k] for k in injected}, schema, where)
+    given = {k: ns[k] for k in injected}
+    if 'run_name' in schema and given.get('run_name') is None and papermill_output() is not None:
+        # the papermill command line, not the chain: a run of its own, so it never collides with `anima-run`'s
+        given['run_name'] = f"{Path(str(given.get('profile') or ns.get('profile') or 'demo')).stem}-papermill"
+    return resolve_params(given, schema, where)

@@ -116,13 +116,13 @@ def _json_array_rows(path, chunk:int=1 << 22):
             if buf[i] == ']' and (n == 0 or not expect_row): return
             if not expect_row:
                 if buf[i] != ',':
-                    raise ValueError(f"{path}, line {where(i)}: not valid JSON (expected ',' or ']' after row {n - 1})")
+                    raise ValueError(f"{path}, line {where(i)}: not valid JSON (expected ',' or ']' after row {n})")
                 state['i'], expect_row = i + 1, True; continue
             try: row, j = dec.raw_decode(buf, i)
             except json.JSONDecodeError as e:
                 if not state['eof']: fill(); continue            # a row longer than the window: read on
                 raise ValueError(f"{path}, line {where(e.pos)}: not valid JSON ({e.msg})") from None
-            yield f"{path}, row {n}", row
+            yield f"{path}, row {n + 1}", row
             n, state['i'], expect_row = n + 1, j, False
 
 def _json_rows(path):
@@ -132,7 +132,7 @@ def _json_rows(path):
     try: data = json.loads(text)
     except json.JSONDecodeError: yield from _jsonl_rows(path); return   # a .json file holding JSON lines
     if isinstance(data, dict): data = next((v for v in data.values() if isinstance(v, list)), None) or [data]
-    for i, r in enumerate(data): yield f"{path}, row {i}", r
+    for i, r in enumerate(data, 1): yield f"{path}, row {i}", r
 
 def _jsonl_rows(path):
     with open(path, encoding='utf-8') as f:
@@ -148,12 +148,12 @@ def _csv_rows(path):
 
 def _parquet_rows(path):
     import pandas as pd
-    for i, r in enumerate(pd.read_parquet(path).to_dict('records')): yield f"{path}, row {i}", r
+    for i, r in enumerate(pd.read_parquet(path).to_dict('records'), 1): yield f"{path}, row {i}", r
 
 def _hub_rows(name):
     import datasets
     ds = datasets.load_dataset(name, split='train')
-    for i, r in enumerate(ds): yield f"{name}, row {i}", r
+    for i, r in enumerate(ds, 1): yield f"{name}, row {i}", r
 
 READERS = {'.json': _json_rows, '.jsonl': _jsonl_rows, '.csv': _csv_rows, '.parquet': _parquet_rows}
 
@@ -396,7 +396,7 @@ def load_questions(spec:str) -> list:
     path = questions_path(spec)
     rows = read_json(path) if path.suffix == '.json' else read_jsonl(path)
     out = []
-    for i, row in enumerate(rows):
+    for i, row in enumerate(rows, 1):
         where = f"{path}, row {i}"
         if not isinstance(row, dict): raise ValueError(f"{where}: expected an object, got {type(row).__name__}")
         question = dict(question_id=row.get('question_id'), category=row.get('category') or 'generic',

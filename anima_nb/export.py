@@ -8,7 +8,7 @@ import os, sys, json, time, shutil, subprocess, tarfile, tempfile
 from pathlib import Path
 from .core import *
 from .data import ALPACA_PROMPT_DICT, ANSWER_SCHEMA, alpaca_prompt, load_questions, read_answers, answers_path
-from .models import merged_record
+from .models import merged_record, recorded_model
 
 # %% auto #0
 __all__ = ['GGUF_TYPES', 'CONVERTER_FILES', 'SAME_MODEL_R', 'EXPORT_OUTPUTS', 'gguf_types', 'gguf_bytes', 'disk_needed',
@@ -402,6 +402,8 @@ def run_export(params:dict) -> dict: # the step's resolved parameters
                        llama_cpp_python=llama_cpp_version(),
                        parity={t: {k: p[k] for k in ('identical', 'near_ties', 'unexplained', 'of', 'chat_template')}
                                for t, p in parity.items()}, answers=answered)
+        manifest.add_model(recorded_model(params['run_name']),
+                           *(model_record(f'gguf {t}', out/files[t]['file'], sha256=files[t]['sha256']) for t in types))
         manifest.add_output(*(out/files[t]['file'] for t in types), *(out/f for f in EXPORT_OUTPUTS),
                             *([out/answered['file']] if answered else [])).record(**summary)
     return summary

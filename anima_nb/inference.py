@@ -8,7 +8,7 @@ import os, time
 from pathlib import Path
 from .core import *
 from .data import alpaca_prompt, load_questions, questions_path, questions_problems, read_answers, answers_path, ANSWER_SCHEMA
-from .models import train_record, merged_record, load_adapter_model, load_tokenizer, resolve_model
+from .models import train_record, merged_record, recorded_model, load_adapter_model, load_tokenizer, resolve_model
 
 # %% auto #0
 __all__ = ['EVAL_SUFFIX', 'RESPONSE_MARK', 'SEED_EXAMPLE', 'MODEL_SOURCES', 'eval_prompt', 'extract_answer', 'load_model',
@@ -176,7 +176,8 @@ def problems(params:dict) -> list:
 
 def infer(params:dict, # the inference step's parameters
           model=None, # a model already loaded (default: the run's, per `model_source`)
-          tok=None) -> list: # its tokenizer, padding on the left
+          tok=None, # its tokenizer, padding on the left
+          record:dict|None=None) -> list: # the given model's `model_record` for the manifest (the run's is found alone)
     "The inference step: answer the questions with the run's model (or the one given) into `inference/answers.jsonl`."
     refuse(problems(params), '04_inference')
     questions_file = questions_path(params['questions'])
@@ -186,10 +187,13 @@ def infer(params:dict, # the inference step's parameters
     if old is None or old['status'] == 'complete' or old['params'] != params: path.unlink(missing_ok=True)
     with step(params, 'inference', inputs=[questions_file]) as (out, manifest):
         questions = load_questions(params['questions'])
-        if model is None: model, tok = load_model(params['run_name'], params['model_source'])
+        own_model = model is None
+        if own_model: model, tok = load_model(params['run_name'], params['model_source'])
         t0 = time.perf_counter()
         rows = answer_questions(model, tok, questions, gen_settings(params), path, params['run_name'],
                                 params['batch_size'])
+        record = record or (recorded_model(params['run_name'], params['model_source']) if own_model else None)
+        if record: manifest.add_model(record)
         manifest.add_output(path).record(
             answers=len(rows), model=params['run_name'], model_source=params['model_source'],
             seconds=round(time.perf_counter() - t0, 2), answer_tokens=sum(r['answer_tokens'] for r in rows),

@@ -19,7 +19,8 @@ __all__ = ['DEMO_MODEL', 'TINY_LLAMA', 'DEMO_EVAL_ROWS', 'DEMO_PRETRAIN', 'LAYOU
            'bnb_config', 'max_memory', 'grow_embeddings', 'no_cpu_repack', 'has_flex_attention',
            'attention_implementation', 'load_base_model', 'load_full_base', 'lora_targets', 'lora_config', 'add_lora',
            'save_adapter', 'train_record', 'base_of', 'demo_adapter', 'saved_embedding_rows', 'load_adapter_model',
-           'merged_record', 'complete_checkpoints', 'newest_checkpoint', 'train_from', 'checkpoint_plan']
+           'merged_record', 'recorded_model', 'complete_checkpoints', 'newest_checkpoint', 'train_from',
+           'checkpoint_plan']
 
 # %% ../nbs/01a_models.ipynb #ec129f1b
 DEMO_MODEL = 'local:tiny-llama'
@@ -441,6 +442,15 @@ def merged_record(run_name:str) -> dict:
     if merge_dtype not in FLOAT_DTYPES:
         raise ValueError(f"{d/'manifest.json'}: merge_dtype {merge_dtype!r} is not one of {FLOAT_DTYPES}")
     return {**manifest, 'model_dir': str(d/'model')}
+
+def recorded_model(run_name:str, # the run
+                   source:str='merged') -> dict: # 'merged' (03_merge's model) or 'adapter' (02_train's)
+    "The record (`model_record`) the step that made the run's merged model or adapter kept: read, not hashed again."
+    rec = merged_record(run_name) if source == 'merged' else train_record(run_name)
+    role = 'merged' if source == 'merged' else 'adapter'
+    kept = next((m for m in rec.get('models', []) if m['role'] == role), None)
+    path = rec['model_dir'] if source == 'merged' else rec['adapter_dir']
+    return kept or model_record(role, path)
 
 # %% ../nbs/01a_models.ipynb #e08f7809
 MARK = 'COMPLETE'

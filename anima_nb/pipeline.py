@@ -7,16 +7,17 @@ from __future__ import annotations
 import os, re, sys, io, json, time, argparse, importlib, datetime as dt
 from pathlib import Path
 from .core import *
-from .models import DEMO_MODEL
+from .models import DEMO_MODEL, resolve_model
 from .data import read_profile
 from .merge import read_report
 from .elo import read_ratings
 
 # %% auto #0
 __all__ = ['CHAIN', 'NEEDS', 'select_steps', 'chain_for', 'declarers', 'parse_value', 'coerce', 'parse_sets', 'load_config',
-           'gather_params', 'param_types', 'check_names', 'step_inputs', 'resolve_step', 'linear_needs', 'plan_steps',
-           'StepFailed', 'run_notebook', 'step_record', 'summarize', 'format_summary', 'prepare', 'step_module',
-           'preflight', 'RunLock', 'run_pipeline', 'cli', 'threads_option', 'main', 'docs_sources']
+           'gather_params', 'param_types', 'check_names', 'step_inputs', 'resolve_step', 'run_needs', 'linear_needs',
+           'plan_steps', 'StepFailed', 'run_notebook', 'step_record', 'summarize', 'format_summary', 'prepare',
+           'step_module', 'preflight', 'RunLock', 'installed_packages', 'run_pipeline', 'cli', 'threads_option',
+           'verify_run', 'main', 'docs_sources']
 
 # %% ../nbs/06_pipeline.ipynb #5124a586
 CHAIN = STEP_NOTEBOOKS
@@ -140,6 +141,12 @@ def resolve_step(values:dict, # every value given to the chain
 NEEDS = {'data': (), 'train': (), 'merge': ('train',), 'inference': ('train', 'merge'), 'elo': ('inference',),
          'dpo': ('merge', 'inference'), 'benchmarks': ('train', 'merge'),
          'export': ('train', 'merge')}
+
+def run_needs(resolved:dict) -> dict:
+    "`NEEDS` for these parameters: an Elo step that replays recorded verdicts reads no answers, so needs no step."
+    elo = resolved.get('elo') or {}
+    replay = elo.get('judge') == 'replay' and not elo.get('answers')
+    return {**NEEDS, 'elo': () if replay else NEEDS['elo']}
 
 def linear_needs(chain) -> dict:
     "Each step of `chain` reads from the one before it."
@@ -356,7 +363,7 @@ def prepare(values:dict, # every value given to the chain, as `gather_params` ma
     resolved = {s: resolve_step(values, declared[s], chain[s]) for s in chain}
     run = values['run_name']
     manifests = {s: read_manifest(outputs_dir()/run/s) for s in chain}
-    plan = plan_steps(selected, resolved, manifests, force, NEEDS if default else linear_needs(chain))
+    plan = plan_steps(selected, resolved, manifests, force, run_needs(resolved) if default else linear_needs(chain))
     if default: refuse(preflight(plan, resolved, force), 'the run')
     return dict(values=values, chain=chain, nbs=nbs, declared=declared, resolved=resolved, manifests=manifests, plan=plan)
 
@@ -421,6 +428,11 @@ class RunLock:
     def __exit__(self, *exc): self.path.unlink(missing_ok=True)
 
 # %% ../nbs/06_pipeline.ipynb #40d0e02e
+def installed_packages() -> dict:
+    "Every installed distribution and its version (the run history keeps the full list)."
+    from importlib import metadata
+    return dict(sorted({d.metadata['Name']: d.version for d in metadata.distributions() if d.metadata['Name']}.items()))
+
 def _step_entry(s, pre, values, nbdir, status, reason) -> dict:
     "A step's entry in the run manifest, before it runs."
     nb = pre['chain'][s]
@@ -449,6 +461,9 @@ def run_pipeline(values:dict, # every value given to the chain, as `gather_param
         nbdir = run_dir(run, 'notebooks')
         remove_leftovers(nbdir)                              # half-written notebooks of a killed run
         manifest = Manifest(root, 'pipeline', values)
+        history = dict(started=manifest.data['started'], command=[Path(sys.argv[0]).name, *sys.argv[1:]],
+                       steps=steps, force=force, host=manifest.data['host'], git=manifest.data['git'],
+                       runtime=runtime_record(), packages=installed_packages())
         todo = {p['step']: p for p in plan}
         manifest.data.update(plan=plan, steps={s: _step_entry(s, pre, values, nbdir, *_initial_status(s, todo))
                                                for s in pre['chain']})
@@ -468,7 +483,10 @@ def run_pipeline(values:dict, # every value given to the chain, as `gather_param
                 rec.update(status='failed', seconds=round(time.perf_counter() - t0, 1), finished=_now(),
                            failure=failure, **step_record(s, read_manifest(root/s)))
                 for q in plan[i:]: manifest.data['steps'][q['step']]['status'] = 'not run'
-                manifest.fail(e); echo(f"{tag} FAILED after {rec['seconds']} s"); raise
+                manifest.fail(e); echo(f"{tag} FAILED after {rec['seconds']} s")
+                append_jsonl(root/'runs.jsonl', {**history, 'finished': _now(), 'status': 'failed', 'failed_step': s,
+                                                 'plan': plan, 'error': manifest.data.get('error')})
+                raise
             rec.update(status='complete', seconds=round(time.perf_counter() - t0, 1), finished=_now(),
                        **step_record(s, read_manifest(root/s)))
             manifest.add_output(rec['executed']).save(); echo(f"{tag} done in {rec['seconds']} s")
@@ -478,6 +496,9 @@ def run_pipeline(values:dict, # every value given to the chain, as `gather_param
         manifest.add_output(root/'summary.json').add_output(root/'summary.md')
         manifest.finish(**{k: summary[k] for k in ('status', 'data', 'train', 'merge', 'answers')},
                         seconds={s: r['seconds'] for s, r in manifest.data['steps'].items()})
+        append_jsonl(root/'runs.jsonl', {**history, 'finished': manifest.data['finished'], 'status': 'complete',
+                                         'plan': plan, 'seconds': manifest.data['summary']['seconds']})
+        manifest.add_output(root/'runs.jsonl').save()
     return summary
 
 # %% ../nbs/06_pipeline.ipynb #184c4de8
@@ -496,6 +517,7 @@ def cli(argv=None) -> argparse.Namespace:
                         help='rerun the selected steps even when complete with the same parameters')
     parser.add_argument('--plan', action='store_true', help='show what would run and why, run nothing')
     parser.add_argument('--params', action='store_true', help='list the parameters and the steps that declare them')
+    parser.add_argument('--verify', metavar='RUN', help="re-hash the files and models RUN's manifests recorded; say what changed")
     parser.add_argument('--log-output', action='store_true', help="stream the notebooks' output")
     parser.add_argument('--threads', type=int, help=f'torch threads per process (also `--set threads=N` or ${THREADS_ENV}; '
                                                     'default: one for a small model, else every usable core)')
@@ -511,11 +533,41 @@ def threads_option(args:argparse.Namespace) -> argparse.Namespace:
         thread_policy(None)                                  # refuses a value that is not a whole number >= 1
     return argparse.Namespace(**{**vars(args), 'set': sets})
 
-def _params_table(declared:dict) -> str:
-    rows = {}
+def _recorded_hashes(manifest:dict):
+    "`(what, path, sha256)` for every input file and local model a step manifest recorded with a hash."
+    def files(rec):
+        if 'files' in rec:
+            for f in rec['files']: yield from files(f)
+        elif rec.get('sha256'): yield 'input', rec['path'], rec['sha256']
+    for rec in manifest.get('inputs', []): yield from files(rec)
+    for m in manifest.get('models', []):
+        if m.get('sha256'): yield f"{m['role']} model", m['model'], m['sha256']
+
+def verify_run(run_name:str) -> list:
+    "Every file and model the run's step manifests hashed, hashed again: `same`, `changed` or `missing`."
+    root, rows = outputs_dir()/run_name, []
+    if not root.is_dir(): raise FileNotFoundError(f"--verify: no run folder {root}")
+    for d in sorted(p for p in root.iterdir() if (p/'manifest.json').exists()):
+        for what, path, sha in _recorded_hashes(read_json(d/'manifest.json')):
+            p = Path(resolve_model(path) if path == DEMO_MODEL else path)
+            now = None if not p.exists() else tree_sha256(p) if p.is_dir() else sha256_file(p)
+            rows.append(dict(step=d.name, what=f'{what} {path}', status='missing' if now is None else
+                             'same' if now == sha else 'changed'))
+    return rows
+
+def _short(v, n=24) -> str:
+    s = json.dumps(v, ensure_ascii=False, default=str) if not isinstance(v, str) else v
+    return s if len(s) <= n else s[:n - 1] + '…'
+
+def _params_table(declared:dict, # step -> its schema
+                  profile='demo') -> str: # the profile whose values are shown
+    "Every parameter: type, the steps that declare it, its declared default, its value under `profile`, and help."
+    values, rows = load_profile(profile), {}
     for s, d in declared.items():
-        for k, p in d.items(): rows.setdefault(k, ([], p['type'].__name__, p['help']))[0].append(s)
-    return '\n'.join(f"{k:<28} {t:<6} {','.join(ss):<28} {h}" for k, (ss, t, h) in sorted(rows.items()))
+        for k, p in d.items(): rows.setdefault(k, ([], p['type'].__name__, p['default'], p['help']))[0].append(s)
+    head = f"{'name':<26} {'type':<5} {'steps':<22} {'default':<24} {('under ' + str(profile)):<24} help"
+    return '\n'.join([head] + [f"{k:<26} {t:<5} {','.join(ss):<22} {_short(dflt):<24} {_short(values.get(k, dflt)):<24} {h}"
+                                for k, (ss, t, dflt, h) in sorted(rows.items())])
 
 def main(argv=None) -> int:
     "Entry point of `anima-run` and `python -m anima_nb.pipeline`."
@@ -524,7 +576,13 @@ def main(argv=None) -> int:
         args = threads_option(args)
         nbs = notebooks_dir()
         declared = {s: notebook_schema(nbs/f'{nb}.ipynb') for s, nb in ALL_STEPS.items()}
-        if args.params: print(_params_table(declared)); return 0
+        if args.params: print(_params_table(declared, args.profile or 'demo')); return 0
+        if args.verify:
+            rows = verify_run(args.verify)
+            for r in rows: print(f"{r['step']:<11} {r['status']:<8} {r['what']}")
+            bad = [r for r in rows if r['status'] in ('changed', 'missing')]
+            print(f"anima-run --verify {args.verify}: {len(rows) - len(bad)} of {len(rows)} recorded files and models as recorded")
+            return 1 if bad else 0
         values = gather_params(param_types(declared), args.profile, args.run_name, args.config, args.set)
         check_names(values, declared)
         run_dir(values['run_name'], create=False)               # the run name's one rule, before any plan

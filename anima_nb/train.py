@@ -690,7 +690,10 @@ def train(params:dict, # the step's resolved parameters
     data = resolve_path(params['dataset'])
     with step(params, 'train', inputs=[data] if data.exists() else [], main=main) as (out, manifest):
         summary = _train(params, out, main, plan)
-        if manifest: manifest.add_output(*(out/f for f in TRAIN_OUTPUTS)).record(**summary)
+        if manifest:
+            manifest.add_output(*(out/f for f in TRAIN_OUTPUTS)).record(**summary).add_model(
+                model_record('base', summary['base_model_path'], summary['base_revision']),
+                model_record('adapter', out/'adapter'))
     return summary
 
 def training_data(params:dict, # the step's resolved parameters

@@ -88,3 +88,6 @@ def test_demo_model_through_lm_eval(outputs):
     m = read_manifest(run_dir('bm', 'benchmarks', create=False))
     assert m['status'] == 'complete' and m['versions']['lm_eval'] == '0.4.13' and m['summary']['model']['source'] == 'merged'
     assert (outputs/'bm'/'benchmarks'/'benchmarks.png').exists()
+    # the 4-bit base with the run's adapter, as training left it: its own identity, so every subject runs again
+    a = B.run_benchmarks(demo(run_name='bm', bench_model='adapter', bench_subjects='elementary_mathematics'))
+    assert a['model']['source'] == 'adapter' and a['overall']['cmmlu']['questions'] == 8 and 'ceval' not in a['overall']

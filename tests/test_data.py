@@ -58,15 +58,16 @@ def test_papermill_refuses_undeclared_parameter(outputs):
     r = _papermill('01_data.ipynb', ('max_steps', 1), env=dict(os.environ))
     assert r.returncode != 0
     assert "does not accept parameter(s) ['max_steps']" in r.stdout + r.stderr
-    assert not (outputs/'demo'/'data'/'profile.json').exists()
+    assert not (outputs/'demo'/'data'/'profile.json').exists() and not (outputs/'demo-papermill').exists()
 
 @pytest.mark.slow
 def test_papermill_runs_from_the_root(outputs):
     r = _papermill('01_data.ipynb', ('source_max_len', 256), env=dict(os.environ))
     assert r.returncode == 0, r.stderr[-3000:]
-    prof = json.loads((outputs/'demo'/'data'/'profile.json').read_text(encoding='utf-8'))
+    assert not (outputs/'demo').exists()                     # the papermill command's run is not the chain's
+    prof = json.loads((outputs/'demo-papermill'/'data'/'profile.json').read_text(encoding='utf-8'))
     assert prof['configured']['source_max_len'] == 256
     assert 256 in map(int, prof['coverage']['source'])
-    man = json.loads((outputs/'demo'/'data'/'manifest.json').read_text(encoding='utf-8'))
+    man = json.loads((outputs/'demo-papermill'/'data'/'manifest.json').read_text(encoding='utf-8'))
     assert man['status'] == 'complete' and man['inputs'][0]['sha256']
-    assert (outputs/'demo'/'data'/'lengths.png').stat().st_size > 10_000
+    assert (outputs/'demo-papermill'/'data'/'lengths.png').stat().st_size > 10_000

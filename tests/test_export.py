@@ -18,12 +18,13 @@ def merged(run):
 @pytest.mark.slow
 def test_f16_is_token_for_token_and_quantized_splits_are_near_ties(outputs):
     rec = merged('gx')
-    s = E.run_export(step_params('export', run_name='gx', gguf_types='f16,q8_0,q4_k_m'))
+    s = E.run_export(step_params('export', run_name='gx', gguf_types='f32,f16,q8_0,q4_k_m'))
     out = outputs/'gx'/'export'
-    assert sorted(p.name for p in out.glob('*.gguf')) == ['gx-f16.gguf', 'gx-q4_k_m.gguf', 'gx-q8_0.gguf']
+    assert sorted(p.name for p in out.glob('*.gguf')) == ['gx-f16.gguf', 'gx-f32.gguf', 'gx-q4_k_m.gguf', 'gx-q8_0.gguf']
     assert s['files']['q4_k_m']['bytes'] < s['files']['q8_0']['bytes'] < s['files']['f16']['bytes']
     p = read_json(out/'parity.json')
-    assert p['f16']['identical'] == p['f16']['of'] == 4                 # three questions and the seed's raw prompt
+    for t in ('f32', 'f16'):                                            # three questions and the seed's raw prompt
+        assert p[t]['identical'] == p[t]['of'] == 4 and p[t]['agreement'] > 0.9999, p[t]
     for t in ('q8_0', 'q4_k_m'):
         assert p[t]['unexplained'] == 0 and p[t]['identical'] + p[t]['near_ties'] == p[t]['of'], p[t]
     assert all(p[t]['chat_template'] and p[t]['name'] == 'gx' for t in p)
@@ -33,7 +34,7 @@ def test_f16_is_token_for_token_and_quantized_splits_are_near_ties(outputs):
     # a second run keeps every file made from the same merged model
     before = {f.name: f.stat().st_mtime_ns for f in out.glob('*.gguf')}
     lines = []
-    E.export_files(step_params('export', run_name='gx', gguf_types='f16,q8_0,q4_k_m'), out, rec, echo=lines.append)
+    E.export_files(step_params('export', run_name='gx', gguf_types='f32,f16,q8_0,q4_k_m'), out, rec, echo=lines.append)
     assert {f.name: f.stat().st_mtime_ns for f in out.glob('*.gguf')} == before and all('kept' in l for l in lines)
 
 @pytest.mark.slow

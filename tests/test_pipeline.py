@@ -3,9 +3,9 @@ import os, re, subprocess, sys
 from pathlib import Path
 import pytest
 from conftest import ROOT
-from anima_nb.core import read_json, read_manifest, load_profile, notebook_schema
+from anima_nb.core import read_json, read_jsonl, read_manifest, load_profile, notebook_schema
 from anima_nb.pipeline import (CHAIN, gather_params, param_types, check_names, step_inputs, prepare,
-                               plan_steps, select_steps, StepFailed)
+                               plan_steps, select_steps, run_needs, StepFailed)
 
 NBS = ROOT/'nbs'
 DECL = {s: notebook_schema(NBS/f'{nb}.ipynb') for s, nb in CHAIN.items()}
@@ -142,6 +142,15 @@ def test_plan_selected_steps_and_force():
     assert _acts(plan_steps(['train', 'merge'], RES, _done(), force=True)) == dict(train='run', merge='run')
     assert _acts(plan_steps(select_steps('05_elo,inference'), RES, _done())) == dict(inference='skip', elo='skip')
 
+def test_plan_replayed_elo_does_not_rerun_after_inference():
+    "Replaying recorded verdicts reads no answers: new answers rerun the Elo step only when it plays them."
+    res = {**RES, 'inference': {**RES['inference'], 'x': 2}, 'elo': {**RES['elo'], 'judge': 'replay', 'answers': None}}
+    done = _done({**RES, 'elo': res['elo']})
+    assert _acts(plan_steps(STEPS, res, done, needs=run_needs(res)))['elo'] == 'skip'
+    played = {**res, 'elo': {**res['elo'], 'answers': 'outputs/other/inference'}}
+    done = _done({**RES, 'elo': played['elo']})
+    assert _acts(plan_steps(STEPS, played, done, needs=run_needs(played)))['elo'] == 'run'
+
 def test_plan_compares_as_json():
     res = {s: {**RES[s], 'modules': ('q', 'v')} for s in STEPS}
     done = _done({s: {**RES[s], 'modules': ['q', 'v']} for s in STEPS})
@@ -222,7 +231,7 @@ def test_demo_chain_end_to_end(outputs):
     assert changed.returncode == 0, changed.stderr[-3000:]
     m3 = read_manifest(run)
     assert {s: v['status'] for s, v in m3['steps'].items()} == dict(data='skipped', train='skipped', merge='skipped',
-                                                                     inference='complete', elo='complete')
+                                                                     inference='complete', elo='skipped')   # replay reads no answers
     assert f"max_new_tokens: {load_profile('demo')['max_new_tokens']} -> 8" in m3['steps']['inference']['reason']
     assert read_manifest(run/'inference')['params']['max_new_tokens'] == 8
 
@@ -235,6 +244,20 @@ def test_demo_chain_end_to_end(outputs):
         md = (run/'summary.md').read_text()
         assert 'benchmarks 5-shot, lm-evaluation-harness' in md and 'ceval' in md and 'cmmlu' in md
         assert 'controlled for answer length and position' in md
+    # one line per invocation that ran, never overwritten: the command, the plan, the machine and every package
+    hist = read_jsonl(run/'runs.jsonl')
+    assert len(hist) == (4 if has_lm_eval() else 3) and all(h['status'] == 'complete' for h in hist)
+    assert hist[0]['command'][0] == 'anima-run' and 'torch' in hist[0]['packages'] and hist[0]['runtime']['cpu']
+    assert [p['action'] for p in hist[2]['plan']] == ['skip', 'skip', 'skip', 'run', 'skip']
+    # every model read or written is identified: local ones by sha256, and --verify hashes them again
+    merged_sha = next(m['sha256'] for m in read_manifest(run/'merge')['models'] if m['role'] == 'merged')
+    assert next(m for m in read_manifest(run/'inference')['models'])['sha256'] == merged_sha
+    assert {m['role'] for m in read_manifest(run/'train')['models']} == {'base', 'adapter'}
+    v = anima_run('--verify', 'demo')
+    assert v.returncode == 0 and 'same     merged model' in v.stdout, v.stdout + v.stderr
+    (run/'merge'/'model'/'generation_config.json').write_text('{}')
+    v = anima_run('--verify', 'demo')
+    assert v.returncode == 1 and 'changed  merged model' in v.stdout, v.stdout + v.stderr
 
 def test_preflight_reports_every_problem_before_anything_runs(outputs, tmp_path, monkeypatch):
     "Bad values of three steps and a missing key: one refusal naming them all, exit 2, nothing written."
