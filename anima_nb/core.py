@@ -4,22 +4,23 @@
 
 # %% ../nbs/00_core.ipynb #d50992cf
 from __future__ import annotations
-import os, sys, io, json, ast, time, hashlib, platform, subprocess, tempfile, datetime as dt, re, contextlib, reprlib
+import os, sys, io, json, ast, time, hashlib, platform, subprocess, tempfile, datetime as dt, re, contextlib, reprlib, atexit
 import importlib.metadata as importlib_metadata, shutil
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PACKAGE', 'ASSETS', 'TRACKED_PACKAGES', 'THREADS_ENV', 'ONE_THREAD_WIDTH', 'RUNTIME', 'LEFTOVERS', 'STEP_NOTEBOOKS',
-           'OPTIONAL_STEPS', 'ALL_STEPS', 'TYPES', 'PROFILES_DIR', 'project_root', 'resolve_path', 'outputs_dir',
-           'run_dir', 'umask', 'shareable', 'share_tree', 'atomic_write_bytes', 'atomic_write_text', 'write_json',
-           'read_json', 'write_jsonl', 'append_jsonl', 'read_jsonl', 'secret_values', 'redact', 'package_versions',
-           'git_state', 'sha256_file', 'tree_sha256', 'model_record', 'file_record', 'usable_cores', 'cpu_name',
-           'thread_policy', 'use_threads', 'runtime_record', 'Manifest', 'read_manifest', 'param_changes',
+__all__ = ['PACKAGE', 'ASSETS', 'TRACKED_PACKAGES', 'THREADS_ENV', 'ONE_THREAD_WIDTH', 'RUNTIME', 'LOCK_ENV', 'LEFTOVERS',
+           'STEP_NOTEBOOKS', 'OPTIONAL_STEPS', 'ALL_STEPS', 'RUN_ONLY_PARAMS', 'REDO_AFTER_TRAINING', 'TYPES',
+           'PROFILES_DIR', 'project_root', 'resolve_path', 'outputs_dir', 'run_dir', 'umask', 'shareable', 'share_tree',
+           'atomic_write_bytes', 'atomic_write_text', 'write_json', 'read_text', 'read_json', 'write_jsonl',
+           'append_jsonl', 'read_jsonl', 'secret_values', 'redact', 'package_versions', 'git_state', 'sha256_file',
+           'tree_sha256', 'model_record', 'file_record', 'usable_cores', 'cpu_name', 'thread_policy', 'use_threads',
+           'runtime_record', 'Manifest', 'read_manifest', 'param_changes', 'RunInUse', 'RunLock', 'run_lock',
            'remove_leftovers', 'step', 'notebooks_dir', 'parameters_source', 'read_parameters', 'notebook_schema',
            'step_schema', 'all_types', 'short_repr', 'check_params', 'check_row', 'write_record', 'read_record',
            'profile_names', 'load_profile', 'resolve_params', 'step_params', 'check_step_params', 'step_cli_params',
            'value_problems', 'refuse', 'papermill_output', 'exported_notebook', 'refuse_copy_in_nbs', 'injected_names',
-           'notebook_params']
+           'scratch_outputs', 'notebook_params']
 
 # %% ../nbs/00_core.ipynb #1e9dfed4
 def project_root(start=None) -> Path:
@@ -56,7 +57,10 @@ def run_dir(run_name:str, # the run, a folder under `outputs_dir()`
     "Folder of `run_name` (and of its `step`): `outputs/<run_name>/<step>/`."
     for name in (run_name, step):
         if name is not None and not _NAME_RE.fullmatch(name):
-            raise ValueError(f"Invalid run or step name {name!r}: use letters, digits, '.', '_' and '-'")
+            raise ValueError(f"Invalid run or step name {name[:80]!r}: use letters, digits, '.', '_' and '-'")
+        if name is not None and len(name) > 200:
+            raise ValueError(f"Run or step name of {len(name)} characters ({name[:40]}…): a folder name holds 255 at most "
+                             "on most file systems; use 200 or fewer")
     d = outputs_dir()/run_name/(step or '')
     if create: d.mkdir(parents=True, exist_ok=True)
     return d
@@ -107,7 +111,18 @@ def write_json(path, # the file to write
     "Atomically write `obj` as UTF-8 JSON (Chinese stays readable)."
     return atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=indent, default=str) + '\n')
 
-def read_json(path): return json.loads(Path(path).read_text(encoding='utf-8'))
+def read_text(path) -> str:
+    "A text file, read as UTF-8; one that is not is named with the line and the byte where decoding failed."
+    data = Path(path).read_bytes()
+    try: return data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b'\n') + 1
+        raise ValueError(f"{path}, line {line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8") from None
+
+def read_json(path):
+    "A JSON file; a file that is not UTF-8 or not JSON is named with its line."
+    try: return json.loads(read_text(path))
+    except json.JSONDecodeError as e: raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg})") from None
 
 # %% ../nbs/00_core.ipynb #d2819e66
 def write_jsonl(path, # the file to write
@@ -125,7 +140,7 @@ def append_jsonl(path, # the file to grow (made if missing)
 def read_jsonl(path, # the file to read
                tolerate_torn_tail=False) -> list: # skip a bad last line, the trace of a write cut short
     "Rows of a JSON-lines file; a bad line raises an error naming the file and line."
-    text = Path(path).read_text(encoding='utf-8')
+    text = read_text(path)
     lines, rows = text.split('\n'), []
     for i, line in enumerate(lines, 1):
         if not line.strip(): continue
@@ -297,6 +312,63 @@ def param_changes(old:dict, # the parameters a step recorded (None: none)
     old, new = _jsonable(old or {}), _jsonable(new)
     return [f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
+# %% ../nbs/00_core.ipynb #c0c0b004
+LOCK_ENV = 'ANIMA_NB_RUN_LOCK'
+_HELD = {}                                   # lock file -> how many times this process has entered it
+
+class RunInUse(RuntimeError):
+    "Another live process writes this run: the command-line entry points say so in one line and exit 2."
+
+class RunLock:
+    "An exclusive lock on a run folder for every entry point; shared with this process and the processes it starts."
+    def __init__(self, folder): self.path = Path(folder)/'.lock'
+
+    def _holder(self):
+        try: pid = int(self.path.read_text().strip())
+        except (OSError, ValueError): return None
+        try: os.kill(pid, 0)
+        except ProcessLookupError: return None
+        except PermissionError: pass
+        return pid
+
+    def _take(self) -> bool:
+        "Create the lock file (True), or find it held by this process or the process that started us (False)."
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                with os.fdopen(fd, 'w') as f: f.write(str(os.getpid()))
+                return True
+            except FileExistsError:
+                pid = self._holder()
+                if pid is None: self.path.unlink(missing_ok=True); continue       # left by a process that is gone
+                if pid == os.getpid() or str(pid) == os.environ.get(LOCK_ENV): return False
+                raise RunInUse(f"Run folder {self.path.parent} is in use by process {pid} (an anima-run, "
+                                   f"anima-train or notebook on the same run_name); wait for it, or remove "
+                                   f"{self.path} if that process is not ours") from None
+        raise RuntimeError(f"Could not lock {self.path.parent}")
+
+    def __enter__(self):
+        self.key = str(self.path.absolute())
+        if self.key in _HELD: _HELD[self.key][0] += 1; return self
+        owner = self._take()
+        _HELD[self.key] = [1, owner, os.environ.get(LOCK_ENV)]
+        if owner: os.environ[LOCK_ENV] = str(os.getpid())          # the kernels and workers we start share it
+        return self
+
+    def __exit__(self, *exc):
+        held = _HELD[self.key]; held[0] -= 1
+        if held[0]: return
+        del _HELD[self.key]
+        if not held[1]: return
+        self.path.unlink(missing_ok=True)
+        if held[2] is None: os.environ.pop(LOCK_ENV, None)
+        else: os.environ[LOCK_ENV] = held[2]
+
+def run_lock(run_name:str, # the run
+             main:bool=True): # False on the other processes of a multi-process run: they hold nothing
+    "The run folder's `RunLock`, for an entry point that plans before its step starts (training, DPO)."
+    return RunLock(run_dir(run_name)) if main else contextlib.nullcontext()
+
 # %% ../nbs/00_core.ipynb #a7c10002
 LEFTOVERS = ('.*.tmp', '.*.partial.ipynb', '.model.*')     # atomic writes, executed notebooks and merged models in progress
 
@@ -317,23 +389,34 @@ def step(params:dict, # the step's resolved parameters (`run_name` names the run
     out = run_dir(params['run_name'], name)
     if not main:
         yield out, None; return
-    remove_leftovers(out)
-    manifest = Manifest(out, name, params, inputs)
-    t0 = time.perf_counter()
-    try: yield out, manifest
-    except BaseException as e:
-        manifest.data['seconds'] = round(time.perf_counter() - t0, 2)
-        try: manifest.fail(e)
-        except OSError as write_error:              # a full or read-only disk: say so, and keep the step's own error
-            print(f"could not record the failure in {manifest.path}: {write_error}", file=sys.stderr)
-        raise
-    manifest.data['seconds'] = round(time.perf_counter() - t0, 2); manifest.finish()
+    with RunLock(out.parent):                      # one writer per run, whatever started it
+        remove_leftovers(out)
+        manifest = Manifest(out, name, params, inputs)
+        t0 = time.perf_counter()
+        try: yield out, manifest
+        except BaseException as e:
+            manifest.data['seconds'] = round(time.perf_counter() - t0, 2)
+            try: manifest.fail(e)
+            except OSError as write_error:          # a full or read-only disk: say so, and keep the step's own error
+                print(f"could not record the failure in {manifest.path}: {write_error}", file=sys.stderr)
+            raise
+        manifest.data['seconds'] = round(time.perf_counter() - t0, 2); manifest.finish()
 
 # %% ../nbs/00_core.ipynb #a7c10007
 STEP_NOTEBOOKS = {'data': '01_data', 'train': '02_train', 'merge': '03_merge', 'inference': '04_inference',
                   'elo': '05_elo'}
 OPTIONAL_STEPS = {'export': '03a_export', 'dpo': '07_dpo', 'benchmarks': '08_benchmarks'}   # only when named
 ALL_STEPS = {**STEP_NOTEBOOKS, **OPTIONAL_STEPS}
+_JUDGING = ('judge_model', 'judge_base_url', 'judge_temperature', 'judge_max_tokens', 'judge_prices', 'judge_timeout',
+            'judge_max_wait', 'judge_max_requests', 'max_unparseable')
+# Parameters that do not change what a checkpointed step learns: changed on a finished step, they are recorded (or,
+# for DPO's judging, what follows training runs again) and the steps that read its model do not run again.
+RUN_ONLY_PARAMS = {
+    'train': ('profile', 'report_to', 'sample_max_new_tokens', 'save_total_limit', 'eval_steps', 'dry_run',
+              'max_memory_per_device', 'processes'),
+    'dpo': ('profile', 'dpo_eval_steps', 'dpo_save_total_limit', 'dpo_judge', 'dpo_answer_batch_size', 'dry_run',
+            *_JUDGING)}
+REDO_AFTER_TRAINING = {'dpo': ('dpo_judge', 'dpo_answer_batch_size', *_JUDGING)}
 TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool, 'list': list, 'dict': dict}
 
 def notebooks_dir() -> Path:
@@ -470,16 +553,18 @@ def _profile_file(profile) -> Path:
     return p
 
 def load_profile(profile:str, # a name in `anima_nb/profiles/`, or a .yaml/.json file
-                 types:dict=None): # name -> type of the accepted names (default: every step's)
-    "The values of a profile, on top of those of its `base`; unknown names and wrong types are refused."
+                 types:dict=None, # name -> type of the accepted names (default: every step's)
+                 _seen=()): # the profiles that led here through `base` (a cycle is refused)
+    "The values of a profile, on top of those of its `base`; unknown names, wrong types and cycles are refused."
     import yaml
     p = _profile_file(profile)
-    try: values = yaml.safe_load(p.read_text(encoding='utf-8')) or {}
+    if p in _seen: raise ValueError(f"profile {p}: its bases form a cycle ({' -> '.join(str(s) for s in (*_seen, p))})")
+    try: values = yaml.safe_load(read_text(p)) or {}
     except yaml.YAMLError as e: raise ValueError(f"{p}: not valid YAML ({e})") from None
     if not isinstance(values, dict): raise ValueError(f"{p}: expected a mapping of parameter names to values")
     base = values.pop('base', None if p.parent == PROFILES_DIR else 'demo')
     check_params(values, all_types() if types is None else types, f'profile {p}')
-    return {**(load_profile(base, types) if base else {}), **values}
+    return {**(load_profile(base, types, (*_seen, p)) if base else {}), **values}
 
 # %% ../nbs/00_core.ipynb #0a6469e4
 def resolve_params(given:dict, # the values given for this step
@@ -614,12 +699,24 @@ def injected_names(ns:dict) -> set:
             if isinstance(node, ast.Assign): names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
     return names
 
+def scratch_outputs() -> Path|None:
+    "Under `nbdev_test` (`IN_TEST`) with no `ANIMA_NB_OUTPUTS`: a temporary outputs folder, gone at exit, so the notebooks' test runs leave nothing in `outputs/`; it shares the demo model cache."
+    if not os.environ.get('IN_TEST') or os.environ.get('ANIMA_NB_OUTPUTS'): return None
+    cache = outputs_dir()/'.cache'
+    cache.mkdir(parents=True, exist_ok=True)
+    d = Path(tempfile.mkdtemp(prefix='anima-nbtest-'))
+    (d/'.cache').symlink_to(cache, target_is_directory=True)
+    atexit.register(shutil.rmtree, d, True)
+    os.environ['ANIMA_NB_OUTPUTS'] = str(d)
+    return d
+
 def notebook_params(ns:dict, # the notebook's `globals()`
                     where='this notebook') -> dict: # names the notebook in the errors
     "The running notebook's values: declared in its `parameters` cell, given by papermill's injected cell."
     # Run by the `papermill` command without a `run_name`, a step works in `outputs/<profile>-papermill/`: the
     # chain's run (`<profile>`) is `anima-run`'s, and a one-off notebook run must not extend, refuse or overwrite it.
     refuse_copy_in_nbs(where)
+    scratch_outputs()
     schema = {k: dict(type=_type_of(t if isinstance(t, str) else getattr(t, '__name__', t)), default=ns.get(k))
               for k, t in ns.get('__annotations__', {}).items()}
     injected = injected_names(ns)

@@ -9,7 +9,7 @@ from pathlib import Path
 from .core import *
 from .data import load_questions, questions_problems, read_answers, answers_path, ANSWER_SCHEMA
 from .models import *
-from .judge import BaseJudge, judge_messages, parse_score_fastchat, make_judge
+from .judge import BaseJudge, judge_messages, parse_score_fastchat, make_judge, check_unparseable
 from .ratings import battle_row, two_player_table
 
 # %% auto #0
@@ -65,7 +65,7 @@ def _numbered_rows(path:Path) -> list:
         if not isinstance(rows, list): raise ValueError(f"{path}: expected a JSON array of rows")
         return [(f'{path}, row {i}', r) for i, r in enumerate(rows, 1)]
     out = []
-    for i, line in enumerate(path.read_text(encoding='utf-8').split('\n'), 1):
+    for i, line in enumerate(read_text(path).split('\n'), 1):
         if not line.strip(): continue
         try: out.append((f'{path}, line {i}', json.loads(line)))
         except json.JSONDecodeError as e: raise ValueError(f"{path}, line {i}: not valid JSON ({e.msg})") from None
@@ -347,18 +347,22 @@ def play_pair(questions:list, # `{question_id, category, question}` (as `load_qu
               before:dict, # question_id -> answer before DPO
               after:dict, # question_id -> answer after DPO
               judge, # a `BaseJudge`
-              names=('before', 'after')) -> list: # the two contestants' names
+              names=('before', 'after'), # the two contestants' names
+              max_unparseable:float=1.0, # the share of scoreless verdicts that stops the judging (`check_unparseable`)
+              chunk:int=20) -> list: # verdicts asked for at a time, the share checked after each
     "Battles table rows of `before` against `after` on every question both answered, in both orders."
     qs = [q for q in questions if q['question_id'] in before and q['question_id'] in after]
     draws = [(q, a, b) for q in qs for a, b in (names, names[::-1])]
     text = {names[0]: before, names[1]: after}
     msgs = [judge_messages(q['question'], text[a][q['question_id']], text[b][q['question_id']], q['category'])
             for q, a, b in draws]
-    rows = []
-    for (q, a, b), review in zip(draws, judge.judge_many(msgs, progress=False)):
-        sa, sb = parse_score_fastchat(review)
-        if sa < 0: continue                         # no readable scores: not a battle
-        rows.append(battle_row(q['question_id'], q['category'], a, b, sa, sb, judge=judge.model, round=len(rows) + 1))
+    rows, skipped = [], []
+    for i in range(0, len(draws), chunk):
+        for (q, a, b), review in zip(draws[i:i + chunk], judge.judge_many(msgs[i:i + chunk], progress=False)):
+            sa, sb = parse_score_fastchat(review)
+            if sa < 0: skipped.append(dict(review=review)); continue       # no readable scores: not a battle
+            rows.append(battle_row(q['question_id'], q['category'], a, b, sa, sb, judge=judge.model, round=len(rows) + 1))
+        check_unparseable(len(rows) + len(skipped), skipped, max_unparseable)
     return rows
 
 # %% ../nbs/07_dpo.ipynb #b76a438b
@@ -392,14 +396,13 @@ def curve_ends(rows:list) -> dict:
     return out
 
 # %% ../nbs/07_dpo.ipynb #78de5145
-RUN_ONLY = ('profile', 'dpo_eval_steps', 'dpo_save_total_limit', 'dpo_judge', 'judge_model', 'dpo_answer_batch_size',
-            'dry_run')
+RUN_ONLY = RUN_ONLY_PARAMS['dpo']            # `00_core`: cadence, saving and the before/after judging
 
 def dpo_plan(params:dict, # the step's parameters
              restart:bool=False) -> dict: # start again, deleting what an earlier run left
     "What the step does with its folder: `start`, `resume` (from which checkpoint), `complete` or `refuse`; why."
     return checkpoint_plan(run_dir(params['run_name'], 'dpo', create=False), params, RUN_ONLY, restart,
-                           extendable=('dpo_max_steps',))
+                           extendable=('dpo_max_steps',), redo=REDO_AFTER_TRAINING['dpo'])
 
 def problems(params:dict) -> list:
     "What is wrong with the DPO step's values, before anything is loaded."
@@ -476,7 +479,8 @@ def before_after(params:dict, # the step's parameters
     questions = load_questions(qfile)
     names = (params['run_name'], f"{params['run_name']}-dpo")
     battles = play_pair(questions, {r['question_id']: r['answer'] for r in before},
-                        {r['question_id']: r['answer'] for r in after}, judge_for(params, out), names)
+                        {r['question_id']: r['answer'] for r in after}, judge_for(params, out), names,
+                        params['max_unparseable'])
     write_jsonl(out/'prepost_battles.jsonl', battles)
     table = dict(judge=params['dpo_judge'], battles=len(battles), table=two_player_table(battles, names))
     write_json(out/'prepost.json', table)
@@ -520,14 +524,16 @@ def run_dpo(params:dict, # the step's resolved parameters
         write_json(run_dir(params['run_name'], 'dpo')/'estimate.json', est)
         return est
     refuse(input_problems(params), '07_dpo')
-    plan = dpo_plan(params, restart)
-    if plan['action'] == 'refuse': raise ValueError(plan['reason'])
-    if plan['action'] == 'complete': return read_manifest(run_dir(params['run_name'], 'dpo'))['summary']
-    inputs = [answers_path(params['run_name'])] if params['dpo_data'] == 'run' else []
-    inputs += [resolve_path(params['dpo_data'])] if _looks_local(params['dpo_data']) else []
-    with step(params, 'dpo', inputs=inputs) as (out, manifest):
-        summary = _train(params, out, plan)
-        manifest.add_output(*(out/f for f in DPO_OUTPUTS if (out/f).exists())).record(**summary)
+    with run_lock(params['run_name']):                # one writer per run: anima-run, the DPO command, a notebook
+        plan = dpo_plan(params, restart)
+        if plan['action'] == 'refuse': raise ValueError(plan['reason'])
+        if plan['action'] == 'complete': return read_manifest(run_dir(params['run_name'], 'dpo'))['summary']
+        if plan['action'] == 'record': return record_params(run_dir(params['run_name'], 'dpo'), params, plan['changes'])
+        inputs = [answers_path(params['run_name'])] if params['dpo_data'] == 'run' else []
+        inputs += [resolve_path(params['dpo_data'])] if _looks_local(params['dpo_data']) else []
+        with step(params, 'dpo', inputs=inputs) as (out, manifest):
+            summary = _train(params, out, plan)
+            manifest.add_output(*(out/f for f in DPO_OUTPUTS if (out/f).exists())).record(**summary)
     return summary
 
 # %% ../nbs/07_dpo.ipynb #6df5c104
@@ -539,7 +545,8 @@ def cli_params(argv=None) -> tuple:
 def main(argv=None):
     "Entry point of `python -m anima_nb.dpo`."
     params, force = cli_params(argv)
-    res = run_dpo(params, restart=force)
+    try: res = run_dpo(params, restart=force)
+    except RunInUse as e: print(f'07_dpo: error: {e}', file=sys.stderr); sys.exit(2)
     if params['dry_run']:
         for ref, mem in res['memory_gb'].items(): print(f"reference={ref:<12} {mem['total']:8.2f} GB  {mem}")
     else: print(json.dumps(res, ensure_ascii=False, indent=1, default=str))

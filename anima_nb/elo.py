@@ -17,10 +17,10 @@ from .ratings import *
 __all__ = ['PUBLISHED_LENGTHS', 'RATINGS_SCHEMA', 'JUDGES', 'SCHEDULES', 'load_published', 'load_verdicts', 'verdicts_to_battles',
            'reproduce_published', 'notebook_stdout', 'read_upstream_notebook', 'upstream_draw', 'upstream_draws',
            'answer_files', 'load_answers', 'answer_sources', 'order_models', 'playable', 'judge_draws',
-           'check_unparseable', 'upstream_tournament', 'balanced_draws', 'combine_orders', 'balanced_tournament',
-           'plot_matrix', 'plot_ratings', 'answer_lengths', 'load_answer_lengths', 'play', 'replay_recorded',
-           'ratings_report', 'controlled_report', 'write_battles', 'read_battles', 'write_ratings', 'read_ratings',
-           'battles_table', 'full_report', 'elo_figures', 'problems', 'run_elo']
+           'upstream_tournament', 'balanced_draws', 'combine_orders', 'balanced_tournament', 'plot_matrix',
+           'plot_ratings', 'answer_lengths', 'load_answer_lengths', 'play', 'replay_recorded', 'ratings_report',
+           'controlled_report', 'write_battles', 'read_battles', 'write_ratings', 'read_ratings', 'battles_table',
+           'full_report', 'elo_figures', 'problems', 'run_elo']
 
 # %% ../nbs/05_elo.ipynb #fb48294b
 def load_published(path='pkg:anima_elo_published.json') -> dict:
@@ -167,15 +167,6 @@ def judge_draws(draws, # `(question, model_a, model_b)` triples
             for q, a, b in draws]
     reviews = judge.judge_many(msgs, concurrency, progress)
     return [dict(review=r, score=parser(r), prompt_hash=judge.key(m)[:16]) for r, m in zip(reviews, msgs)]
-
-def check_unparseable(judged:int, # verdicts received so far
-                      skipped:list, # the draws whose verdict had no readable scores (with `review`)
-                      share:float, # the largest share tolerated
-                      at_least:int=20): # verdicts before the share is judged
-    "Stop a tournament whose judge answers mostly without scores, naming the count and one such verdict."
-    if judged >= at_least and len(skipped) > share * judged:
-        raise JudgeError(f"{len(skipped)} of {judged} verdicts had no scores the parser could read (more than "
-                         f"{share:.0%}, max_unparseable): for example {skipped[-1].get('review', '')[:160]!r}")
 
 def upstream_tournament(questions, # the questions played, in the order the draws index
                         answers, # `{(question_id, model): answer}`

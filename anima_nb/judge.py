@@ -13,7 +13,7 @@ from .core import *
 __all__ = ['JUDGE_SYSTEM', 'JUDGE_TEMPLATE', 'JUDGE_PROMPTS', 'SCORE_PARSERS', 'RETRYABLE_STATUS', 'PRICES_PER_1K', 'JUDGE_KINDS',
            'prompt_category', 'judge_messages', 'parse_score_fastchat', 'parse_score_better', 'request_key',
            'JudgeCache', 'retry_after', 'is_retryable', 'backoff_delay', 'JudgeError', 'BaseJudge', 'OpenAIJudge',
-           'ReplayJudge', 'make_judge']
+           'ReplayJudge', 'make_judge', 'check_unparseable']
 
 # %% ../nbs/05a_judge.ipynb #d8c13d34
 JUDGE_SYSTEM = "You are a helpful and precise assistant for checking the quality of the answer."
@@ -304,3 +304,14 @@ def make_judge(params:dict, # the step's parameters: `judge`, `judge_*`, `seed`,
                            max_requests=params['judge_max_requests'], seed=params['seed'], **settings)
     if kind == 'replay': return ReplayJudge(params.get('replay_file') or cache_path, **settings)
     raise ValueError(f"judge must be one of {JUDGE_KINDS}, got {kind!r}")
+
+# %% ../nbs/05a_judge.ipynb #c7d1e005
+def check_unparseable(judged:int, # verdicts received so far
+                      skipped:list, # the draws whose verdict had no readable scores (with `review`)
+                      share:float, # the largest share tolerated
+                      at_least:int=20): # verdicts before the share is judged
+    "Stop a tournament whose judge answers mostly without scores, naming the count and one such verdict."
+    if judged >= at_least and len(skipped) > share * judged:
+        raise JudgeError(f"{len(skipped)} of {judged} verdicts had no scores the parser could read (more than "
+                         f"{share:.0%}, max_unparseable): for example {skipped[-1].get('review', '')[:160]!r}")
+

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os, sys, time, json, hashlib, shutil, tempfile
 from pathlib import Path
 from .core import *
+from .core import _now
 import logging
 # bitsandbytes warns, once per process, that an optional kernel for its CPU inference repacking is missing; we switch
 # that repacking off (`no_cpu_repack`), so the warning only adds noise to every run's output.
@@ -20,7 +21,7 @@ __all__ = ['DEMO_MODEL', 'TINY_LLAMA', 'DEMO_EVAL_ROWS', 'DEMO_PRETRAIN', 'LAYOU
            'attention_implementation', 'load_base_model', 'load_full_base', 'lora_targets', 'lora_config', 'add_lora',
            'save_adapter', 'train_record', 'base_of', 'demo_adapter', 'saved_embedding_rows', 'load_adapter_model',
            'merged_record', 'recorded_model', 'complete_checkpoints', 'newest_checkpoint', 'train_from',
-           'checkpoint_plan']
+           'checkpoint_plan', 'record_params']
 
 # %% ../nbs/01a_models.ipynb #ec129f1b
 DEMO_MODEL = 'local:tiny-llama'
@@ -487,8 +488,9 @@ def checkpoint_plan(out, # the step's folder (its `manifest.json` and `checkpoin
                     run_only=(), # parameters that do not make the run what it is
                     restart:bool=False, # start again, deleting what an earlier run left
                     logs=(), # files of an earlier run that a fresh start deletes
-                    extendable=()) -> dict: # step-count parameters a finished or killed run may be extended along
-    "What a checkpointed step does with its folder: `start`, `resume` (from which checkpoint), `complete`, `refuse`."
+                    extendable=(), # step-count parameters a finished or killed run may be extended along
+                    redo=()) -> dict: # run-only parameters whose change redoes the work after training (a judge)
+    "What a checkpointed step does with its folder: `start`, `resume` (from which checkpoint), `record`, `complete`, `refuse`."
     out = Path(out)
     old, done = read_manifest(out), complete_checkpoints(out/'checkpoints')
     logs = [f for f in logs if (out/f).exists()]
@@ -510,8 +512,25 @@ def checkpoint_plan(out, # the step's folder (its `manifest.json` and `checkpoin
                     f"({'; '.join(changes)}): pass --force (for a notebook run by papermill: ANIMA_NB_RESTART=1) to "
                     "delete them and start again, or choose another run_name")
     if old and not changes and old['status'] == 'complete':
+        run_changes = param_changes(old['params'], params)
+        redone = [c for c in run_changes if c.split(':')[0] in redo]
+        if redone and done:
+            return dict(action='resume', checkpoint=done[-1].name, reason=f"{'; '.join(redone)}: what follows training "
+                        f"again, from {done[-1].name} (no training step)")
+        if run_changes:
+            return dict(action='record', changes=run_changes, reason=f"{'; '.join(run_changes)}: recorded; nothing "
+                        "learned depends on it, so nothing runs again")
         return dict(action='complete', reason='complete with the same parameters')
     if old and not changes and done:
         return dict(action='resume', checkpoint=done[-1].name,
                     reason=f"resume from {done[-1].name} ({old['status']} run)")
     return dict(action='start', reason='nothing to resume' if old else 'never ran', deletes=logs)
+
+def record_params(out, # the step's folder
+                  params:dict, # the parameters given now
+                  changes:list) -> dict: # what changed (`param_changes`): only parameters nothing learned depends on
+    "Keep the new run-only parameters in a complete step's manifest; its outputs and `finished` time stay as they were."
+    m = read_manifest(out)
+    m['params'], m['recorded'] = params, dict(at=_now(), changes=changes)
+    write_json(Path(out)/'manifest.json', m)
+    return m['summary']

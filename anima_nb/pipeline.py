@@ -4,9 +4,10 @@
 
 # %% ../nbs/06_pipeline.ipynb #33513ea9
 from __future__ import annotations
-import os, re, sys, io, json, time, argparse, importlib, datetime as dt
+import os, re, sys, io, json, time, argparse, importlib, errno, datetime as dt
 from pathlib import Path
 from .core import *
+from .core import _now
 from .models import DEMO_MODEL, resolve_model
 from .data import read_profile
 from .merge import read_report
@@ -16,8 +17,8 @@ from .elo import read_ratings
 __all__ = ['CHAIN', 'NEEDS', 'select_steps', 'chain_for', 'declarers', 'parse_value', 'coerce', 'parse_sets', 'load_config',
            'gather_params', 'param_types', 'check_names', 'step_inputs', 'resolve_step', 'run_needs', 'linear_needs',
            'plan_steps', 'StepFailed', 'run_notebook', 'step_record', 'summarize', 'format_summary', 'prepare',
-           'step_module', 'preflight', 'RunLock', 'installed_packages', 'run_pipeline', 'cli', 'threads_option',
-           'verify_run', 'main', 'docs_sources']
+           'step_module', 'preflight', 'installed_packages', 'run_pipeline', 'cli', 'threads_option', 'verify_run',
+           'main', 'docs_sources']
 
 # %% ../nbs/06_pipeline.ipynb #5124a586
 CHAIN = STEP_NOTEBOOKS
@@ -89,7 +90,8 @@ def load_config(path) -> dict:
     import yaml
     path = resolve_path(path)
     if not path.exists(): raise FileNotFoundError(f"Config file {path} does not exist")
-    values = yaml.safe_load(path.read_text(encoding='utf-8')) or {}
+    try: values = yaml.safe_load(read_text(path)) or {}
+    except yaml.YAMLError as e: raise ValueError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of parameter names to values, got {type(values).__name__}")
     return values
@@ -167,16 +169,21 @@ def plan_steps(steps:list, # the selected steps, in chain order
     "For each of `steps` in order: `run` or `skip`, and why."
     needs, plan, running = NEEDS if needs is None else needs, [], []
     for s in steps:
-        manifest = manifests.get(s)
+        m = manifests.get(s)
+        changes = param_changes(m.get('params'), resolved[s]) if m else []
+        up = [n for n in needs.get(s, ()) if n in running]
+        newer = None if up else _newer_input(s, manifests, needs)
         if force: why = 'forced'
-        elif manifest is None: why = 'never ran'
-        elif manifest.get('status') != 'complete': why = f"its last run is {manifest.get('status')}"
-        elif changes := param_changes(manifest.get('params'), resolved[s]):
-            why = 'parameters changed: ' + '; '.join(changes)
-        elif up := [n for n in needs.get(s, ()) if n in running]: why = f"{', '.join(up)} runs before it"
-        elif up := _newer_input(s, manifests, needs): why = f'{up} finished after it started'
+        elif m is None: why = 'never ran'
+        elif m.get('status') != 'complete': why = f"its last run is {m.get('status')}"
+        elif changes: why = 'parameters changed: ' + '; '.join(changes)
+        elif up: why = f"{', '.join(up)} runs before it"
+        elif newer: why = f'{newer} finished after it started'
         else: why = None
-        if why: running.append(s)
+        run_only = (why and why.startswith('parameters') and not up and not newer
+                    and all(c.split(':')[0] in RUN_ONLY_PARAMS.get(s, ()) for c in changes))
+        if run_only: why += ' (none changes what it learned: the steps after it do not run again)'
+        elif why: running.append(s)
         plan.append(dict(step=s, action='run' if why else 'skip', reason=why or 'complete with the same parameters'))
     return plan
 
@@ -224,8 +231,6 @@ def run_notebook(step, # the step, named in a failure
     return out_path
 
 # %% ../nbs/06_pipeline.ipynb #e7f51f48
-def _now(): return dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')
-
 def _seconds(m:dict):
     "Duration of a step's last run from its manifest's start and finish times."
     try: return (dt.datetime.fromisoformat(m['finished']) - dt.datetime.fromisoformat(m['started'])).total_seconds()
@@ -398,34 +403,6 @@ def _plan_training(entry:dict, params:dict, force:bool) -> list:
     if tp['action'] == 'resume': entry['reason'] += f"; {tp['reason']}"
     if tp.get('deletes') and force: entry['reason'] += f"; deletes {', '.join(tp['deletes'])}"
     return []
-
-# %% ../nbs/06_pipeline.ipynb #b00f5243
-class RunLock:
-    "An exclusive lock on a run folder, for one pipeline at a time."
-    def __init__(self, folder): self.path = Path(folder)/'.lock'
-
-    def _holder(self):
-        try: pid = int(self.path.read_text().strip())
-        except (OSError, ValueError): return None
-        try: os.kill(pid, 0)
-        except ProcessLookupError: return None
-        except PermissionError: pass
-        return pid
-
-    def __enter__(self):
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                with os.fdopen(fd, 'w') as f: f.write(str(os.getpid()))
-                return self
-            except FileExistsError:
-                if (pid := self._holder()) is not None and pid != os.getpid():
-                    raise RuntimeError(f"Run folder {self.path.parent} is in use by process {pid} "
-                                       f"(remove {self.path} if it is not)") from None
-                self.path.unlink(missing_ok=True)
-        raise RuntimeError(f"Could not lock {self.path.parent}")
-
-    def __exit__(self, *exc): self.path.unlink(missing_ok=True)
 
 # %% ../nbs/06_pipeline.ipynb #40d0e02e
 def installed_packages() -> dict:
@@ -600,6 +577,10 @@ def main(argv=None) -> int:
     except PermissionError as e:
         print(f'anima-run: error: cannot write where the run goes ({e.filename or outputs_dir()}): {e.strerror}; '
               f'set ANIMA_NB_OUTPUTS to a folder you can write to', file=sys.stderr); return 2
+    except OSError as e:
+        if e.errno not in (errno.EROFS, errno.ENAMETOOLONG, errno.ENOSPC, errno.EDQUOT): raise
+        print(f'anima-run: error: {e.strerror}: {e.filename or outputs_dir()} (ANIMA_NB_OUTPUTS chooses where runs go)',
+              file=sys.stderr); return 2
     except Exception as e:
         if type(e).__module__.startswith('yaml'): print(f'anima-run: error: {e}', file=sys.stderr); return 2
         raise

@@ -607,8 +607,7 @@ def split_device_map(model, # the (quantized) base model, its weights loaded
 def _rank() -> int: return int(os.environ.get('RANK', 0))
 def _world() -> int: return int(os.environ.get('WORLD_SIZE', 1))
 
-RUN_ONLY = ('profile', 'report_to', 'sample_max_new_tokens', 'save_total_limit', 'eval_steps', 'dry_run',
-            'max_memory_per_device', 'processes')
+RUN_ONLY = RUN_ONLY_PARAMS['train']          # `00_core`: eval cadence, logging, saving: not what is learned
 
 # %% ../nbs/02_train.ipynb #553eb704
 def resume_plan(params:dict, # the run's resolved parameters
@@ -682,18 +681,22 @@ def train(params:dict, # the step's resolved parameters
             print(layout_report(est), file=sys.stderr)
         return est
     from accelerate import PartialState
-    plan = resume_plan(params, restart)                 # decided by every process before anything is written
-    PartialState().wait_for_everyone()
-    if plan['action'] == 'refuse': raise ValueError(plan['reason'])
-    if plan['action'] == 'complete': return read_manifest(run_dir(params['run_name'], 'train'))['summary']
-    if plan['action'] == 'resume' and main: print(f"anima-train: {plan['reason']}", file=sys.stderr)
-    data = resolve_path(params['dataset'])
-    with step(params, 'train', inputs=[data] if data.exists() else [], main=main) as (out, manifest):
-        summary = _train(params, out, main, plan)
-        if manifest:
-            manifest.add_output(*(out/f for f in TRAIN_OUTPUTS)).record(**summary).add_model(
-                model_record('base', summary['base_model_path'], summary['base_revision']),
-                model_record('adapter', out/'adapter'))
+    with run_lock(params['run_name'], main):          # refused while anima-run or another anima-train writes the run
+        plan = resume_plan(params, restart)             # decided by every process before anything is written
+        PartialState().wait_for_everyone()
+        if plan['action'] == 'refuse': raise ValueError(plan['reason'])
+        if plan['action'] == 'complete': return read_manifest(run_dir(params['run_name'], 'train'))['summary']
+        if plan['action'] == 'record':
+            if main: print(f"anima-train: {plan['reason']}", file=sys.stderr)
+            return record_params(run_dir(params['run_name'], 'train'), params, plan['changes']) if main else {}
+        if plan['action'] == 'resume' and main: print(f"anima-train: {plan['reason']}", file=sys.stderr)
+        data = resolve_path(params['dataset'])
+        with step(params, 'train', inputs=[data] if data.exists() else [], main=main) as (out, manifest):
+            summary = _train(params, out, main, plan)
+            if manifest:
+                manifest.add_output(*(out/f for f in TRAIN_OUTPUTS)).record(**summary).add_model(
+                    model_record('base', summary['base_model_path'], summary['base_revision']),
+                    model_record('adapter', out/'adapter'))
     return summary
 
 def training_data(params:dict, # the step's resolved parameters
@@ -783,7 +786,8 @@ def cli_params(argv=None, # the arguments; None reads `sys.argv`
 def main(argv=None):
     "Entry point of `python -m anima_nb.train` and `anima-train`."
     params, force = cli_params(argv, with_force=True)
-    res = train(params, restart=force)
+    try: res = train(params, restart=force)
+    except RunInUse as e: print(f'anima-train: error: {e}', file=sys.stderr); sys.exit(2)
     if _rank() == 0: print(json.dumps(res, ensure_ascii=False, indent=1, default=str))
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():     # every process waits for the first to finish writing, then

@@ -165,3 +165,29 @@ def test_before_after_ratings_are_the_tournaments():
     bt = R.bradley_terry(battles, ['r', 'r-dpo'], bootstrap=0)
     gap = table[1]['rating'] - table[0]['rating']
     assert abs(gap - 400 * math.log10(3)) < 0.1 and abs(gap - (bt['r-dpo']['rating'] - bt['r']['rating'])) < 0.1
+
+def test_live_judge_goes_where_told_stops_at_its_caps_and_pays_once(run, monkeypatch):
+    """DPO with the live judge and `judge_base_url` at a local server: every request goes there, the request cap stops
+    it, a judge that answers without scores stops it with an error, and a rerun pays only for the verdicts it lacks."""
+    from elo_server import ChatServer
+    from anima_nb.judge import JudgeError
+    monkeypatch.setenv('OPENAI_API_KEY', 'sk-test')
+    d = run_dir(run, 'dpo')
+    if not (d/'checkpoints'/'checkpoint-8').exists(): D.run_dpo(params(run))
+    draws = 2 * len(QIDS)                                     # every question, in both orders
+    with ChatServer() as server:
+        with pytest.raises(JudgeError, match='cap of 5 paid judge requests'):
+            D.run_dpo(params(run, dpo_judge='openai', judge_base_url=server.url, judge_max_requests=5))
+        assert server.requests == 5 and read_manifest(d)['status'] == 'failed'
+    with ChatServer(verdict=lambda messages: 'I am unable to compare these two answers.') as scoreless:
+        with pytest.raises(JudgeError, match='20 of 20 verdicts had no scores'):
+            D.run_dpo(params(run, dpo_judge='openai', judge_base_url=scoreless.url, judge_model='gpt-4-scoreless'))
+        assert scoreless.requests == 20
+    with ChatServer() as server:
+        s = D.run_dpo(params(run, dpo_judge='openai', judge_base_url=server.url))
+        assert server.requests == draws - 5 and s['steps'] == 8          # the 5 paid verdicts came from the cache
+        assert s['prepost']['battles'] == draws and s['prepost']['judge'] == 'openai'
+    again = D.run_dpo(params(run, dpo_judge='openai', judge_base_url=server.url))
+    assert again == s                                                     # complete: nothing sent, nothing trained
+    rec = D.run_dpo(params(run, dpo_judge='openai', judge_base_url=server.url, dpo_eval_steps=2))
+    assert rec == s and read_manifest(d)['params']['dpo_eval_steps'] == 2  # run-only: recorded, not run again

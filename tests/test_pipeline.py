@@ -235,10 +235,24 @@ def test_demo_chain_end_to_end(outputs):
     assert f"max_new_tokens: {load_profile('demo')['max_new_tokens']} -> 8" in m3['steps']['inference']['reason']
     assert read_manifest(run/'inference')['params']['max_new_tokens'] == 8
 
+    # a training value nothing learned depends on (the evaluation cadence): the training step records it, no step
+    # after it runs again, and the next plan is all skips
+    trained_at = read_manifest(run/'train')['finished']
+    cadence = anima_run('--profile', 'demo', *FAST, '--set', 'max_new_tokens=8', '--set', 'eval_steps=3')
+    assert cadence.returncode == 0, cadence.stderr[-3000:]
+    assert {s: v['status'] for s, v in read_manifest(run)['steps'].items()} == dict(
+        data='skipped', train='complete', merge='skipped', inference='skipped', elo='skipped')
+    tm = read_manifest(run/'train')
+    assert tm['params']['eval_steps'] == 3 and tm['recorded']['changes'] == ['eval_steps: 20 -> 3']
+    assert tm['finished'] == trained_at and tm['status'] == 'complete'   # its outputs are the ones it made before
+    plan = anima_run('--profile', 'demo', *FAST, '--set', 'max_new_tokens=8', '--set', 'eval_steps=3', '--plan')
+    assert plan.returncode == 0 and plan.stdout.count(' skip ') == len(CHAIN), plan.stdout
+
     # the optional benchmarks step after the chain: lm-eval on the merged model, offline, shown in summary.md
     from anima_nb.benchmarks import has_lm_eval
     if has_lm_eval():
-        b = anima_run('--profile', 'demo', *FAST, '--set', 'max_new_tokens=8', '--steps', 'benchmarks')
+        b = anima_run('--profile', 'demo', *FAST, '--set', 'max_new_tokens=8', '--set', 'eval_steps=3',
+                      '--steps', 'benchmarks')
         assert b.returncode == 0, b.stdout[-3000:] + b.stderr[-3000:]
         assert len(list((run/'benchmarks'/'subjects').glob('*.json'))) == 4
         md = (run/'summary.md').read_text()
@@ -246,7 +260,7 @@ def test_demo_chain_end_to_end(outputs):
         assert 'controlled for answer length and position' in md
     # one line per invocation that ran, never overwritten: the command, the plan, the machine and every package
     hist = read_jsonl(run/'runs.jsonl')
-    assert len(hist) == (4 if has_lm_eval() else 3) and all(h['status'] == 'complete' for h in hist)
+    assert len(hist) == (5 if has_lm_eval() else 4) and all(h['status'] == 'complete' for h in hist)
     assert hist[0]['command'][0] == 'anima-run' and 'torch' in hist[0]['packages'] and hist[0]['runtime']['cpu']
     assert [p['action'] for p in hist[2]['plan']] == ['skip', 'skip', 'skip', 'run', 'skip']
     # every model read or written is identified: local ones by sha256, and --verify hashes them again
@@ -290,3 +304,14 @@ def test_preflight_checks_free_disk_for_the_merge(outputs, monkeypatch):
     monkeypatch.setattr(shutil, 'disk_usage', lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(ValueError, match='03_merge: Not enough disk space for the merged model'):
         prepare(gather_params(TYPES))
+
+def test_os_errors_are_one_line_exit_2(outputs, monkeypatch, capsys):
+    "A read-only file system or a full disk under the run: one line naming the file, exit status 2, no traceback."
+    import errno
+    from anima_nb import pipeline as P
+    for code, text in ((errno.EROFS, 'Read-only file system'), (errno.ENOSPC, 'No space left on device')):
+        def fail(*a, **k): raise OSError(code, text, str(outputs/'demo'/'manifest.json'))
+        monkeypatch.setattr(P, 'run_pipeline', fail)
+        assert P.main(['--profile', 'demo', '--steps', 'data']) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count('\n') == 0 and text in err and 'manifest.json' in err and 'Traceback' not in err

@@ -76,6 +76,27 @@ def test_refuses_bad_parameters(outputs):
     with pytest.raises(SystemExit): T.cli_params(['--bf16', 'maybe'])
     assert T.cli_params(['--profile', 'anima33b', '--max_steps', '5'])['max_steps'] == 5
 
+def test_anima_train_refuses_a_run_another_process_holds(outputs):
+    """One writer per run: while a process that did not start us (here, one like anima-run) holds the run, anima-train
+    says so in one line, exits 2, and writes nothing; once it lets go, the same command trains."""
+    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time\nfrom anima_nb.core import RunLock, run_dir\n'
+                               "with RunLock(run_dir('held')): print('held', flush=True); time.sleep(60)"],
+                              env={**env(), 'ANIMA_NB_OUTPUTS': str(outputs)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'held'
+        r = subprocess.run([sys.executable, '-m', 'anima_nb.train', '--run_name', 'held', *cli_args(max_steps=2)],
+                           cwd=ROOT, env={**env(), 'ANIMA_NB_OUTPUTS': str(outputs)}, capture_output=True, text=True,
+                           timeout=240)
+        assert r.returncode == 2, r.stderr[-2000:]
+        assert f'in use by process {holder.pid}' in r.stderr and 'Traceback' not in r.stderr
+        assert sorted(p.name for p in (outputs/'held').iterdir()) == ['.lock']
+    finally:
+        holder.kill(); holder.wait()
+    r = subprocess.run([sys.executable, '-m', 'anima_nb.train', '--run_name', 'held', *cli_args(max_steps=2)],
+                       cwd=ROOT, env={**env(), 'ANIMA_NB_OUTPUTS': str(outputs)}, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert read_manifest(outputs/'held'/'train')['status'] == 'complete' and not (outputs/'held'/'.lock').exists()
+
 # ---- collator --------------------------------------------------------------------------------------------------------
 RESPONSE_TAIL = '\n\n### Response: '
 
