@@ -4,18 +4,19 @@
 
 # %% ../nbs/00_core.ipynb #d50992cf
 from __future__ import annotations
-import os, sys, io, json, ast, time, hashlib, platform, subprocess, tempfile, datetime as dt, re, contextlib, reprlib, atexit
+import os, sys, io, json, ast, time, hashlib, platform, subprocess, tempfile, datetime as dt, re, contextlib, reprlib, atexit, warnings
 import importlib.metadata as importlib_metadata, shutil
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PACKAGE', 'ASSETS', 'TRACKED_PACKAGES', 'THREADS_ENV', 'ONE_THREAD_WIDTH', 'RUNTIME', 'LOCK_ENV', 'LEFTOVERS',
-           'STEP_NOTEBOOKS', 'OPTIONAL_STEPS', 'ALL_STEPS', 'RUN_ONLY_PARAMS', 'REDO_AFTER_TRAINING', 'TYPES',
-           'PROFILES_DIR', 'project_root', 'resolve_path', 'outputs_dir', 'run_dir', 'umask', 'shareable', 'share_tree',
-           'atomic_write_bytes', 'atomic_write_text', 'write_json', 'read_text', 'read_json', 'write_jsonl',
-           'append_jsonl', 'read_jsonl', 'secret_values', 'redact', 'package_versions', 'git_state', 'sha256_file',
-           'tree_sha256', 'model_record', 'file_record', 'usable_cores', 'cpu_name', 'thread_policy', 'use_threads',
-           'runtime_record', 'Manifest', 'read_manifest', 'param_changes', 'RunInUse', 'RunLock', 'run_lock',
+__all__ = ['PACKAGE', 'ASSETS', 'TRACKED_PACKAGES', 'THREADS_ENV', 'ONE_THREAD_WIDTH', 'RUNTIME', 'LOCK_ENV',
+           'LIBRARY_DEPRECATIONS', 'LEFTOVERS', 'STEP_NOTEBOOKS', 'OPTIONAL_STEPS', 'ALL_STEPS', 'RUN_ONLY_PARAMS',
+           'REDO_AFTER_TRAINING', 'TYPES', 'PROFILES_DIR', 'project_root', 'resolve_path', 'outputs_dir', 'run_dir',
+           'umask', 'shareable', 'share_tree', 'atomic_write_bytes', 'atomic_write_text', 'write_json', 'read_text',
+           'read_json', 'write_jsonl', 'append_jsonl', 'read_jsonl', 'secret_values', 'redact', 'package_versions',
+           'git_state', 'sha256_file', 'tree_sha256', 'model_record', 'file_record', 'run_root', 'portable',
+           'recorded_path', 'usable_cores', 'cpu_name', 'thread_policy', 'use_threads', 'runtime_record', 'Manifest',
+           'read_manifest', 'param_changes', 'RunInUse', 'RunLock', 'run_lock', 'quiet_library_deprecations',
            'remove_leftovers', 'step', 'notebooks_dir', 'parameters_source', 'read_parameters', 'notebook_schema',
            'step_schema', 'all_types', 'short_repr', 'check_params', 'check_row', 'write_record', 'read_record',
            'profile_names', 'load_profile', 'resolve_params', 'step_params', 'check_step_params', 'step_cli_params',
@@ -224,6 +225,28 @@ def file_record(path) -> dict:
         return {'path': str(path), 'files': [file_record(p) for p in sorted(path.rglob('*')) if p.is_file()]}
     return {'path': str(path), 'bytes': path.stat().st_size, 'sha256': sha256_file(path)}
 
+def run_root(folder) -> Path|None:
+    "The run folder (`outputs/<run>`) that `folder` is in, or None outside `outputs/`."
+    d, out = Path(folder).resolve(), outputs_dir()
+    try: rel = d.relative_to(out)
+    except ValueError: return None
+    return out/rel.parts[0] if rel.parts else None
+
+def portable(path, # a file or folder a record names
+             root=None) -> str: # the run folder the record belongs to
+    "How a record names `path`: `pkg:NAME` for a shipped asset, relative to the run folder under `outputs/`, else as it is."
+    p = Path(str(path))
+    if not p.is_absolute(): return str(path)                        # a hub id, a `pkg:` name, a relative path
+    with contextlib.suppress(ValueError): return 'pkg:' + p.resolve().relative_to(ASSETS.resolve()).as_posix()
+    if root is not None and run_root(p) is not None:
+        return Path(os.path.relpath(p.resolve(), Path(root).resolve())).as_posix()
+    return str(p)
+
+def recorded_path(name:str, # a path as a record holds it (`portable`)
+                  root) -> Path: # the run folder of the record
+    "The file or folder a record names, found again: `pkg:` assets, paths relative to the run folder, absolute paths."
+    return resolve_path(name) if name.startswith('pkg:') else resolve_path(name, root)
+
 # %% ../nbs/00_core.ipynb #7e4d50d1
 THREADS_ENV = 'ANIMA_NB_THREADS'
 ONE_THREAD_WIDTH = 1024   # widest hidden size that steps faster on one thread (tests/bench/bench_threads.py)
@@ -279,15 +302,21 @@ class Manifest:
                  params:dict, # the parameters it runs with
                  inputs=()): # files it reads: recorded with their sha256
         self.path = Path(step_dir)/'manifest.json'
+        self.root = run_root(step_dir)                         # records name the run's files relative to it
         self.data = dict(step=step, status='running', params=dict(params), started=_now(), finished=None,
                          versions=package_versions(), git=git_state(), host=platform.node(),
                          inputs=[], outputs=[], summary={})
         for p in inputs: self.add_input(p)
         self.save()
 
-    def add_input(self, path): self.data['inputs'].append(file_record(path)); return self
-    def add_model(self, *records): self.data.setdefault('models', []).extend(records); return self
-    def add_output(self, *paths): self.data['outputs'] += [str(p) for p in paths]; return self
+    def _portable(self, rec:dict) -> dict:
+        return {**rec, 'path': portable(rec['path'], self.root),
+                **({'files': [self._portable(f) for f in rec['files']]} if 'files' in rec else {})}
+    def add_input(self, path): self.data['inputs'].append(self._portable(file_record(path))); return self
+    def add_model(self, *records):
+        self.data.setdefault('models', []).extend({**r, 'model': portable(r['model'], self.root)} for r in records)
+        return self
+    def add_output(self, *paths): self.data['outputs'] += [portable(p, self.root) for p in paths]; return self
     def record(self, **summary): self.data['summary'].update(summary); return self
     def save(self): self.data['runtime'] = runtime_record(); write_json(self.path, redact(self.data)); return self
 
@@ -368,6 +397,16 @@ def run_lock(run_name:str, # the run
              main:bool=True): # False on the other processes of a multi-process run: they hold nothing
     "The run folder's `RunLock`, for an entry point that plans before its step starts (training, DPO)."
     return RunLock(run_dir(run_name)) if main else contextlib.nullcontext()
+
+# %% ../nbs/00_core.ipynb #c0c0b008
+LIBRARY_DEPRECATIONS = r'`(is_)?gradient_checkpointing\w*` is deprecated'
+
+@contextlib.contextmanager
+def quiet_library_deprecations():
+    "Ignore transformers' FutureWarnings about the old checkpointing names while a pinned library (peft, TRL) uses them."
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message=LIBRARY_DEPRECATIONS, category=FutureWarning)
+        yield
 
 # %% ../nbs/00_core.ipynb #a7c10002
 LEFTOVERS = ('.*.tmp', '.*.partial.ipynb', '.model.*')     # atomic writes, executed notebooks and merged models in progress
@@ -675,6 +714,19 @@ def exported_notebook(path:Path) -> bool: # a notebook path
     if nbs not in path.parents: return False
     return not any(part.startswith(('_', '.')) for part in path.relative_to(nbs).parts)
 
+_REMOVER = '''import os, sys, time, pathlib
+pid, path, deadline = int(sys.argv[1]), pathlib.Path(sys.argv[2]), time.time() + 3600
+while time.time() < deadline:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: break
+    time.sleep(0.1)
+path.unlink(missing_ok=True)'''
+
+def _remove_when_gone(pid:int, path:Path):
+    "Remove `path` once process `pid` has exited, from a process of its own that outlives this kernel."
+    subprocess.Popen([sys.executable, '-c', _REMOVER, str(pid), str(path)], start_new_session=True,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
 def refuse_copy_in_nbs(where='this notebook'): # names the notebook in the message
     "Stop a `papermill` run that would write its executed copy where `nbdev_export` exports it."
     out = papermill_output()
@@ -685,8 +737,7 @@ def refuse_copy_in_nbs(where='this notebook'): # names the notebook in the messa
            f"outputs/{name}.ipynb` from the project root, or give it a name starting with '_'.")
     out.unlink(missing_ok=True)
     print(msg, file=sys.__stderr__, flush=True)
-    import signal
-    os.kill(os.getppid(), signal.SIGTERM)       # papermill would write the copy again when the cell ends
+    _remove_when_gone(os.getppid(), out)         # papermill writes the copy once more as it reports the error
     raise RuntimeError(msg)
 
 # %% ../nbs/00_core.ipynb #b98a32c3

@@ -241,15 +241,20 @@ def pairs_dataset(dataset:str, # local file, 'pkg:NAME' or a hub dataset id
     return ds
 
 # %% ../nbs/01_data.ipynb #28485bf8
+_SP_NORMALIZER = {'type': 'Sequence', 'normalizers': [{'type': 'Prepend', 'prepend': '▁'},
+                                                      {'type': 'Replace', 'pattern': {'String': ' '}, 'content': '▁'}]}
+
 def _line_tokenizers(tokenizer):
     "The backend tokenizer for first lines and a copy that prepends nothing, or None when lines can't be counted apart."
     bt = getattr(tokenizer, 'backend_tokenizer', None)
-    if bt is None or bt.normalizer is not None or any('\n' in t for t in bt.get_vocab()): return None
-    pt = bt.pre_tokenizer
-    if type(pt).__name__ != 'Metaspace' or pt.split: return None
-    from tokenizers import Tokenizer, pre_tokenizers
-    rest = Tokenizer.from_str(bt.to_str())
-    rest.pre_tokenizer = pre_tokenizers.Metaspace(replacement=pt.replacement, prepend_scheme='never', split=False)
+    if bt is None or any('\n' in t for t in bt.get_vocab()): return None
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers
+    pt, rest = bt.pre_tokenizer, Tokenizer.from_str(bt.to_str())
+    if bt.normalizer is None and type(pt).__name__ == 'Metaspace' and not pt.split:     # transformers' LLaMA layout
+        rest.pre_tokenizer = pre_tokenizers.Metaspace(replacement=pt.replacement, prepend_scheme='never', split=False)
+    elif pt is None and json.loads(bt.to_str()).get('normalizer') == _SP_NORMALIZER:  # SentencePiece's (01a_models)
+        rest.normalizer = normalizers.Replace(' ', '▁')
+    else: return None
     return bt, rest
 
 def _batch_lengths(bt, texts, batch_size):

@@ -13,12 +13,12 @@ from .judge import BaseJudge, judge_messages, parse_score_fastchat, make_judge, 
 from .ratings import battle_row, two_player_table
 
 # %% auto #0
-__all__ = ['PREF_FORMATS', 'PAIR_SCHEMA', 'REFERENCES', 'GB', 'CURVES', 'RUN_ONLY', 'DPO_OUTPUTS', 'split_dialogues',
-           'check_pair', 'to_pair', 'read_preferences', 'load_references', 'run_pairs', 'training_rows', 'split_pairs',
-           'sequence_logps', 'dpo_loss', 'policy_path', 'load_policy_base', 'dpo_lora', 'dpo_args', 'DPOLog',
-           'make_trainer', 'dpo_arch', 'dpo_counts', 'dpo_memory', 'estimate', 'generate_like', 'bigram_f1',
-           'OverlapJudge', 'play_pair', 'plot_dpo', 'curve_ends', 'dpo_plan', 'problems', 'input_problems',
-           'preference_pairs', 'judge_for', 'before_after', 'run_dpo', 'cli_params', 'main']
+__all__ = ['PREF_FORMATS', 'PAIR_SCHEMA', 'HELD_OUT', 'REFERENCES', 'GB', 'CURVES', 'RUN_ONLY', 'DPO_OUTPUTS', 'split_dialogues',
+           'check_pair', 'identical', 'to_pair', 'read_preferences', 'load_references', 'run_pairs', 'training_rows',
+           'split_pairs', 'sequence_logps', 'dpo_loss', 'policy_path', 'load_policy_base', 'dpo_lora', 'dpo_args',
+           'DPOLog', 'length_grouped', 'make_trainer', 'dpo_arch', 'dpo_counts', 'dpo_memory', 'estimate',
+           'generate_like', 'bigram_f1', 'OverlapJudge', 'play_pair', 'plot_dpo', 'curve_ends', 'dpo_plan', 'problems',
+           'input_problems', 'preference_pairs', 'judge_for', 'before_after', 'run_dpo', 'cli_params', 'main']
 
 # %% ../nbs/07_dpo.ipynb #a6caef3f
 PREF_FORMATS = ('hh-rlhf', 'triples')
@@ -38,21 +38,25 @@ def split_dialogues(chosen:str, # the chosen dialogue, ending on the chosen resp
 def check_pair(pair:dict, # `{prompt, chosen, rejected}`
                where:str, # names the row in the errors
                blank_is_empty:bool=True) -> dict: # a side of spaces and newlines only counts as empty
-    "Refuse a pair with an empty side or the same chosen and rejected text."
+    "Refuse a pair with an empty side (a pair with the same text on both sides is kept, as upstream keeps it)."
     check_row(pair, PAIR_SCHEMA, where)
     empty = [k for k in ('chosen', 'rejected') if not (pair[k].strip() if blank_is_empty else pair[k])]
     if empty: raise ValueError(f"{where}: empty {' and '.join(empty)} response")
-    if pair['chosen'].strip() == pair['rejected'].strip():
-        raise ValueError(f"{where}: chosen and rejected are the same text")
     return pair
+
+def identical(pair:dict) -> bool:
+    "Chosen and rejected are the same text: a pair that teaches nothing (counted, not refused)."
+    return pair['chosen'].strip() == pair['rejected'].strip()
 
 def to_pair(row:dict, # one row of a preference file
             fmt:str, # one of `PREF_FORMATS`
-            where:str='row') -> dict: # names the row in the errors
+            where:str='row', # names the row in the errors
+            parse:bool=True) -> dict: # split hh-rlhf dialogues at the last shared turn (False: the whole texts)
     "One checked `{prompt, chosen, rejected}` pair from a row in format `fmt`."
     if fmt == 'triples': return check_pair({k: check_row(row, PAIR_SCHEMA, where)[k] for k in PAIR_SCHEMA}, where)
     if fmt != 'hh-rlhf': raise ValueError(f"dpo_data_format must be one of {PREF_FORMATS}, got {fmt!r}")
     check_row(row, {'chosen': str, 'rejected': str}, where)
+    if not parse: return check_pair(dict(prompt='', chosen=row['chosen'], rejected=row['rejected']), where)
     try: pair = split_dialogues(row['chosen'], row['rejected'])
     except ValueError as e: raise ValueError(f"{where}: {e}") from None
     return check_pair(pair, where)
@@ -74,19 +78,29 @@ def _numbered_rows(path:Path) -> list:
 def _looks_local(spec:str) -> bool:
     return str(spec).startswith(('pkg:', '.', '/', '~')) or Path(str(spec)).suffix in ('.json', '.jsonl')
 
+HELD_OUT = ('eval', 'test')                  # upstream's order of preference for the held-out split (qlora_dpo.py 613-616)
+
+def _hub_rows(spec:str) -> list:
+    "`(where, row, split)` of a hub data set: its `train` split, and its `eval` (else `test`) split as `test`."
+    from datasets import load_dataset
+    splits = load_dataset(spec)
+    held = next((s for s in HELD_OUT if s in splits), None)
+    return [(f'{spec}, {s} row {i}', r, 'train' if s == 'train' else 'test')
+            for s in ('train', held) if s for i, r in enumerate(splits[s], 1)]
+
 def read_preferences(spec:str, # a .jsonl/.json file, 'pkg:NAME', or a hub data set id
-                     fmt:str='hh-rlhf' # one of `PREF_FORMATS`
+                     fmt:str='hh-rlhf', # one of `PREF_FORMATS`
+                     parse:bool=True # split hh-rlhf dialogues into prompt and responses (False: score them whole)
                     ) -> list:
-    "Checked `{prompt, chosen, rejected}` pairs of a preference file or hub data set."
+    "Checked `{prompt, chosen, rejected, split}` pairs of a preference file or hub data set (`split`: train or test)."
     if _looks_local(spec):
         path = resolve_path(spec)
         if not path.exists(): raise FileNotFoundError(f"dpo_data: {path} does not exist")
-        rows = _numbered_rows(path)
-    else:
-        from datasets import load_dataset
-        rows = [(f'{spec}, row {i}', r) for i, r in enumerate(load_dataset(spec, split='train'), 1)]
+        rows = [(w, r, 'test' if isinstance(r, dict) and r.get('split') in HELD_OUT else 'train')
+                for w, r in _numbered_rows(path)]
+    else: rows = _hub_rows(spec)
     if not rows: raise ValueError(f"dpo_data: {spec} holds no rows")
-    return [to_pair(r, fmt, where) for where, r in rows]
+    return [{**to_pair(r, fmt, where, parse), 'split': split} for where, r, split in rows]
 
 # %% ../nbs/07_dpo.ipynb #453ebe68
 def load_references(spec:str) -> dict:
@@ -121,15 +135,21 @@ def run_pairs(run_name:str, # the run whose `inference/answers.jsonl` gives the 
 # %% ../nbs/07_dpo.ipynb #9cc9bf5a
 def training_rows(pairs:list, # `{prompt, chosen, rejected}` pairs
                   train_on_source:bool=False) -> list: # score the prompt tokens too
-    "The rows TRL is given: the pairs, or with `train_on_source` an empty prompt and the whole dialogues."
-    if not train_on_source: return [{k: p[k] for k in PAIR_SCHEMA} for p in pairs]
-    return [dict(prompt='', chosen=p['prompt'] + p['chosen'], rejected=p['prompt'] + p['rejected']) for p in pairs]
+    "The rows TRL is given, each with its `length`: the pairs, or with `train_on_source` an empty prompt and the whole dialogues."
+    rows = ([{k: p[k] for k in PAIR_SCHEMA} for p in pairs] if not train_on_source else
+            [dict(prompt='', chosen=p['prompt'] + p['chosen'], rejected=p['prompt'] + p['rejected']) for p in pairs])
+    return [{**r, 'length': 2 * len(r['prompt']) + len(r['chosen']) + len(r['rejected'])} for r in rows]
 
 def split_pairs(rows:list, # the training rows
-                eval_fraction:float, # share held out (0: none)
-                seed:int=42): # seed of the draw
+                eval_fraction:float, # share held out (0: none), when `held` marks none
+                seed:int=42, # seed of the draw
+                held=None): # one flag per row: the data's own test split (used as it is when any is set)
     "Training and held-out `datasets.Dataset`s; at least one pair is held out when `eval_fraction` > 0."
     from datasets import Dataset
+    if held is not None and any(held):
+        train = [r for r, h in zip(rows, held) if not h]
+        if not train: raise ValueError("dpo_data has a test split and no training rows")
+        return Dataset.from_list(train), Dataset.from_list([r for r, h in zip(rows, held) if h])
     ds = Dataset.from_list(rows)
     if not eval_fraction: return ds, None
     n = max(1, round(eval_fraction * len(ds)))
@@ -173,8 +193,9 @@ def load_policy_base(path:str, # the base model's folder or hub id
     model = load_base_model(path, params)
     model.config.use_cache = False
     if params['bits'] in (4, 8):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=params['gradient_checkpointing'],
-                                                gradient_checkpointing_kwargs={'use_reentrant': False})
+        with quiet_library_deprecations():
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=params['gradient_checkpointing'],
+                                                    gradient_checkpointing_kwargs={'use_reentrant': False})
     return model
 
 def dpo_lora(model, # the base model
@@ -197,10 +218,12 @@ def dpo_args(params:dict, # the step's parameters
         gradient_accumulation_steps=params['dpo_gradient_accumulation_steps'], max_steps=params['dpo_max_steps'],
         lr_scheduler_type=params['lr_scheduler_type'], warmup_steps=float(params['warmup_ratio']),
         max_grad_norm=params['max_grad_norm'], weight_decay=params['weight_decay'], optim=params['optim'],
-        bf16=params['bf16'], gradient_checkpointing=params['gradient_checkpointing'],
-        gradient_checkpointing_kwargs={'use_reentrant': False}, eval_strategy='steps' if eval_on else 'no',
+        bf16=params['bf16'], activation_checkpointing=params['gradient_checkpointing'],
+        activation_checkpointing_kwargs={'use_reentrant': False}, eval_strategy='steps' if eval_on else 'no',
         eval_steps=params['dpo_eval_steps'], save_strategy='steps', save_steps=params['dpo_save_steps'],
         save_total_limit=params['dpo_save_total_limit'], logging_steps=1, seed=params['seed'],
+        train_sampling_strategy='group_by_length' if params['dpo_group_by_length'] else 'random',
+        length_column_name='length',
         data_seed=params['seed'], report_to='none', run_name=params['run_name'], dataloader_num_workers=0,
         disable_tqdm=True, use_cpu=not torch.cuda.is_available())
 
@@ -217,6 +240,14 @@ class DPOLog(TrainerCallback):
             ck = share_tree(Path(args.output_dir)/f'checkpoint-{state.global_step}')     # safetensors wrote it 0600
             write_json(ck/MARK, {'step': state.global_step})
 
+def length_grouped(trainer_class):
+    "`trainer_class` (TRL's `DPOTrainer`) handing the rows' `length` on to the length-grouped sampler: TRL keeps only the token ids."
+    class LengthGrouped(trainer_class):
+        def _set_signature_columns_if_needed(self):
+            super()._set_signature_columns_if_needed()
+            if 'length' not in self._signature_columns: self._signature_columns = [*self._signature_columns, 'length']
+    return LengthGrouped
+
 def make_trainer(params:dict, # the step's parameters
                  train_ds, # training rows (`datasets.Dataset`)
                  eval_ds=None, # held-out rows, or None
@@ -231,9 +262,11 @@ def make_trainer(params:dict, # the step's parameters
     ref = None
     if params['dpo_reference'] == 'model':
         ref = load_base_model(resolve_model(params['dpo_reference_model'] or path), params).eval()
-    trainer = DPOTrainer(model=model, ref_model=ref, args=dpo_args(params, out/'checkpoints', eval_ds is not None),
-                         train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tok,
-                         peft_config=dpo_lora(model, params), callbacks=[DPOLog(out)])
+    trainer_class = length_grouped(DPOTrainer) if params['dpo_group_by_length'] else DPOTrainer
+    with quiet_library_deprecations():          # TRL 1.16 still asks for the old checkpointing names
+        trainer = trainer_class(model=model, ref_model=ref, args=dpo_args(params, out/'checkpoints', eval_ds is not None),
+                                train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tok,
+                                peft_config=dpo_lora(model, params), callbacks=[DPOLog(out)])
     if not params['bf16']:                          # TRL made the LoRA weights bfloat16; upstream kept them in fp32
         for p in trainer.model.parameters():
             if p.requires_grad: p.data = p.data.float()
@@ -442,7 +475,7 @@ DPO_OUTPUTS = ('pairs.jsonl', 'metrics.jsonl', 'adapter', 'dpo.png', 'answers.js
 def preference_pairs(params:dict) -> list:
     "The step's pairs: built from the run (`dpo_data='run'`) or read from `dpo_data`."
     if params['dpo_data'] == 'run': return run_pairs(params['run_name'], params['dpo_questions'])
-    return read_preferences(params['dpo_data'], params['dpo_data_format'])
+    return read_preferences(params['dpo_data'], params['dpo_data_format'], parse=not params['dpo_train_on_source'])
 
 def _prepare_dir(out:Path, plan:dict):
     "The checkpoint to resume from (metrics trimmed to it), or a folder cleared for a fresh start."
@@ -491,8 +524,9 @@ def _train(params:dict, out:Path, plan:dict) -> dict:
     start = _prepare_dir(out, plan)
     pairs = preference_pairs(params)
     write_jsonl(out/'pairs.jsonl', pairs)
+    held = [p.get('split') == 'test' for p in pairs]
     train_ds, eval_ds = split_pairs(training_rows(pairs, params['dpo_train_on_source']), params['dpo_eval_fraction'],
-                                    params['seed'])
+                                    params['seed'], held)
     trainer = make_trainer(params, train_ds, eval_ds, out)
     t0 = time.time()
     train_from(trainer, start, params['dpo_max_steps'])     # killed after its last checkpoint: no step more
@@ -505,8 +539,9 @@ def _train(params:dict, out:Path, plan:dict) -> dict:
     prepost = before_after(params, trainer.model.eval(), tok, out)
     answered = len(read_answers(answers_path(params['run_name']))) if params['dpo_data'] == 'run' else len(pairs)
     return dict(policy=policy_path(params), reference=params['dpo_reference'], pairs=len(pairs),
-                left_out_empty=answered - len(pairs),
+                left_out_empty=answered - len(pairs), identical_pairs=sum(map(identical, pairs)),
                 train_pairs=len(train_ds), eval_pairs=len(eval_ds) if eval_ds is not None else 0,
+                eval_from='the test split' if any(held) else 'dpo_eval_fraction',
                 steps=trainer.state.global_step, resumed_from=start.name if start else None,
                 curves=curve_ends(rows), final_eval={k: v for k, v in (evals[-1] if evals else {}).items()
                                                      if k.startswith('eval_')},

@@ -8,7 +8,7 @@ import os, sys, json, time, shutil, subprocess, tarfile, tempfile
 from pathlib import Path
 from .core import *
 from .data import ALPACA_PROMPT_DICT, ANSWER_SCHEMA, alpaca_prompt, load_questions, read_answers, answers_path
-from .models import merged_record, recorded_model
+from .models import merged_record, recorded_model, load_tokenizer
 
 # %% auto #0
 __all__ = ['GGUF_TYPES', 'CONVERTER_FILES', 'SAME_MODEL_R', 'EXPORT_OUTPUTS', 'gguf_types', 'gguf_bytes', 'disk_needed',
@@ -182,7 +182,7 @@ def greedy_hf(model, # a transformers causal LM
             step = penalize(out.logits[0, -1].float().cpu().numpy(), ids + toks, penalty)
             t = int(step.argmax()); toks.append(t); logits.append(step)
             if t == eos: break
-            out = model(torch.tensor([[t]], device=model.device), past_key_values=out.past_key_values, use_cache=True)
+            out = model(torch.tensor([[t]], device=model.device), cache=out.cache, use_cache=True)
     return toks, logits
 
 def greedy_gguf(llm, # a `llama_cpp.Llama` made with `logits_all=True`
@@ -241,8 +241,8 @@ def parity_report(model_dir:Path, # the merged model
                   dtype:str='float32') -> dict: # the merged model's dtype (`merge_dtype`)
     "Per type: each prompt's comparison, and counts of identical, near-tie and unexplained divergences."
     import torch, llama_cpp
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    from transformers import AutoModelForCausalLM
+    tok = load_tokenizer(model_dir)                         # SentencePiece's ids, as inference
     gpu = dict(device_map='auto') if torch.cuda.is_available() else {}
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype), **gpu).eval()
     prompts, n = parity_prompts(params, tok), params['gguf_parity_tokens']
@@ -292,8 +292,7 @@ def gguf_answer_file(params:dict, # the step's parameters
                      model_dir:Path) -> dict: # the merged model (its tokenizer)
     "Write `answers-<kind>.jsonl`; how many answers equal the transformers ones."
     import llama_cpp
-    from transformers import AutoTokenizer
-    rows, tok = read_answers(answers_path(params['run_name'])), AutoTokenizer.from_pretrained(model_dir)
+    rows, tok = read_answers(answers_path(params['run_name'])), load_tokenizer(model_dir)
     n_ctx = max(len(tok(r['prompt'])['input_ids']) + r['settings']['max_new_tokens'] for r in rows) + 8
     llm = llama_cpp.Llama(str(path), n_ctx=n_ctx, logits_all=True, verbose=False, n_threads=usable_cores(), seed=0)
     try: new = answer_like(llm, tok, rows, f"{params['run_name']}-{kind}")

@@ -16,8 +16,8 @@ logging.getLogger('bitsandbytes.backends.cpu.ops').setLevel(logging.ERROR)
 # %% auto #0
 __all__ = ['DEMO_MODEL', 'TINY_LLAMA', 'DEMO_EVAL_ROWS', 'DEMO_PRETRAIN', 'LAYOUTS', 'FLOAT_DTYPES', 'MARK',
            'train_demo_tokenizer', 'demo_pretraining_texts', 'pretrain_demo_base', 'build_demo_model', 'demo_model_dir',
-           'model_width', 'resolve_model', 'load_tokenizer', 'compute_dtype', 'layout_of', 'quant_storage',
-           'bnb_config', 'max_memory', 'grow_embeddings', 'no_cpu_repack', 'has_flex_attention',
+           'model_width', 'resolve_model', 'sentencepiece_spaces', 'load_tokenizer', 'compute_dtype', 'layout_of',
+           'quant_storage', 'bnb_config', 'max_memory', 'grow_embeddings', 'no_cpu_repack', 'has_flex_attention',
            'attention_implementation', 'load_base_model', 'load_full_base', 'lora_targets', 'lora_config', 'add_lora',
            'save_adapter', 'train_record', 'base_of', 'demo_adapter', 'saved_embedding_rows', 'load_adapter_model',
            'merged_record', 'recorded_model', 'complete_checkpoints', 'newest_checkpoint', 'train_from',
@@ -180,13 +180,25 @@ def resolve_model(name:str, # a hub id, a local folder, or the demo model
     return str(dest)
 
 
+# %% ../nbs/01a_models.ipynb #a7c20015
+def sentencepiece_spaces(tok): # a transformers tokenizer
+    "Make a `Metaspace` (LLaMA-style) tokenizer prepend `▁` to every text, as SentencePiece does; others are returned as they are."
+    from tokenizers import normalizers, pre_tokenizers
+    backend = getattr(tok, '_tokenizer', None) or getattr(tok, 'backend_tokenizer', None)
+    pre = getattr(backend, 'pre_tokenizer', None)
+    if not isinstance(pre, pre_tokenizers.Metaspace) or pre.prepend_scheme == 'never' or backend.normalizer is not None:
+        return tok
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend('▁'), normalizers.Replace(' ', '▁')])
+    backend.pre_tokenizer = None
+    return tok
+
 # %% ../nbs/01a_models.ipynb #020e0866
 def load_tokenizer(model_name_or_path:str, # hub id, local folder or the demo model
                    pad_token:str='unk', # 'unk' (reuse `<unk>`) or '[PAD]' (add a token), when it has none
                    padding_side='right'): # 'left' for batched generation
-    "The tokenizer of `model_name_or_path` (resolved) with a pad token: `'unk'` reuses `<unk>`, `'[PAD]'` adds a token."
+    "The tokenizer of `model_name_or_path` (resolved), SentencePiece's ids, a pad token: `'unk'` reuses `<unk>`, `'[PAD]'` adds one."
     from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(resolve_model(model_name_or_path))
+    tok = sentencepiece_spaces(AutoTokenizer.from_pretrained(resolve_model(model_name_or_path)))   # upstream's ids
     tok.padding_side = padding_side
     if tok.pad_token is None:
         if pad_token == 'unk': tok.pad_token = tok.unk_token
@@ -333,16 +345,17 @@ def add_lora(model, # the (quantized) base model
     if prepare and kbit and layout_of(params) == 'fsdp':    # as peft's preparation, without its upcast to fp32:
         model.requires_grad_(False)                         # FSDP shards units whose weights share one dtype
         if params['gradient_checkpointing']:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={'use_reentrant': False})
         model.enable_input_require_grads()
     elif prepare and kbit:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=params['gradient_checkpointing'],
-                                                gradient_checkpointing_kwargs={'use_reentrant': False})
+        with quiet_library_deprecations():                  # peft 0.21 calls transformers' old checkpointing names
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=params['gradient_checkpointing'],
+                                                    gradient_checkpointing_kwargs={'use_reentrant': False})
     elif prepare and params['gradient_checkpointing']:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={'use_reentrant': False})
         model.enable_input_require_grads()
     set_seed(params['seed'])
-    model = get_peft_model(model, lora_config(model, params))
+    with quiet_library_deprecations(): model = get_peft_model(model, lora_config(model, params))
     if params['bf16']:                        # as qlora.py: with --bf16 the LoRA layers are cast to bfloat16 too
         import torch
         for name, weight in model.named_parameters():

@@ -208,7 +208,7 @@ def meta_model(cfg, # the model's config
     from transformers import AutoModelForCausalLM
     from peft import get_peft_model
     with torch.device('meta'): model = AutoModelForCausalLM.from_config(cfg)
-    with torch.device('meta'): return get_peft_model(model, lora_config(model, params))   # LoRA weights on meta too
+    with torch.device('meta'), quiet_library_deprecations(): return get_peft_model(model, lora_config(model, params))   # LoRA weights on meta too
 
 def param_counts(peft_model) -> dict:
     "Total base parameters, of which quantizable (decoder linear layers) and others; trainable LoRA parameters."

@@ -84,8 +84,7 @@ def test_demo_margins_and_accuracy_rise(run):
 def test_bad_rows_name_file_and_line(tmp_path):
     f = tmp_path/'prefs.jsonl'
     good = dict(prompt='问：', chosen='好的回答', rejected='坏的回答')
-    cases = [(dict(good, rejected='好的回答'), 'line 2: chosen and rejected are the same text'),
-             (dict(good, chosen='  '), 'line 2: empty chosen response'),
+    cases = [(dict(good, chosen='  '), 'line 2: empty chosen response'),
              ({k: good[k] for k in ('prompt', 'chosen')}, "line 2: missing field(s) ['rejected']"),
              ('{"prompt": ', 'line 2: not valid JSON')]
     for row, msg in cases:
@@ -93,7 +92,7 @@ def test_bad_rows_name_file_and_line(tmp_path):
         with pytest.raises(ValueError, match=re.escape(msg)): D.read_preferences(f, "triples")
         assert str(f) in str(pytest.raises(ValueError, D.read_preferences, f, 'triples').value)
     f.write_text(json.dumps(dict(chosen='\n\nHuman: 嗨\n\nAssistant: 你好', rejected='\n\nHuman: 嗨\n\nAssistant: 你好')))
-    with pytest.raises(ValueError, match='line 1: chosen and rejected are the same text'): D.read_preferences(f)
+    assert [D.identical(p) for p in D.read_preferences(f)] == [True]          # kept, as upstream keeps it
 
 def test_pairs_from_the_run(run, tmp_path):
     pairs = D.run_pairs(run, 'pkg:sample_questions_reference.json')
@@ -191,3 +190,28 @@ def test_live_judge_goes_where_told_stops_at_its_caps_and_pays_once(run, monkeyp
     assert again == s                                                     # complete: nothing sent, nothing trained
     rec = D.run_dpo(params(run, dpo_judge='openai', judge_base_url=server.url, dpo_eval_steps=2))
     assert rec == s and read_manifest(d)['params']['dpo_eval_steps'] == 2  # run-only: recorded, not run again
+
+def test_preference_file_as_upstream_reads_it(run, tmp_path):
+    """Upstream's reading of a preference file: its test split is the held-out set, a pair with the same text on both
+    sides is kept and counted, a dialogue scored whole needs no `Assistant:` turn, and batches are grouped by length."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+    rows = [dict(chosen=f'\n\nHuman: 问题{i}\n\nAssistant: ' + '好' * (i + 1), rejected=f'\n\nHuman: 问题{i}\n\nAssistant: 坏')
+            for i in range(10)]
+    rows.append(dict(chosen='一段没有对话轮次的文字', rejected='另一段文字'))               # no turn: fine when scored whole
+    rows.append(dict(chosen='\n\nHuman: 嗨\n\nAssistant: 你好', rejected='\n\nHuman: 嗨\n\nAssistant: 你好'))   # identical
+    rows += [dict(r, split='test') for r in rows[:3]]
+    f = tmp_path/'prefs.jsonl'
+    f.write_text(''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in rows), encoding='utf-8')
+    p = step_params('dpo', run_name='prefs', **{**TINY, 'dpo_data': str(f), 'dpo_train_on_source': True,
+                                               'dpo_max_steps': 2, 'dpo_save_steps': 2, 'dpo_eval_steps': 2})
+    s = D.run_dpo(p)
+    assert (s['pairs'], s['train_pairs'], s['eval_pairs'], s['eval_from']) == (15, 12, 3, 'the test split')
+    assert s['identical_pairs'] == 1 and s['steps'] == 2
+    pairs = read_jsonl(run_dir('prefs', 'dpo')/'pairs.jsonl')
+    assert pairs[0]['prompt'] == '' and pairs[0]['chosen'] == rows[0]['chosen']        # the whole dialogue, unsplit
+    with pytest.raises(ValueError, match='share no prompt'):                           # split when the prompt is not scored
+        D.read_preferences(f, 'hh-rlhf', parse=True)
+    held = [q['split'] == 'test' for q in pairs]
+    tr = D.make_trainer(p, *D.split_pairs(D.training_rows(pairs, True), 0.1, 42, held))
+    assert isinstance(tr._get_train_sampler(), LengthGroupedSampler)
+    assert tr.train_dataset['length'][0] == len(rows[0]['chosen']) + len(rows[0]['rejected'])
