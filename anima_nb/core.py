@@ -11,17 +11,17 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['PACKAGE', 'ASSETS', 'TRACKED_PACKAGES', 'THREADS_ENV', 'ONE_THREAD_WIDTH', 'RUNTIME', 'LOCK_ENV',
            'LIBRARY_DEPRECATIONS', 'LEFTOVERS', 'STEP_NOTEBOOKS', 'OPTIONAL_STEPS', 'ALL_STEPS', 'RUN_ONLY_PARAMS',
-           'REDO_AFTER_TRAINING', 'TYPES', 'PROFILES_DIR', 'project_root', 'resolve_path', 'outputs_dir', 'run_dir',
-           'umask', 'shareable', 'share_tree', 'atomic_write_bytes', 'atomic_write_text', 'write_json', 'read_text',
-           'read_json', 'write_jsonl', 'append_jsonl', 'read_jsonl', 'secret_values', 'redact', 'package_versions',
-           'git_state', 'sha256_file', 'tree_sha256', 'model_record', 'file_record', 'run_root', 'portable',
-           'recorded_path', 'usable_cores', 'cpu_name', 'thread_policy', 'use_threads', 'runtime_record', 'Manifest',
-           'read_manifest', 'param_changes', 'RunInUse', 'RunLock', 'run_lock', 'quiet_library_deprecations',
-           'remove_leftovers', 'step', 'notebooks_dir', 'parameters_source', 'read_parameters', 'notebook_schema',
-           'step_schema', 'all_types', 'short_repr', 'check_params', 'check_row', 'write_record', 'read_record',
-           'profile_names', 'load_profile', 'resolve_params', 'step_params', 'check_step_params', 'step_cli_params',
-           'value_problems', 'refuse', 'papermill_output', 'exported_notebook', 'refuse_copy_in_nbs', 'injected_names',
-           'scratch_outputs', 'notebook_params']
+           'REDO_AFTER_TRAINING', 'TYPES', 'ACTIONS', 'PROFILES_DIR', 'project_root', 'resolve_path', 'outputs_dir',
+           'run_dir', 'umask', 'shareable', 'share_tree', 'atomic_write_bytes', 'atomic_write_text', 'write_json',
+           'read_text', 'read_json', 'write_jsonl', 'append_jsonl', 'read_jsonl', 'secret_values', 'redact',
+           'package_versions', 'git_state', 'sha256_file', 'tree_sha256', 'model_record', 'file_record', 'run_root',
+           'portable', 'recorded_path', 'size_text', 'usable_cores', 'cpu_name', 'gpu_names', 'thread_policy',
+           'use_threads', 'runtime_record', 'Manifest', 'read_manifest', 'param_changes', 'RunInUse', 'RunLock',
+           'run_lock', 'quiet_library_deprecations', 'remove_leftovers', 'step', 'notebooks_dir', 'parameters_source',
+           'read_parameters', 'notebook_schema', 'step_schema', 'all_types', 'short_repr', 'check_params', 'check_row',
+           'write_record', 'read_record', 'profile_names', 'load_profile', 'resolve_params', 'step_params',
+           'check_step_params', 'step_cli_params', 'value_problems', 'refuse', 'papermill_output', 'exported_notebook',
+           'refuse_copy_in_nbs', 'injected_names', 'scratch_outputs', 'notebook_params', 'restart_switch']
 
 # %% ../nbs/00_core.ipynb #1e9dfed4
 def project_root(start=None) -> Path:
@@ -247,6 +247,10 @@ def recorded_path(name:str, # a path as a record holds it (`portable`)
     "The file or folder a record names, found again: `pkg:` assets, paths relative to the run folder, absolute paths."
     return resolve_path(name) if name.startswith('pkg:') else resolve_path(name, root)
 
+def size_text(n:int) -> str:
+    "Bytes for a message: GB with two decimals from 0.1 GB up, else MB (a demo model is not '0.00 GB')."
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
 # %% ../nbs/00_core.ipynb #7e4d50d1
 THREADS_ENV = 'ANIMA_NB_THREADS'
 ONE_THREAD_WIDTH = 1024   # widest hidden size that steps faster on one thread (tests/bench/bench_threads.py)
@@ -260,6 +264,20 @@ def cpu_name() -> str:
     "The processor's model name, as the operating system reports it."
     try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
     except (OSError, StopIteration): return platform.processor() or platform.machine()
+
+_GPUS = []
+def gpu_names() -> list:
+    "The GPUs this process sees, by name (torch's view when torch is loaded, else `nvidia-smi`'s); [] without one."
+    if 'torch' in sys.modules:
+        cuda = sys.modules['torch'].cuda
+        return [cuda.get_device_name(i) for i in range(cuda.device_count())] if cuda.is_available() else []
+    if not _GPUS:                                   # asked once per process: a subprocess is not free
+        smi = shutil.which('nvidia-smi')
+        try: out = subprocess.run([smi, '--query-gpu=name', '--format=csv,noheader'], capture_output=True, text=True,
+                                  timeout=10).stdout if smi else ''
+        except (OSError, subprocess.SubprocessError): out = ''
+        _GPUS.append([l.strip() for l in out.splitlines() if l.strip()])
+    return _GPUS[0]
 
 def thread_policy(width:int|None, # the model's hidden size (None: not known, e.g. a hub id not yet downloaded)
                   cores:int=None, # cores this process may use (default: `usable_cores()`)
@@ -288,7 +306,7 @@ def use_threads(width:int|None) -> int: # the model's hidden size (None: unknown
 
 def runtime_record() -> dict:
     "The machine this process runs on and the threads it uses: part of every manifest."
-    rec = dict(cpu=cpu_name(), cores=os.cpu_count(), usable_cores=usable_cores(), **RUNTIME)
+    rec = dict(cpu=cpu_name(), cores=os.cpu_count(), usable_cores=usable_cores(), gpus=gpu_names(), **RUNTIME)
     if 'torch' in sys.modules: rec['torch_threads'] = sys.modules['torch'].get_num_threads()
     return rec
 
@@ -494,8 +512,10 @@ def read_parameters(src:str) -> dict:
     if unread: raise ValueError(f"papermill cannot read the declaration of {unread}: keep one '=' per line")
     return found
 
+ACTIONS = ('restart',)   # declared in a parameters cell for papermill's `-p`, but an action: never a parameter of the run
+
 def notebook_schema(nb_path) -> dict:
-    "Name -> `dict(type, default, help)` of the notebook's `parameters` cell."
+    "Name -> `dict(type, default, help)` of the notebook's `parameters` cell (actions such as `restart` left out)."
     p = Path(nb_path)
     key = (p.resolve(), p.stat().st_mtime_ns)
     if key not in _SCHEMAS:
@@ -503,7 +523,7 @@ def notebook_schema(nb_path) -> dict:
         except ValueError as e: raise ValueError(f"{p}: {e}") from None
         _SCHEMAS[key] = {k: dict(type=_type_of(d['inferred_type_name']), default=ast.literal_eval(d['default']),
                                  help=d['help']) for k, d in found.items()}
-    return {k: dict(v) for k, v in _SCHEMAS[key].items()}
+    return {k: dict(v) for k, v in _SCHEMAS[key].items() if k not in ACTIONS}
 
 def step_schema(step:str) -> dict:
     "The parameters of step `step` (a key of `ALL_STEPS`), from its notebook."
@@ -778,4 +798,12 @@ def notebook_params(ns:dict, # the notebook's `globals()`
     if 'run_name' in schema and given.get('run_name') is None and papermill_output() is not None:
         # the papermill command line, not the chain: a run of its own, so it never collides with `anima-run`'s
         given['run_name'] = f"{Path(str(given.get('profile') or ns.get('profile') or 'demo')).stem}-papermill"
-    return resolve_params(given, schema, where)
+    values = resolve_params(given, schema, where)
+    return {k: v for k, v in values.items() if k not in ACTIONS}      # `restart` is read by the notebook, not recorded
+
+def restart_switch() -> str:
+    "How the person in front of this process asks a step to start again, in the interface they are using."
+    if papermill_output() is not None: return '`-p restart True` on the papermill command line'
+    if 'ANIMA_NB_RESTART' in os.environ: return '`--force` (anima-run)'          # a kernel anima-run started
+    if 'ipykernel' in sys.modules: return '`restart = True` in the parameters cell'
+    return '`--force`'

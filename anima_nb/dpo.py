@@ -11,14 +11,15 @@ from .data import load_questions, questions_problems, read_answers, answers_path
 from .models import *
 from .judge import BaseJudge, judge_messages, parse_score_fastchat, make_judge, check_unparseable
 from .ratings import battle_row, two_player_table
+from .generation import generate_like
 
 # %% auto #0
 __all__ = ['PREF_FORMATS', 'PAIR_SCHEMA', 'HELD_OUT', 'REFERENCES', 'GB', 'CURVES', 'RUN_ONLY', 'DPO_OUTPUTS', 'split_dialogues',
            'check_pair', 'identical', 'to_pair', 'read_preferences', 'load_references', 'run_pairs', 'training_rows',
            'split_pairs', 'sequence_logps', 'dpo_loss', 'policy_path', 'load_policy_base', 'dpo_lora', 'dpo_args',
-           'DPOLog', 'length_grouped', 'make_trainer', 'dpo_arch', 'dpo_counts', 'dpo_memory', 'estimate',
-           'generate_like', 'bigram_f1', 'OverlapJudge', 'play_pair', 'plot_dpo', 'curve_ends', 'dpo_plan', 'problems',
-           'input_problems', 'preference_pairs', 'judge_for', 'before_after', 'run_dpo', 'cli_params', 'main']
+           'DPOLog', 'length_grouped', 'make_trainer', 'dpo_arch', 'dpo_counts', 'dpo_memory', 'estimate', 'bigram_f1',
+           'OverlapJudge', 'play_pair', 'plot_dpo', 'curve_ends', 'dpo_plan', 'problems', 'input_problems',
+           'preference_pairs', 'judge_for', 'before_after', 'run_dpo', 'cli_params', 'main']
 
 # %% ../nbs/07_dpo.ipynb #a6caef3f
 PREF_FORMATS = ('hh-rlhf', 'triples')
@@ -321,33 +322,6 @@ def estimate(params:dict) -> dict:
     counts = dpo_counts(cfg, params)
     return dict(model=params['dpo_model'], architecture=arch, params=counts, reference=params['dpo_reference'],
                 memory_gb={r: dpo_memory(counts, arch, params, r) for r in REFERENCES})
-
-# %% ../nbs/07_dpo.ipynb #ee1ee0f4
-def generate_like(model, # the model that answers
-                  tok, # its tokenizer (left padding is set here)
-                  rows:list, # answer rows (`04_inference`): prompts and settings
-                  model_name:str, # the contestant's name in the new rows
-                  batch_size:int=8) -> list: # prompts answered together
-    "New answer rows: `model`'s answers to the prompts of `rows`, generated with each row's recorded settings."
-    import torch
-    tok.padding_side, out = 'left', []
-    for i in range(0, len(rows), batch_size):
-        batch, t0 = rows[i:i + batch_size], time.perf_counter()
-        settings = batch[0]['settings']
-        kw = {k: v for k, v in settings.items() if k != 'seed'}
-        if not settings.get('do_sample'): kw.update(temperature=None, top_p=None, top_k=None)
-        else: torch.manual_seed(settings.get('seed', 0))
-        enc = tok([r['prompt'] for r in batch], return_tensors='pt', padding=True).to(model.device)
-        with torch.no_grad():
-            gen = model.generate(**enc, **kw, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        secs = (time.perf_counter() - t0) / len(batch)
-        for r, g in zip(batch, gen[:, enc.input_ids.shape[1]:].tolist()):
-            n = g.index(tok.eos_token_id) + 1 if tok.eos_token_id in g else len(g)
-            out.append(check_row({**r, 'model': model_name, 'answer': tok.decode(g[:n], skip_special_tokens=True),
-                                  'answer_tokens': n, 'stop': 'eos' if n < len(g) or g[-1] == tok.eos_token_id
-                                  else 'length', 'seconds': round(secs, 4), 'batch_size': len(batch)},
-                                 ANSWER_SCHEMA, f'answer to {r["question_id"]}'))
-    return out
 
 # %% ../nbs/07_dpo.ipynb #2f17a52b
 def bigram_f1(a:str, # an answer

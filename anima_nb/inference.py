@@ -7,27 +7,13 @@ from __future__ import annotations
 import os, time
 from pathlib import Path
 from .core import *
-from .data import alpaca_prompt, load_questions, questions_path, questions_problems, read_answers, answers_path, ANSWER_SCHEMA
+from .data import load_questions, questions_path, questions_problems, read_answers, answers_path, ANSWER_SCHEMA
 from .models import train_record, merged_record, recorded_model, load_adapter_model, load_tokenizer, resolve_model
+from .generation import EVAL_SUFFIX, RESPONSE_MARK, eval_prompt, extract_answer, gen_settings, gen_kwargs, generate_batch
 
 # %% auto #0
-__all__ = ['EVAL_SUFFIX', 'RESPONSE_MARK', 'SEED_EXAMPLE', 'MODEL_SOURCES', 'eval_prompt', 'extract_answer', 'load_model',
-           'gen_settings', 'gen_kwargs', 'generate_batch', 'chat', 'raw_generate', 'example_model', 'is_chinese',
+__all__ = ['SEED_EXAMPLE', 'MODEL_SOURCES', 'load_model', 'chat', 'raw_generate', 'example_model', 'is_chinese',
            'answer_questions', 'problems', 'infer']
-
-# %% ../nbs/04_inference.ipynb #8668719c
-EVAL_SUFFIX = '请回答尽量详细和完善，详细的阐释回答的原因，并给出尽量完整的相关的背景信息。请使用中文回答问题。'
-RESPONSE_MARK = '### Response: '
-
-def eval_prompt(translation:str) -> str:
-    "The prompt of the published answers for one translated question."
-    return alpaca_prompt(translation + EVAL_SUFFIX)
-
-def extract_answer(text:str) -> str:
-    "The answer in a decoded prompt + completion: what follows the first `### Response: `."
-    i = text.find(RESPONSE_MARK)
-    if i < 0: raise ValueError(f"No {RESPONSE_MARK!r} in the generated text: {text[:80]!r}...")
-    return text[i + len(RESPONSE_MARK):]
 
 # %% ../nbs/04_inference.ipynb #9204f869
 def load_model(run_name:str, # the run whose model answers
@@ -42,49 +28,6 @@ def load_model(run_name:str, # the run whose model answers
     dtype = getattr(torch, rec['summary']['merge_dtype'])
     model = AutoModelForCausalLM.from_pretrained(resolve_model(rec['model_dir']), dtype=dtype, **gpu).eval()
     return model, load_tokenizer(rec['model_dir'], padding_side='left')
-
-# %% ../nbs/04_inference.ipynb #1a426f24
-def gen_settings(params:dict) -> dict:
-    "The generation settings of `params` that shape an answer (recorded with each answer)."
-    settings = dict(max_new_tokens=params['max_new_tokens'], do_sample=params['do_sample'],
-                    repetition_penalty=params['repetition_penalty'])
-    if params['do_sample']:
-        settings.update(temperature=params['temperature'], top_p=params['top_p'], seed=params['seed'])
-    return settings
-
-# %% ../nbs/04_inference.ipynb #aa800bfd
-def gen_kwargs(settings:dict, # as `gen_settings` makes them
-               tok) -> dict: # the tokenizer (its pad and eos tokens)
-    "`generate` keyword arguments for `settings`."
-    kwargs = {k: v for k, v in settings.items() if k != 'seed'}
-    if not settings['do_sample']: kwargs.update(temperature=None, top_p=None, top_k=None)
-    return dict(kwargs, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-
-# %% ../nbs/04_inference.ipynb #f872e0ee
-def _n_generated(row, eos_id) -> tuple:
-    "Generated tokens up to and including the first eos, and whether eos was reached."
-    row = row.tolist()
-    return (row.index(eos_id) + 1, True) if eos_id in row else (len(row), False)
-
-def generate_batch(model, # the model to generate with
-                   tok, # its tokenizer, padding on the left
-                   prompts:list, # the prompts, e.g. from `eval_prompt`
-                   settings:dict) -> list: # as `gen_settings` makes them
-    "Answers to `prompts`, generated together with left padding."
-    import torch
-    assert tok.padding_side == 'left', 'batched generation needs left padding'
-    enc = tok(prompts, return_tensors='pt', padding=True).to(model.device)
-    if settings.get('do_sample'): torch.manual_seed(settings.get('seed', 0))
-    with torch.no_grad(): out = model.generate(**enc, **gen_kwargs(settings, tok))
-    new = out[:, enc.input_ids.shape[1]:]
-    results = []
-    for i in range(len(prompts)):
-        n_new, reached_eos = _n_generated(new[i], tok.eos_token_id)
-        prompt_ids = enc.input_ids[i][enc.attention_mask[i].bool()]
-        full = tok.decode(torch.cat([prompt_ids, new[i, :n_new]]), skip_special_tokens=True)
-        results.append(dict(answer=extract_answer(full), prompt_tokens=int(enc.attention_mask[i].sum()),
-                            answer_tokens=n_new, stop='eos' if reached_eos else 'length'))
-    return results
 
 # %% ../nbs/04_inference.ipynb #f4eb68a5
 def chat(model, # the model to answer with

@@ -194,12 +194,18 @@ class BaseJudge:
         from tqdm import tqdm
         keys = [self.key(m) for m in requests]
         first = {k: m for k, m in zip(keys, requests)}            # identical requests are sent once
-        with tqdm(total=len(first), disable=not progress, desc='judge', mininterval=1, leave=False) as bar, \
-             ThreadPoolExecutor(max(1, concurrency)) as pool:
-            def one(m):
-                try: return self.complete(m)
-                finally: bar.update(1)
-            out = dict(zip(first, pool.map(one, first.values())))
+        stop = threading.Event()                                   # set by the first failure: nothing more is sent
+        def one(m):
+            if stop.is_set(): return None
+            try: return self.complete(m)
+            except BaseException: stop.set(); raise
+            finally: bar.update(1)
+        with tqdm(total=len(first), disable=not progress, desc='judge', mininterval=1, leave=False) as bar:
+            pool = ThreadPoolExecutor(max(1, concurrency))
+            try:
+                futures = [pool.submit(one, m) for m in first.values()]
+                out = dict(zip(first, (f.result() for f in futures)))
+            finally: pool.shutdown(wait=True, cancel_futures=True)
         return [out[k] for k in keys]
 
     def cost(self) -> float|None:

@@ -189,8 +189,8 @@ def check_disk(path, # where the files will go (it need not exist yet)
     while not folder.exists(): folder = folder.parent
     free = shutil.disk_usage(folder).free
     if free < need * margin:
-        raise OSError(f"Not enough disk space for the merged model in {path}: it needs about {need/1e9:.2f} GB "
-                      f"(+{margin-1:.0%} margin), {free/1e9:.2f} GB are free.")
+        raise OSError(f"Not enough disk space for the merged model in {path}: it needs about {size_text(need)} "
+                      f"(+{margin-1:.0%} margin), {size_text(free)} are free.")
     return free
 
 def disk_problems(params:dict, # the merge step's parameters

@@ -522,7 +522,7 @@ def checkpoint_plan(out, # the step's folder (its `manifest.json` and `checkpoin
                     reason=f"extend {k} {old['params'][k]} -> {params[k]}: resume from {done[-1].name} ({same})")
     if changes and done:
         return dict(action='refuse', reason=f"{out/'checkpoints'} holds checkpoints of a run with other parameters "
-                    f"({'; '.join(changes)}): pass --force (for a notebook run by papermill: ANIMA_NB_RESTART=1) to "
+                    f"({'; '.join(changes)}): pass {restart_switch()} to "
                     "delete them and start again, or choose another run_name")
     if old and not changes and old['status'] == 'complete':
         run_changes = param_changes(old['params'], params)

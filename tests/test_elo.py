@@ -127,6 +127,15 @@ def test_gives_up_and_does_not_retry_client_errors(tmp_path):
         assert srv.requests == 1
     assert len(JudgeCache(tmp_path/'cache.jsonl')) == 0
 
+@pytest.mark.parametrize('concurrency', [1, 3])
+def test_nothing_more_is_sent_after_a_fatal_error(tmp_path, concurrency):
+    "A rejected key stops a batch: the requests in flight finish, none is sent after (a pool used to send them all)."
+    many = [[{'role': 'user', 'content': m[-1]['content'] + f' #{i}'}] for i in range(8) for m in MSGS[:1]]
+    with ChatServer(faults={1: '401'}, latency=0.05) as srv:
+        j = judge_for(srv, tmp_path)
+        with pytest.raises(JudgeError, match='AuthenticationError'): j.judge_many(many, concurrency, progress=False)
+        assert srv.requests <= concurrency, srv.requests
+
 def test_malformed_verdicts_are_counted_and_skipped(tmp_path, tourney, outputs):
     bad = lambda n, body: 'malformed' if n % 5 == 0 else None
     with ChatServer(on_request=bad) as srv:

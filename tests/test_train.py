@@ -40,7 +40,8 @@ def test_schema_is_the_notebook():
     "The command line takes exactly the names, types and defaults of the parameters cell."
     nb = pm.inspect_notebook(str(ROOT/'nbs'/'02_train.ipynb'))
     schema = step_schema('train')
-    assert list(schema) == list(nb) and all(d['help'] for d in schema.values())
+    assert list(schema) == [k for k in nb if k != 'restart'] and all(d['help'] for d in schema.values())
+    assert nb['restart']['default'] == 'False'                        # papermill's `-p restart True`: an action, not recorded
     assert (schema['seed']['default'], schema['max_steps']['type'], schema['architecture']['type']) == (42, int, dict)
     defaults = T.cli_params([])
     prof = load_profile('demo')
@@ -239,6 +240,14 @@ def test_papermill_demo_run(outputs, tmp_path):
     assert evals[-1] < evals[0]
     ckpts = sorted(p.name for p in (d/'checkpoints').iterdir())
     assert len(ckpts) <= load_profile('demo')['save_total_limit'] and all((d/'checkpoints'/c/T.MARK).exists() for c in ckpts)
+    # another learning rate is refused, naming papermill's switch; `-p restart True` starts again, and is not recorded
+    run = lambda **p: pm.execute_notebook(str(ROOT/'nbs'/'02_train.ipynb'), str(tmp_path/'again.ipynb'), parameters=p,
+                                          cwd=str(ROOT), kernel_name='python3', progress_bar=False)
+    with pytest.raises(pm.PapermillExecutionError, match='restart'): run(max_steps=20, learning_rate=5e-4)
+    assert read_manifest(d)['params']['learning_rate'] != 5e-4 and len(list((d/'checkpoints').iterdir())) == len(ckpts)
+    run(max_steps=4, learning_rate=5e-4, restart=True)
+    m = read_manifest(d)
+    assert (m['params']['learning_rate'], m['summary']['steps'], 'restart' in m['params']) == (5e-4, 4, False)
 
 @pytest.mark.slow
 def test_rerun_never_loses_checkpoints(outputs):
