@@ -390,8 +390,8 @@ class RunLock:
                 if pid is None: self.path.unlink(missing_ok=True); continue       # left by a process that is gone
                 if pid == os.getpid() or str(pid) == os.environ.get(LOCK_ENV): return False
                 raise RunInUse(f"Run folder {self.path.parent} is in use by process {pid} (an anima-run, "
-                                   f"anima-train or notebook on the same run_name); wait for it, or remove "
-                                   f"{self.path} if that process is not ours") from None
+                               f"anima-train or notebook on the same run_name); wait for it, or remove "
+                               f"{self.path} if that process is not ours") from None
         raise RuntimeError(f"Could not lock {self.path.parent}")
 
     def __enter__(self):

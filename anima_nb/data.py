@@ -9,7 +9,6 @@ from pathlib import Path
 from collections import Counter
 import numpy as np
 from .core import *
-from .models import load_tokenizer
 
 # %% auto #0
 __all__ = ['ALPACA_PROMPT_DICT', 'FORMATS', 'READERS', 'QUANTILES', 'COVERAGE_AT', 'ANIMA_FILES', 'QUESTION_SCHEMA',
@@ -455,6 +454,7 @@ def run_data(params:dict) -> dict:
     src = resolve_path(params['dataset'])
     with step(params, 'data', inputs=[src] if src.exists() else []) as (out, manifest):
         t0 = time.time()
+        from anima_nb.models import load_tokenizer       # the step's one use of a model room: the room stays below it
         tok = load_tokenizer(params['model_name_or_path'])
         always = params['template_mode'] == 'always_input'
         pairs, counts = load_pairs(params['dataset'], params['dataset_format'], always_input=always,

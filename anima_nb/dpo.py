@@ -503,14 +503,15 @@ def _train(params:dict, out:Path, plan:dict) -> dict:
                                     params['seed'], held)
     trainer = make_trainer(params, train_ds, eval_ds, out)
     t0 = time.time()
-    train_from(trainer, start, params['dpo_max_steps'])     # killed after its last checkpoint: no step more
+    with quiet_library_deprecations():                   # TRL wraps the old checkpointing names, transformers warns
+        train_from(trainer, start, params['dpo_max_steps'])  # killed after its last checkpoint: no step more
     secs = time.time() - t0
     tok = trainer.processing_class
     save_adapter(trainer.model, tok, out/'adapter')
     rows = read_jsonl(out/'metrics.jsonl')
     plot_dpo(rows, out/'dpo.png')
     evals = [r for r in rows if 'eval_loss' in r]
-    prepost = before_after(params, trainer.model.eval(), tok, out)
+    with quiet_library_deprecations(): prepost = before_after(params, trainer.model.eval(), tok, out)
     answered = len(read_answers(answers_path(params['run_name']))) if params['dpo_data'] == 'run' else len(pairs)
     return dict(policy=policy_path(params), reference=params['dpo_reference'], pairs=len(pairs),
                 left_out_empty=answered - len(pairs), identical_pairs=sum(map(identical, pairs)),

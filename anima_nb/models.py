@@ -443,7 +443,7 @@ def load_adapter_model(rec:dict, # a training record (`train_record`)
     base = (load_base_model(name, single, quantized=True, revision=rev, vocab_size=rows) if quantized
             else load_full_base(name, dtype, rev, rows))
     if len(tok) > base.get_input_embeddings().weight.shape[0]: tok.pad_token = tok.unk_token   # `[PAD]` has no row
-    return PeftModel.from_pretrained(base, rec['adapter_dir']).eval(), tok
+    with quiet_library_deprecations(): return PeftModel.from_pretrained(base, rec['adapter_dir']).eval(), tok
 
 # %% ../nbs/01a_models.ipynb #a7c20011
 def merged_record(run_name:str) -> dict:

@@ -526,7 +526,7 @@ def verify_run(run_name:str) -> list:
     if not root.is_dir(): raise FileNotFoundError(f"--verify: no run folder {root}")
     for d in sorted(p for p in root.iterdir() if (p/'manifest.json').exists()):
         for what, path, sha in _recorded_hashes(read_json(d/'manifest.json')):
-            p = Path(resolve_model(path)) if path == DEMO_MODEL else recorded_path(path, root)
+            p = Path(resolve_model(path, build=False)) if path == DEMO_MODEL else recorded_path(path, root)
             now = None if not p.exists() else tree_sha256(p) if p.is_dir() else sha256_file(p)
             rows.append(dict(step=d.name, what=f'{what} {path}', status='missing' if now is None else
                              'same' if now == sha else 'changed'))

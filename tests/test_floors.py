@@ -1,0 +1,39 @@
+"The modules' floors: each imports, at module level, only modules on floors below it; no step imports another step."
+import ast
+from pathlib import Path
+import pytest
+from conftest import ROOT
+
+FLOOR = {'core': 0, 'models': 1, 'judge': 1, 'ratings': 1, 'data': 1, 'generation': 2,
+         'train': 3, 'trainer': 3, 'merge': 3, 'export': 3, 'inference': 3, 'elo': 3, 'dpo': 3, 'benchmarks': 3,
+         'pipeline': 4}
+STEP_MODULES = {'train': ('trainer',), 'trainer': ('train',)}     # one step written as two modules
+
+def imports(path:Path, top_only:bool) -> set:
+    "The package modules `path` imports (at module level only, or anywhere)."
+    tree = ast.parse(path.read_text(encoding='utf-8'))
+    nodes = tree.body if top_only else list(ast.walk(tree))
+    found = set()
+    for n in nodes:
+        if isinstance(n, ast.ImportFrom):
+            mod = n.module or ''
+            if n.level == 1: found.add(mod.split('.')[0] if mod else '')
+            elif mod.startswith('anima_nb.'): found.add(mod.split('.')[1])
+        elif isinstance(n, ast.Import):
+            found |= {a.name.split('.')[1] for a in n.names if a.name.startswith('anima_nb.')}
+    return found - {'', '_modidx'}
+
+def test_every_module_has_a_floor():
+    assert {p.stem for p in (ROOT/'anima_nb').glob('*.py')} - {'__init__', '_modidx'} == set(FLOOR)
+
+@pytest.mark.parametrize('mod', sorted(FLOOR))
+def test_module_level_imports_go_down(mod):
+    up = {m for m in imports(ROOT/'anima_nb'/f'{mod}.py', top_only=True)
+          if FLOOR[m] >= FLOOR[mod] and m not in STEP_MODULES.get(mod, ())}
+    assert not up, f'{mod} (floor {FLOOR[mod]}) imports {sorted(up)} at module level'
+
+@pytest.mark.parametrize('mod', sorted(m for m, f in FLOOR.items() if f == 3))
+def test_no_step_imports_another_step(mod):
+    steps = {m for m in imports(ROOT/'anima_nb'/f'{mod}.py', top_only=False)
+             if FLOOR.get(m) == 3 and m != mod and m not in STEP_MODULES.get(mod, ())}
+    assert not steps, f'the {mod} step imports the steps {sorted(steps)}'
