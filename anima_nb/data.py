@@ -13,10 +13,10 @@ from .core import *
 # %% auto #0
 __all__ = ['ALPACA_PROMPT_DICT', 'FORMATS', 'READERS', 'QUANTILES', 'COVERAGE_AT', 'ANIMA_FILES', 'QUESTION_SCHEMA',
            'ANSWER_SCHEMA', 'TEMPLATE_MODES', 'ALPACA_RULES', 'PROFILE_SCHEMA', 'alpaca_prompt', 'check_format',
-           'to_pair', 'read_rows', 'pair_counts', 'load_pairs', 'pairs_dataset', 'token_lengths', 'pair_lengths',
-           'length_table', 'coverage', 'profile_pairs', 'plot_lengths', 'check_sha256', 'fetch_anima_file',
-           'questions_problems', 'questions_path', 'load_questions', 'answers_path', 'read_answers', 'dataset_problems',
-           'problems', 'run_data', 'write_profile', 'read_profile']
+           'to_pair', 'looks_local', 'read_rows', 'pair_counts', 'load_pairs', 'pairs_dataset', 'token_lengths',
+           'pair_lengths', 'length_table', 'coverage', 'profile_pairs', 'plot_lengths', 'check_sha256',
+           'fetch_anima_file', 'questions_problems', 'questions_path', 'load_questions', 'answers_path', 'read_answers',
+           'dataset_problems', 'problems', 'run_data', 'write_profile', 'read_profile']
 
 # %% ../nbs/01_data.ipynb #4001dfff
 ALPACA_PROMPT_DICT = {
@@ -156,6 +156,10 @@ def _hub_rows(name):
 
 READERS = {'.json': _json_rows, '.jsonl': _jsonl_rows, '.csv': _csv_rows, '.parquet': _parquet_rows}
 
+def looks_local(spec:str) -> bool:
+    "Does `spec` name a local file (a path, `pkg:NAME`, or a name with a data file's suffix) rather than a hub id?"
+    return str(spec).startswith(('pkg:', '.', '/', '~')) or Path(str(spec)).suffix in READERS
+
 def read_rows(dataset:str):
     "Yield `(where, row)` from a local file or a hub dataset id."
     path = resolve_path(dataset)
@@ -163,9 +167,10 @@ def read_rows(dataset:str):
         if path.suffix not in READERS:
             raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(READERS)}")
         try: yield from READERS[path.suffix](path)
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
-    elif str(dataset).startswith(('pkg:', '.', '/', '~')) or Path(str(dataset)).suffix in READERS:
+        except UnicodeDecodeError:
+            read_text(path)                            # names the line and the byte (a reader's offset is its chunk's)
+            raise
+    elif looks_local(dataset):
         raise FileNotFoundError(f"Dataset file {path} does not exist")
     elif path.parent != project_root() and path.parent.is_dir():     # 'data/mine': a local folder, a missing file
         raise FileNotFoundError(f"Dataset file {path} does not exist (a hub id would not name the local folder "
@@ -437,8 +442,7 @@ def dataset_problems(dataset:str, # local file, 'pkg:NAME' or a hub dataset id
                     ) -> list:
     "A dataset named as a local file that is not there."
     path = resolve_path(dataset)
-    looks_local = str(dataset).startswith(('pkg:', '.', '/', '~')) or Path(str(dataset)).suffix in READERS
-    return [f'{where}dataset {path} does not exist'] if looks_local and not path.exists() else []
+    return [f'{where}dataset {path} does not exist'] if looks_local(dataset) and not path.exists() else []
 
 def problems(params:dict) -> list:
     "What is wrong with the data step's values, before anything is read."

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os, sys, json, math, time, shutil
 from pathlib import Path
 from .core import *
-from .data import load_questions, questions_problems, read_answers, answers_path, ANSWER_SCHEMA
+from .data import load_questions, questions_problems, read_answers, answers_path, read_rows, looks_local
 from .models import *
 from .judge import BaseJudge, judge_messages, parse_score_fastchat, make_judge, check_unparseable
 from .ratings import battle_row, two_player_table
@@ -63,22 +63,6 @@ def to_pair(row:dict, # one row of a preference file
     return check_pair(pair, where)
 
 # %% ../nbs/07_dpo.ipynb #b06daf5b
-def _numbered_rows(path:Path) -> list:
-    "`(where, row)` for every row of a .jsonl (by line) or .json array (by row) file."
-    if path.suffix == '.json':
-        rows = read_json(path)
-        if not isinstance(rows, list): raise ValueError(f"{path}: expected a JSON array of rows")
-        return [(f'{path}, row {i}', r) for i, r in enumerate(rows, 1)]
-    out = []
-    for i, line in enumerate(read_text(path).split('\n'), 1):
-        if not line.strip(): continue
-        try: out.append((f'{path}, line {i}', json.loads(line)))
-        except json.JSONDecodeError as e: raise ValueError(f"{path}, line {i}: not valid JSON ({e.msg})") from None
-    return out
-
-def _looks_local(spec:str) -> bool:
-    return str(spec).startswith(('pkg:', '.', '/', '~')) or Path(str(spec)).suffix in ('.json', '.jsonl')
-
 HELD_OUT = ('eval', 'test')                  # upstream's order of preference for the held-out split (qlora_dpo.py 613-616)
 
 def _hub_rows(spec:str) -> list:
@@ -94,11 +78,11 @@ def read_preferences(spec:str, # a .jsonl/.json file, 'pkg:NAME', or a hub data 
                      parse:bool=True # split hh-rlhf dialogues into prompt and responses (False: score them whole)
                     ) -> list:
     "Checked `{prompt, chosen, rejected, split}` pairs of a preference file or hub data set (`split`: train or test)."
-    if _looks_local(spec):
+    if looks_local(spec):
         path = resolve_path(spec)
         if not path.exists(): raise FileNotFoundError(f"dpo_data: {path} does not exist")
         rows = [(w, r, 'test' if isinstance(r, dict) and r.get('split') in HELD_OUT else 'train')
-                for w, r in _numbered_rows(path)]
+                for w, r in read_rows(str(path))]
     else: rows = _hub_rows(spec)
     if not rows: raise ValueError(f"dpo_data: {spec} holds no rows")
     return [{**to_pair(r, fmt, where, parse), 'split': split} for where, r, split in rows]
@@ -109,7 +93,7 @@ def load_references(spec:str) -> dict:
     path = resolve_path(spec)
     if not path.exists(): raise FileNotFoundError(f"dpo_questions: {path} does not exist")
     out = {}
-    for where, row in _numbered_rows(path):
+    for where, row in read_rows(str(path)):
         check_row(row, {'question_id': (int, str), 'reference': str}, where)
         if not row['reference'].strip(): raise ValueError(f"{where}: empty reference answer")
         out[row['question_id']] = row['reference']
@@ -234,12 +218,10 @@ class DPOLog(TrainerCallback):
     "Append every log (training and evaluation) to `metrics.jsonl` and mark checkpoints complete."
     def __init__(self, out): self.out = Path(out)
     def on_log(self, args, state, control, logs=None, **kw):
-        if state.is_world_process_zero and logs:
-            append_jsonl(self.out/'metrics.jsonl', {'step': state.global_step, 'time': round(time.time(), 3), **logs})
+        if state.is_world_process_zero and logs: log_metrics(self.out/'metrics.jsonl', state.global_step, logs)
     def on_save(self, args, state, control, **kw):
         if state.is_world_process_zero:
-            ck = share_tree(Path(args.output_dir)/f'checkpoint-{state.global_step}')     # safetensors wrote it 0600
-            write_json(ck/MARK, {'step': state.global_step})
+            mark_checkpoint(Path(args.output_dir)/f'checkpoint-{state.global_step}', state.global_step)
 
 def length_grouped(trainer_class):
     "`trainer_class` (TRL's `DPOTrainer`) handing the rows' `length` on to the length-grouped sampler: TRL keeps only the token ids."
@@ -425,7 +407,7 @@ def problems(params:dict) -> list:
     if params['dpo_data'] == 'run' or params['dpo_judge'] == 'overlap':
         found += [p.replace('questions:', 'dpo_questions:') for p in questions_problems(params['dpo_questions'], w)]
     data = params['dpo_data']
-    if data != 'run' and _looks_local(data) and not resolve_path(data).exists():
+    if data != 'run' and looks_local(data) and not resolve_path(data).exists():
         found.append(f"{w}dpo_data: {resolve_path(params['dpo_data'])} does not exist")
     if params['dpo_judge'] == 'openai' and not params['dry_run'] and not os.environ.get('OPENAI_API_KEY'):
         found.append(f"{w}dpo_judge='openai' needs the key in the environment: OPENAI_API_KEY is not set")
@@ -540,7 +522,7 @@ def run_dpo(params:dict, # the step's resolved parameters
         if plan['action'] == 'complete': return read_manifest(run_dir(params['run_name'], 'dpo'))['summary']
         if plan['action'] == 'record': return record_params(run_dir(params['run_name'], 'dpo'), params, plan['changes'])
         inputs = [answers_path(params['run_name'])] if params['dpo_data'] == 'run' else []
-        inputs += [resolve_path(params['dpo_data'])] if _looks_local(params['dpo_data']) else []
+        inputs += [resolve_path(params['dpo_data'])] if looks_local(params['dpo_data']) else []
         with step(params, 'dpo', inputs=inputs) as (out, manifest):
             summary = _train(params, out, plan)
             manifest.add_output(*(out/f for f in DPO_OUTPUTS if (out/f).exists())).record(**summary)

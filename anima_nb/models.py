@@ -20,8 +20,8 @@ __all__ = ['DEMO_MODEL', 'TINY_LLAMA', 'DEMO_EVAL_ROWS', 'DEMO_PRETRAIN', 'LAYOU
            'quant_storage', 'bnb_config', 'max_memory', 'grow_embeddings', 'no_cpu_repack', 'has_flex_attention',
            'attention_implementation', 'load_base_model', 'load_full_base', 'lora_targets', 'lora_config', 'add_lora',
            'save_adapter', 'train_record', 'base_of', 'demo_adapter', 'saved_embedding_rows', 'load_adapter_model',
-           'merged_record', 'recorded_model', 'complete_checkpoints', 'newest_checkpoint', 'train_from',
-           'checkpoint_plan', 'record_params']
+           'merged_record', 'recorded_model', 'mark_checkpoint', 'log_metrics', 'complete_checkpoints',
+           'newest_checkpoint', 'train_from', 'checkpoint_plan', 'record_params']
 
 # %% ../nbs/01a_models.ipynb #ec129f1b
 DEMO_MODEL = 'local:tiny-llama'
@@ -468,6 +468,17 @@ def recorded_model(run_name:str, # the run
 
 # %% ../nbs/01a_models.ipynb #e08f7809
 MARK = 'COMPLETE'
+
+def mark_checkpoint(folder, # a checkpoint the Trainer has just finished writing
+                    step:int): # its step
+    "Make a finished checkpoint readable under the umask (safetensors writes 0600) and mark it complete."
+    write_json(share_tree(folder)/MARK, {'step': step})
+
+def log_metrics(path, # the step's `metrics.jsonl`
+                step:int, # the Trainer's global step
+                logs:dict): # what the Trainer logged
+    "Append one row of training or evaluation metrics, with its step and time."
+    append_jsonl(path, {'step': step, 'time': round(time.time(), 3), **logs})
 
 def complete_checkpoints(ckpt_dir) -> list:
     "Complete checkpoint folders under `ckpt_dir`, oldest first."

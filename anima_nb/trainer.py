@@ -9,7 +9,7 @@ from pathlib import Path
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 from .core import *
-from .models import MARK
+from .models import MARK, mark_checkpoint, log_metrics
 from .train import *
 
 # %% auto #0
@@ -27,12 +27,10 @@ class RunCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kw):
         if state.is_world_process_zero:
-            ck = share_tree(Path(args.output_dir)/f'checkpoint-{state.global_step}')     # safetensors wrote it 0600
-            write_json(ck/MARK, {'step': state.global_step})
+            mark_checkpoint(Path(args.output_dir)/f'checkpoint-{state.global_step}', state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kw):
-        if state.is_world_process_zero and logs:
-            append_jsonl(self.out/'metrics.jsonl', {'step': state.global_step, 'time': round(time.time(), 3), **logs})
+        if state.is_world_process_zero and logs: log_metrics(self.out/'metrics.jsonl', state.global_step, logs)
 
     def on_train_begin(self, args, state, control, **kw):
         self.rng = rng_state() if args.eval_on_start and state.global_step == 0 else None
