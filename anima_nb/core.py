@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #d50992cf
 from __future__ import annotations
-import os, sys, io, json, ast, time, hashlib, platform, subprocess, tempfile, datetime as dt, re, contextlib, reprlib, atexit, warnings
+import os, sys, io, json, ast, time, hashlib, platform, subprocess, tempfile, datetime as dt, re, contextlib, reprlib, atexit, warnings, functools
 import importlib.metadata as importlib_metadata, shutil
 from pathlib import Path
 
@@ -265,19 +265,19 @@ def cpu_name() -> str:
     try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
     except (OSError, StopIteration): return platform.processor() or platform.machine()
 
-_GPUS = []
+@functools.lru_cache(maxsize=None)                   # asked once per process: a subprocess is not free
+def _smi_gpus() -> tuple:
+    smi = shutil.which('nvidia-smi')
+    try: out = subprocess.run([smi, '--query-gpu=name', '--format=csv,noheader'], capture_output=True, text=True,
+                              timeout=10).stdout if smi else ''
+    except (OSError, subprocess.SubprocessError): out = ''
+    return tuple(l.strip() for l in out.splitlines() if l.strip())
+
 def gpu_names() -> list:
     "The GPUs this process sees, by name (torch's view when torch is loaded, else `nvidia-smi`'s); [] without one."
-    if 'torch' in sys.modules:
-        cuda = sys.modules['torch'].cuda
-        return [cuda.get_device_name(i) for i in range(cuda.device_count())] if cuda.is_available() else []
-    if not _GPUS:                                   # asked once per process: a subprocess is not free
-        smi = shutil.which('nvidia-smi')
-        try: out = subprocess.run([smi, '--query-gpu=name', '--format=csv,noheader'], capture_output=True, text=True,
-                                  timeout=10).stdout if smi else ''
-        except (OSError, subprocess.SubprocessError): out = ''
-        _GPUS.append([l.strip() for l in out.splitlines() if l.strip()])
-    return _GPUS[0]
+    if 'torch' not in sys.modules: return list(_smi_gpus())
+    cuda = sys.modules['torch'].cuda
+    return [cuda.get_device_name(i) for i in range(cuda.device_count())] if cuda.is_available() else []
 
 def thread_policy(width:int|None, # the model's hidden size (None: not known, e.g. a hub id not yet downloaded)
                   cores:int=None, # cores this process may use (default: `usable_cores()`)

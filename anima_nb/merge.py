@@ -267,8 +267,7 @@ def merge(params:dict) -> dict:
             max_abs_diff_vs_qlora=chosen['vs_qlora']['max_abs_diff'],
             max_abs_diff_vs_full=chosen['vs_full']['max_abs_diff'])
         adapter = next((m for m in rec.get('models', []) if m['role'] == 'adapter'), None)
-        manifest.add_model(model_record('base', resolve_model(name) if Path(str(name)).exists() or name == DEMO_MODEL
-                                        else name, rev),
+        manifest.add_model(model_record('base', resolve_model(name) if name == DEMO_MODEL else name, rev),
                            model_record('adapter', adapter_dir, sha256=adapter and adapter.get('sha256')),
                            model_record('merged', out/'model'))
     return report

@@ -556,5 +556,5 @@ def record_params(out, # the step's folder
     "Keep the new run-only parameters in a complete step's manifest; its outputs and `finished` time stay as they were."
     m = read_manifest(out)
     m['params'], m['recorded'] = params, dict(at=_now(), changes=changes)
-    write_json(Path(out)/'manifest.json', m)
+    write_json(Path(out)/'manifest.json', redact(m))
     return m['summary']
