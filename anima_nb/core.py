@@ -11,17 +11,18 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['PACKAGE', 'ASSETS', 'TRACKED_PACKAGES', 'THREADS_ENV', 'ONE_THREAD_WIDTH', 'RUNTIME', 'LOCK_ENV',
            'LIBRARY_DEPRECATIONS', 'LEFTOVERS', 'STEP_NOTEBOOKS', 'OPTIONAL_STEPS', 'ALL_STEPS', 'RUN_ONLY_PARAMS',
-           'REDO_AFTER_TRAINING', 'TYPES', 'ACTIONS', 'PROFILES_DIR', 'project_root', 'resolve_path', 'outputs_dir',
-           'run_dir', 'umask', 'shareable', 'share_tree', 'atomic_write_bytes', 'atomic_write_text', 'write_json',
-           'read_text', 'read_json', 'write_jsonl', 'append_jsonl', 'read_jsonl', 'secret_values', 'redact',
-           'package_versions', 'git_state', 'sha256_file', 'tree_sha256', 'model_record', 'file_record', 'run_root',
-           'portable', 'recorded_path', 'size_text', 'usable_cores', 'cpu_name', 'gpu_names', 'thread_policy',
-           'use_threads', 'runtime_record', 'Manifest', 'read_manifest', 'param_changes', 'RunInUse', 'RunLock',
-           'run_lock', 'quiet_library_deprecations', 'remove_leftovers', 'step', 'notebooks_dir', 'parameters_source',
-           'read_parameters', 'notebook_schema', 'step_schema', 'all_types', 'short_repr', 'check_params', 'check_row',
-           'write_record', 'read_record', 'profile_names', 'load_profile', 'resolve_params', 'step_params',
-           'check_step_params', 'step_cli_params', 'value_problems', 'refuse', 'papermill_output', 'exported_notebook',
-           'refuse_copy_in_nbs', 'injected_names', 'scratch_outputs', 'notebook_params', 'restart_switch']
+           'REDO_AFTER_TRAINING', 'TYPES', 'ACTIONS', 'PROFILES_DIR', 'UNUSED_WHEN', 'project_root', 'resolve_path',
+           'outputs_dir', 'run_dir', 'umask', 'shareable', 'share_tree', 'atomic_write_bytes', 'atomic_write_text',
+           'write_json', 'read_text', 'read_json', 'write_jsonl', 'append_jsonl', 'read_jsonl', 'secret_values',
+           'redact', 'package_versions', 'git_state', 'sha256_file', 'tree_sha256', 'model_record', 'file_record',
+           'run_root', 'portable', 'portable_paths', 'recorded_path', 'size_text', 'usable_cores', 'cpu_name',
+           'gpu_names', 'thread_policy', 'use_threads', 'runtime_record', 'Manifest', 'read_manifest', 'param_changes',
+           'RunInUse', 'RunLock', 'run_lock', 'quiet_library_deprecations', 'remove_leftovers', 'step', 'notebooks_dir',
+           'parameters_source', 'read_parameters', 'notebook_schema', 'step_schema', 'all_types', 'short_repr',
+           'check_params', 'check_row', 'write_record', 'read_record', 'profile_names', 'load_profile', 'unused_params',
+           'refuse_unused', 'resolve_params', 'step_params', 'check_step_params', 'step_cli_params', 'value_problems',
+           'refuse', 'papermill_output', 'exported_notebook', 'refuse_copy_in_nbs', 'injected_names', 'scratch_outputs',
+           'notebook_params', 'restart_switch']
 
 # %% ../nbs/00_core.ipynb #1e9dfed4
 def project_root(start=None) -> Path:
@@ -238,9 +239,18 @@ def portable(path, # a file or folder a record names
     p = Path(str(path))
     if not p.is_absolute(): return str(path)                        # a hub id, a `pkg:` name, a relative path
     with contextlib.suppress(ValueError): return 'pkg:' + p.resolve().relative_to(ASSETS.resolve()).as_posix()
-    if root is not None and run_root(p) is not None:
-        return Path(os.path.relpath(p.resolve(), Path(root).resolve())).as_posix()
+    if root is not None:                  # under `outputs/` (the run folder's parent), as written or with links resolved
+        for a, r in ((Path(os.path.abspath(p)), Path(os.path.abspath(root))), (p.resolve(), Path(root).resolve())):
+            if a.is_relative_to(r.parent): return Path(os.path.relpath(a, r)).as_posix()
     return str(p)
+
+def portable_paths(x, # a record's value: a string, or dicts and lists of them
+                   root) -> object: # the run folder the record belongs to
+    "`x` with every absolute path string in it named as `portable` names it."
+    if isinstance(x, str): return portable(x, root) if x.startswith('/') else x
+    if isinstance(x, dict): return {k: portable_paths(v, root) for k, v in x.items()}
+    if isinstance(x, (list, tuple)): return [portable_paths(v, root) for v in x]
+    return x
 
 def recorded_path(name:str, # a path as a record holds it (`portable`)
                   root) -> Path: # the run folder of the record
@@ -335,7 +345,7 @@ class Manifest:
         self.data.setdefault('models', []).extend({**r, 'model': portable(r['model'], self.root)} for r in records)
         return self
     def add_output(self, *paths): self.data['outputs'] += [portable(p, self.root) for p in paths]; return self
-    def record(self, **summary): self.data['summary'].update(summary); return self
+    def record(self, **summary): self.data['summary'].update(portable_paths(summary, self.root)); return self
     def save(self): self.data['runtime'] = runtime_record(); write_json(self.path, redact(self.data)); return self
 
     def finish(self, **summary):
@@ -626,9 +636,42 @@ def load_profile(profile:str, # a name in `anima_nb/profiles/`, or a .yaml/.json
     return {**(load_profile(base, types, (*_seen, p)) if base else {}), **values}
 
 # %% ../nbs/00_core.ipynb #0a6469e4
+_REQUESTING = ('judge_base_url', 'judge_timeout', 'judge_max_wait', 'judge_max_requests', 'judge_prices')
+# Parameters a step declares but ignores under some of its other values: given explicitly, they are refused (a
+# value that would be silently dropped is a mistake about what the run does). Step -> (names, when, why).
+UNUSED_WHEN = {
+    'inference': [(('temperature', 'top_p'), lambda p: not p['do_sample'],
+                   "do_sample is false: greedy decoding draws nothing")],
+    'elo': [(_JUDGING + ('concurrency', 'rounds', 'schedule', 'score_parser', 'questions', 'model_order'),
+             lambda p: not p['answers'], "answers is empty: the step replays the recorded verdicts, it judges nothing"),
+            (_REQUESTING, lambda p: bool(p['answers']) and p['judge'] == 'replay',
+             "judge is 'replay': verdicts are read from a file, no request is sent"),
+            (('replay_file',), lambda p: bool(p['answers']) and p['judge'] == 'openai',
+             "judge is 'openai': every verdict is requested, none is replayed")],
+    'dpo': [(_JUDGING, lambda p: p['dpo_judge'] != 'openai',
+             "dpo_judge is not 'openai': the answers before and after are scored without a model"),
+            (('quant_type', 'double_quant'), lambda p: p['bits'] != 4, "bits is not 4: only 4-bit storage has them")],
+    'train': [(('quant_type', 'double_quant'), lambda p: p['bits'] != 4, "bits is not 4: only 4-bit storage has them")]}
+
+def unused_params(step:str, # a key of `ALL_STEPS`
+                  params:dict) -> dict: # the step's resolved values
+    "Name -> why step `step` ignores it under `params` (`UNUSED_WHEN`)."
+    return {k: why for names, when, why in UNUSED_WHEN.get(step, ()) if when(params) for k in names}
+
+def refuse_unused(step:str, # a key of `ALL_STEPS`
+                  given:dict, # the values given explicitly
+                  params:dict, # the step's resolved values
+                  where=None): # names the step in the error (default: its notebook)
+    "Refuse a value given for a parameter that step `step` ignores under its other values."
+    unused = {k: why for k, why in unused_params(step, params).items() if given.get(k) is not None}
+    if unused:
+        raise ValueError(f"{where or ALL_STEPS[step]} does not use " + '; '.join(
+            f"{k} ({why})" for k, why in sorted(unused.items())) + ": drop it, or change the value that rules it out")
+
 def resolve_params(given:dict, # the values given for this step
                    schema:dict, # name -> dict(type, default, help), as `notebook_schema` reads it
-                   where='this step') -> dict: # names the step in the errors
+                   where='this step', # names the step in the errors
+                   step:str=None) -> dict: # a key of `ALL_STEPS`: refuse given values it does not use
     "The step's values: given, else the profile's, else the declared default; all checked."
     types = {k: d['type'] for k, d in schema.items()}
     given = {k: v for k, v in given.items() if v is not None}
@@ -637,12 +680,13 @@ def resolve_params(given:dict, # the values given for this step
     profile_values = {'run_name': Path(str(profile)).stem, **load_profile(profile)}
     values = {k: given[k] if k in given else profile_values.get(k, d['default']) for k, d in schema.items()}
     check_params(values, types, f'{where} (with profile {profile!r})')
+    if step: refuse_unused(step, given, values, where)
     return values
 
 def step_params(step:str, # a key of `STEP_NOTEBOOKS`
                 **given) -> dict: # the values given for it
     "The values step `step` runs with when given `given`."
-    return resolve_params(given, step_schema(step), ALL_STEPS[step])
+    return resolve_params(given, step_schema(step), ALL_STEPS[step], step)
 
 # %% ../nbs/00_core.ipynb #b98f4c13
 def check_step_params(params:dict, # a complete parameter set
@@ -681,7 +725,7 @@ def step_cli_params(step:str, # a key of `ALL_STEPS`
     ap.add_argument('--force', action='store_true', help=force_help)
     args = vars(ap.parse_args(argv))
     force = args.pop('force')
-    return resolve_params({k: v for k, v in args.items() if v is not None}, schema, prog), force
+    return resolve_params({k: v for k, v in args.items() if v is not None}, schema, prog, step), force
 
 # %% ../nbs/00_core.ipynb #fef75460
 def value_problems(params:dict, # the values to check
@@ -798,7 +842,7 @@ def notebook_params(ns:dict, # the notebook's `globals()`
     if 'run_name' in schema and given.get('run_name') is None and papermill_output() is not None:
         # the papermill command line, not the chain: a run of its own, so it never collides with `anima-run`'s
         given['run_name'] = f"{Path(str(given.get('profile') or ns.get('profile') or 'demo')).stem}-papermill"
-    values = resolve_params(given, schema, where)
+    values = resolve_params(given, schema, where, {nb: s for s, nb in ALL_STEPS.items()}.get(where))
     return {k: v for k, v in values.items() if k not in ACTIONS}      # `restart` is read by the notebook, not recorded
 
 def restart_switch() -> str:

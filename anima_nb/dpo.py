@@ -526,7 +526,7 @@ def run_dpo(params:dict, # the step's resolved parameters
         with step(params, 'dpo', inputs=inputs) as (out, manifest):
             summary = _train(params, out, plan)
             manifest.add_output(*(out/f for f in DPO_OUTPUTS if (out/f).exists())).record(**summary)
-    return summary
+    return read_manifest(out)['summary']                # as recorded (paths relative to the run), as a rerun returns it
 
 # %% ../nbs/07_dpo.ipynb #6df5c104
 def cli_params(argv=None) -> tuple:

@@ -235,7 +235,7 @@ def fidelity_report(rec:dict, # the training run's record, as `train_record` rea
     ref_qlora = probe(qlora, tok, fidelity_prompts()); del qlora; _free()
     chosen, train_dtype = params['merge_mode'], str(compute_dtype(rec['params'])).split('.')[-1]
     modes = [chosen] + ([x for x in MERGE_MODES if x != chosen] if params['compare_modes'] else [])
-    report = dict(base_model=name, base_revision=rev, adapter=rec['adapter_dir'], prompts=len(fidelity_prompts()),
+    report = dict(base_model=name, base_revision=rev, adapter=portable(rec['adapter_dir'], run_root(rec['adapter_dir'])), prompts=len(fidelity_prompts()),
                   greedy_tokens_per_prompt=FIDELITY_TOKENS, other_modes=[])
     for mode in reversed(modes):                  # the chosen mode last, so its model is the one kept
         merged = None; _free()                     # one full-precision model in memory at a time

@@ -19,9 +19,9 @@ __all__ = ['DEMO_MODEL', 'TINY_LLAMA', 'DEMO_EVAL_ROWS', 'DEMO_PRETRAIN', 'LAYOU
            'model_width', 'resolve_model', 'sentencepiece_spaces', 'load_tokenizer', 'compute_dtype', 'layout_of',
            'quant_storage', 'bnb_config', 'max_memory', 'grow_embeddings', 'no_cpu_repack', 'has_flex_attention',
            'attention_implementation', 'load_base_model', 'load_full_base', 'lora_targets', 'lora_config', 'add_lora',
-           'save_adapter', 'train_record', 'base_of', 'demo_adapter', 'saved_embedding_rows', 'load_adapter_model',
-           'merged_record', 'recorded_model', 'mark_checkpoint', 'log_metrics', 'complete_checkpoints',
-           'newest_checkpoint', 'train_from', 'checkpoint_plan', 'record_params']
+           'portable_base', 'save_adapter', 'train_record', 'base_of', 'demo_adapter', 'saved_embedding_rows',
+           'load_adapter_model', 'merged_record', 'recorded_model', 'mark_checkpoint', 'log_metrics',
+           'complete_checkpoints', 'newest_checkpoint', 'train_from', 'checkpoint_plan', 'record_params']
 
 # %% ../nbs/01a_models.ipynb #ec129f1b
 DEMO_MODEL = 'local:tiny-llama'
@@ -363,6 +363,20 @@ def add_lora(model, # the (quantized) base model
     return model
 
 # %% ../nbs/01a_models.ipynb #c1712e67
+def portable_base(folder): # an adapter folder peft has just written
+    "Name the base in the folder's `adapter_config.json` and model card as the run's records do: a hub id, or a path relative to the run folder."
+    folder, root = Path(folder), run_root(folder)
+    cfg_file = folder/'adapter_config.json'
+    if root is None or not cfg_file.exists(): return folder
+    cfg = read_json(cfg_file)
+    old = cfg.get('base_model_name_or_path') or ''
+    new = portable(old, root)
+    if new != old:
+        write_json(cfg_file, {**cfg, 'base_model_name_or_path': new})
+        card = folder/'README.md'
+        if card.exists(): atomic_write_text(card, card.read_text(encoding='utf-8').replace(old, new))
+    return folder
+
 def save_adapter(model, # the peft model
                  tok, # its tokenizer
                  dest, # the adapter folder
@@ -373,6 +387,7 @@ def save_adapter(model, # the peft model
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, save_embedding_layers=embeddings, state_dict=state_dict)
     tok.save_pretrained(tmp)
+    portable_base(tmp)
     share_tree(tmp)
     if dest.exists(): shutil.rmtree(dest)
     os.replace(tmp, dest)
@@ -472,7 +487,7 @@ MARK = 'COMPLETE'
 def mark_checkpoint(folder, # a checkpoint the Trainer has just finished writing
                     step:int): # its step
     "Make a finished checkpoint readable under the umask (safetensors writes 0600) and mark it complete."
-    write_json(share_tree(folder)/MARK, {'step': step})
+    write_json(share_tree(portable_base(folder))/MARK, {'step': step})
 
 def log_metrics(path, # the step's `metrics.jsonl`
                 step:int, # the Trainer's global step

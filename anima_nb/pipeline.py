@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_pipeline.ipynb #33513ea9
 from __future__ import annotations
-import os, re, sys, io, json, time, argparse, importlib, errno, datetime as dt
+import os, re, sys, io, json, time, argparse, importlib, errno, contextlib, datetime as dt
 from pathlib import Path
 from .core import *
 from .core import _now
@@ -15,10 +15,10 @@ from .elo import read_ratings
 
 # %% auto #0
 __all__ = ['CHAIN', 'NEEDS', 'select_steps', 'chain_for', 'declarers', 'parse_value', 'coerce', 'parse_sets', 'load_config',
-           'gather_params', 'param_types', 'check_names', 'step_inputs', 'resolve_step', 'run_needs', 'linear_needs',
-           'plan_steps', 'StepFailed', 'run_notebook', 'step_record', 'summarize', 'format_summary', 'prepare',
-           'step_module', 'preflight', 'installed_packages', 'run_pipeline', 'cli', 'threads_option', 'verify_run',
-           'main', 'docs_sources']
+           'gather_params', 'param_types', 'check_names', 'step_inputs', 'resolve_step', 'check_used', 'run_needs',
+           'linear_needs', 'plan_steps', 'StepFailed', 'run_notebook', 'step_record', 'summarize', 'format_summary',
+           'prepare', 'step_module', 'preflight', 'installed_packages', 'run_pipeline', 'cli', 'threads_option',
+           'verify_run', 'main', 'docs_sources']
 
 # %% ../nbs/06_pipeline.ipynb #5124a586
 CHAIN = STEP_NOTEBOOKS
@@ -129,15 +129,31 @@ def check_names(values:dict, # name -> value, as `gather_params` makes them
 
 # %% ../nbs/06_pipeline.ipynb #2c0e1ba2
 def step_inputs(values:dict, # every value given to the chain
-                declared:dict) -> dict: # the step's `notebook_schema`
-    "The parameters papermill injects into one step: the given values the step declares."
-    return {k: v for k, v in values.items() if k in declared}
+                declared:dict, # the step's `notebook_schema`
+                step:str=None, # the step (a key of `ALL_STEPS`), to leave out what it does not use
+                resolved:dict=None) -> dict: # its resolved values, which say what it does not use
+    "The parameters papermill injects into one step: the given values the step declares (and uses, under `resolved`)."
+    unused = unused_params(step, resolved) if step and resolved else {}
+    return {k: v for k, v in values.items() if k in declared and k not in unused}
 
 def resolve_step(values:dict, # every value given to the chain
                  declared:dict, # the step's `notebook_schema`
-                 where='this step') -> dict: # names the step in the errors
+                 where='this step', # names the step in the errors
+                 step:str=None) -> dict: # a key of `ALL_STEPS`: a given value it does not use is not passed to it
     "The parameters a step will run with: what it is given, else the profile's, else its declared defaults."
-    return resolve_params(step_inputs(values, declared), declared, where)
+    params = resolve_params(step_inputs(values, declared), declared, where)
+    return params if step is None else resolve_params(step_inputs(values, declared, step, params), declared, where)
+
+def check_used(values:dict, # every value given to the chain
+               declared:dict, # step -> its `notebook_schema`, for the steps of the chain
+               resolved:dict): # step -> its resolved values
+    "Refuse a value given to the chain that no step declaring it uses (`UNUSED_WHEN`): it would change nothing."
+    for k, v in values.items():
+        users = [s for s, d in declared.items() if k in d]
+        if v is None or not users: continue
+        why = [unused_params(s, resolved[s]).get(k) for s in users]
+        if all(why): raise ValueError(f"{k} is given but no step uses it: " + '; '.join(
+            f"{CHAIN.get(s) or ALL_STEPS.get(s, s)}: {w}" for s, w in zip(users, why)))
 
 # %% ../nbs/06_pipeline.ipynb #dc747215
 NEEDS = {'data': (), 'train': (), 'merge': ('train',), 'inference': ('train', 'merge'), 'elo': ('inference',),
@@ -365,7 +381,8 @@ def prepare(values:dict, # every value given to the chain, as `gather_params` ma
     check_names(values, {**({s: notebook_schema(nbs/f'{nb}.ipynb') for s, nb in ALL_STEPS.items()} if default else {}),
                          **declared})
     selected = select_steps(steps, chain)
-    resolved = {s: resolve_step(values, declared[s], chain[s]) for s in chain}
+    resolved = {s: resolve_step(values, declared[s], chain[s], s if s in ALL_STEPS else None) for s in chain}
+    check_used(values, declared, resolved)
     run = values['run_name']
     manifests = {s: read_manifest(outputs_dir()/run/s) for s in chain}
     plan = plan_steps(selected, resolved, manifests, force, run_needs(resolved) if default else linear_needs(chain))
@@ -410,11 +427,16 @@ def installed_packages() -> dict:
     from importlib import metadata
     return dict(sorted({d.metadata['Name']: d.version for d in metadata.distributions() if d.metadata['Name']}.items()))
 
+def _notebooks(s, pre, nbdir) -> tuple:
+    "The notebook step `s` runs and where its executed copy goes."
+    return pre['nbs']/f"{pre['chain'][s]}.ipynb", nbdir/f"{pre['chain'][s]}.ipynb"
+
 def _step_entry(s, pre, values, nbdir, status, reason) -> dict:
-    "A step's entry in the run manifest, before it runs."
-    nb = pre['chain'][s]
-    return dict(notebook=str(pre['nbs']/f'{nb}.ipynb'), executed=str(nbdir/f'{nb}.ipynb'),
-                given=step_inputs(values, pre['declared'][s]), params=pre['resolved'][s], status=status, reason=reason,
+    "A step's entry in the run manifest, before it runs: the notebooks named relative to the checkout or install and the run."
+    source, executed = _notebooks(s, pre, nbdir)
+    with contextlib.suppress(ValueError): source = source.resolve().relative_to(PACKAGE.resolve().parent)
+    return dict(notebook=source.as_posix(), executed=portable(executed, nbdir.parent),
+                given=step_inputs(values, pre['declared'][s], s, pre['resolved'][s]), params=pre['resolved'][s], status=status, reason=reason,
                 seconds=0.0, **step_record(s, pre['manifests'][s]))
 
 def _initial_status(step, todo:dict) -> tuple:
@@ -453,7 +475,8 @@ def run_pipeline(values:dict, # every value given to the chain, as `gather_param
             rec.update(status='running', started=_now()); manifest.save()
             t0 = time.perf_counter()
             os.environ['ANIMA_NB_RESTART'] = '1' if force else '0'          # training's restart is an action
-            try: run_notebook(s, rec['notebook'], rec['executed'], rec['given'], log_output=log_output,
+            source, executed = _notebooks(s, pre, nbdir)
+            try: run_notebook(s, source, executed, rec['given'], log_output=log_output,
                               progress=sys.stderr.isatty())
             except BaseException as e:                     # a failed cell, a dead kernel, or Ctrl-C
                 failure = e.record() if isinstance(e, StepFailed) else dict(ename=type(e).__name__, evalue=str(e))
@@ -466,9 +489,9 @@ def run_pipeline(values:dict, # every value given to the chain, as `gather_param
                 raise
             rec.update(status='complete', seconds=round(time.perf_counter() - t0, 1), finished=_now(),
                        **step_record(s, read_manifest(root/s)))
-            manifest.add_output(rec['executed']).save(); echo(f"{tag} done in {rec['seconds']} s")
+            manifest.add_output(executed).save(); echo(f"{tag} done in {rec['seconds']} s")
         summary = summarize(run, pre['chain'])
-        write_json(root/'summary.json', summary)
+        write_json(root/'summary.json', portable_paths(summary, root))
         atomic_write_text(root/'summary.md', format_summary(summary) + '\n')
         manifest.add_output(root/'summary.json').add_output(root/'summary.md')
         manifest.finish(**{k: summary[k] for k in ('status', 'data', 'train', 'merge', 'answers')},

@@ -41,6 +41,16 @@ def test_unknown_name_in_config_refused(outputs, tmp_path):
     r = anima_run('--config', str(cfg))
     assert r.returncode == 2 and "['learning_rte']" in r.stderr, r.stderr
 
+def test_value_no_step_uses_refused_before_anything_runs(outputs):
+    r = anima_run('--plan', '--set', 'judge_model=gpt-4o')      # the demo's Elo step replays recorded verdicts
+    assert r.returncode == 2, r.stderr
+    assert 'judge_model is given but no step uses it: 05_elo: answers is empty' in r.stderr, r.stderr
+    r = anima_run('--plan', '--set', 'temperature=0.2')
+    assert r.returncode == 2 and '04_inference: do_sample is false' in r.stderr, r.stderr
+    r = anima_run('--plan', '--set', 'temperature=0.2', '--set', 'do_sample=true')
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(outputs)) == ['.cache']
+
 def test_unknown_step_refused(outputs):
     r = anima_run('--steps', 'train,evaluate')
     assert r.returncode == 2 and "Unknown step(s) ['evaluate']" in r.stderr, r.stderr
@@ -209,6 +219,11 @@ def test_demo_chain_end_to_end(outputs):
     wrong = {str(k): oct(v) for k, v in modes.items()
              if v != ((0o777 if (run/k).is_dir() else 0o666) & ~umask()) and not v & 0o100}
     assert not wrong, wrong
+    # the records name the run's files, and the demo base, relative to the run folder: a copied run still reads
+    records = [p for p in run.rglob('*') if p.suffix in ('.json', '.jsonl') or p.name == 'README.md']
+    absolute = [str(p.relative_to(run)) for p in records if str(outputs) in p.read_text(encoding='utf-8')]
+    assert not absolute, absolute
+    assert read_json(run/'train'/'adapter'/'adapter_config.json')['base_model_name_or_path'].startswith('../.cache/tiny-llama-')
 
     # the site's step pages are the executed copies: a plot and the Elo table render
     from nbconvert import HTMLExporter
