@@ -7,15 +7,15 @@ from __future__ import annotations
 import os, json, math, time, hashlib, functools
 from pathlib import Path
 from .core import *
+from .estimates import PEAK_TFLOPS, UTILISATION, read_arch, arch_of, base_param_counts
 from .models import merged_record, train_record, recorded_model, load_adapter_model, resolve_model
 
 # %% auto #0
 __all__ = ['BENCHMARKS', 'BENCH_DATA', 'LOCAL_BENCH', 'LM_EVAL_HINT', 'H100_BF16_TFLOPS', 'BENCH_UTILISATION', 'RESULT_KEY',
            'BENCH_OUTPUTS', 'has_lm_eval', 'task_manager', 'lm_eval_subjects', 'local_subjects', 'local_files',
            'task_config', 'task_hash', 'split_names', 'subjects_for', 'model_identity', 'bench_lm', 'question_of',
-           'ScriptedLM', 'answer_key', 'eval_subject', 'overall', 'llama_parameters', 'estimate', 'plot_benchmarks',
-           'problems', 'input_problems', 'evaluate_all', 'bench_summary', 'run_benchmarks', 'read_results',
-           'cli_params', 'main']
+           'ScriptedLM', 'answer_key', 'eval_subject', 'overall', 'estimate', 'plot_benchmarks', 'problems',
+           'input_problems', 'evaluate_all', 'bench_summary', 'run_benchmarks', 'read_results', 'cli_params', 'main']
 
 # %% ../nbs/08_benchmarks.ipynb #203ed5cd
 BENCHMARKS = {
@@ -182,21 +182,12 @@ def overall(results:list) -> dict:
                 subject_mean=round(sum(r['acc'] for r in results) / len(results), 4))
 
 # %% ../nbs/08_benchmarks.ipynb #bcc253e3
-H100_BF16_TFLOPS, BENCH_UTILISATION = 989.0, 0.30
-
-def llama_parameters(arch:dict) -> int:
-    "Parameters of a LLaMA with `arch` (LlamaConfig fields): embeddings, head, attention, MLP and norms."
-    h, f, L, V = arch['hidden_size'], arch['intermediate_size'], arch['num_hidden_layers'], arch['vocab_size']
-    kv = (arch.get('num_key_value_heads') or arch['num_attention_heads']) * h // arch['num_attention_heads']
-    return 2 * V * h + L * (2 * h * h + 2 * h * kv + 3 * h * f + 2 * h) + h
+H100_BF16_TFLOPS, BENCH_UTILISATION = PEAK_TFLOPS['bf16'], UTILISATION     # the estimates room's
 
 def estimate(params:dict) -> dict:
     "Requests, tokens and hours on one H100 of evaluating `params`' subjects (published sizes; nothing loaded)."
-    arch = params['architecture']
-    if arch is None:
-        from transformers import AutoConfig
-        arch = AutoConfig.from_pretrained(resolve_model(model_identity(params)['path'])).to_dict()
-    n_params, want, local = llama_parameters(arch), split_names(params['bench_subjects']), params['bench_data'] == 'local'
+    arch = params['architecture'] or read_arch(resolve_model(model_identity(params)['path']))
+    n_params, want, local = base_param_counts(arch_of(arch))['total'], split_names(params['bench_subjects']), params['bench_data'] == 'local'
     pairs = subjects_for(params, None if local else task_manager()) if local or has_lm_eval() else None
     rows = {}
     for b in split_names(params['bench_tasks']):

@@ -9,15 +9,16 @@ from pathlib import Path
 from .core import *
 from .data import load_questions, questions_problems, read_answers, answers_path, read_rows, looks_local
 from .models import *
+from .estimates import param_counts, memory_estimate, model_arch, GB
 from .judge import BaseJudge, judge_messages, parse_score_fastchat, make_judge, check_unparseable
 from .ratings import battle_row, two_player_table
 from .generation import generate_like
 
 # %% auto #0
-__all__ = ['PREF_FORMATS', 'PAIR_SCHEMA', 'HELD_OUT', 'REFERENCES', 'GB', 'CURVES', 'RUN_ONLY', 'DPO_OUTPUTS', 'split_dialogues',
+__all__ = ['PREF_FORMATS', 'PAIR_SCHEMA', 'HELD_OUT', 'REFERENCES', 'CURVES', 'RUN_ONLY', 'DPO_OUTPUTS', 'split_dialogues',
            'check_pair', 'identical', 'to_pair', 'read_preferences', 'load_references', 'run_pairs', 'training_rows',
            'split_pairs', 'sequence_logps', 'dpo_loss', 'policy_path', 'load_policy_base', 'dpo_lora', 'dpo_args',
-           'DPOLog', 'length_grouped', 'make_trainer', 'dpo_arch', 'dpo_counts', 'dpo_memory', 'estimate', 'bigram_f1',
+           'DPOLog', 'length_grouped', 'make_trainer', 'dpo_arch', 'dpo_memory', 'estimate', 'bigram_f1',
            'OverlapJudge', 'play_pair', 'plot_dpo', 'curve_ends', 'dpo_plan', 'problems', 'input_problems',
            'preference_pairs', 'judge_for', 'before_after', 'run_dpo', 'cli_params', 'main']
 
@@ -256,52 +257,28 @@ def make_trainer(params:dict, # the step's parameters
     return trainer
 
 # %% ../nbs/07_dpo.ipynb #10b34ef4
-GB = 1e9
-
-def dpo_arch(params:dict):
-    "The base's config: `architecture` when given for a model that is not built locally, else the model's own."
-    from transformers import AutoConfig, LlamaConfig
+def dpo_arch(params:dict) -> dict:
+    "The base's architecture: `architecture` when given for a model that is not built locally, else the model's own."
     local = params['dpo_model'] == 'merged' or str(params['dpo_model']).startswith('local:')
-    if params['architecture'] and not local: return LlamaConfig(**params['architecture'])
-    return AutoConfig.from_pretrained(policy_path(params))
+    return model_arch(policy_path(params), None if local else params['architecture'])
 
-def dpo_counts(cfg, # the base's config (a LLaMA)
-               params:dict) -> dict: # the step's parameters (LoRA)
-    "Base parameters (the decoder's linear layers, quantized, and the rest) and the DPO adapter's, from the shapes."
-    h, f, L, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size
-    kvd = (getattr(cfg, 'num_key_value_heads', None) or cfg.num_attention_heads) * h // cfg.num_attention_heads
-    dims = dict(q_proj=(h, h), k_proj=(h, kvd), v_proj=(h, kvd), o_proj=(h, h), gate_proj=(h, f), up_proj=(h, f),
-                down_proj=(f, h))
-    mods = list(dims) if params['lora_modules'] == 'all' else [m.strip() for m in params['lora_modules'].split(',')]
-    lin = L * sum(a * b for a, b in dims.values())
-    other = V * h * (1 if getattr(cfg, 'tie_word_embeddings', False) else 2) + (2 * L + 1) * h
-    return dict(total=lin + other, quantized=lin, other=other,
-                lora=L * sum(params['dpo_lora_r'] * sum(dims[m]) for m in mods))
-
-def dpo_memory(counts:dict, # as `dpo_counts` makes them
-               arch:dict, # sizes, layers and vocabulary of the base
+def dpo_memory(counts:dict, # as `param_counts` makes them
+               arch:dict, # as `arch_of` gives it
                params:dict, # the step's parameters
                reference:str) -> dict: # one of `REFERENCES`
-    "Training memory in GB, by part, for one reference mode."
-    h, f, L, V = arch['hidden_size'], arch['intermediate_size'], arch['num_hidden_layers'], arch['vocab_size']
-    B, nq = (2 if params['bf16'] else 4), counts['quantized']
-    tokens = 2 * params['dpo_batch_size'] * params['dpo_max_length']       # a pair: chosen and rejected rows
-    wbytes = {4: 0.5, 8: 1.0, 16: 2.0, 32: 4.0}[params['bits']]
-    consts = nq / 64 * ((1 + 4 / 256) if params['double_quant'] else 4) if params['bits'] == 4 else 0
-    model = nq * wbytes + consts + counts['other'] * B
-    gc = params['gradient_checkpointing']
-    parts = {'policy_weights': model, 'reference_weights': model if reference == 'model' else 0,
-             'lora_weights': counts['lora'] * 4, 'lora_gradients': counts['lora'] * 4,
-             'optimizer_states': counts['lora'] * 8, 'checkpointed_activations': (L if gc else 0) * tokens * h * B,
-             'layer_activations': (1 if gc else L) * tokens * (10 * h + 5 * f) * B, 'logits': 2 * tokens * V * 4}
-    parts['total'] = sum(parts.values())
-    return {k: round(v / GB, 3) for k, v in parts.items()}
+    "Training memory in GB, by part: training's formula for a micro-batch of pairs, plus a second frozen base for `reference='model'`."
+    mem = memory_estimate(counts, arch, params, unit=1,
+                          tokens=2 * params['dpo_batch_size'] * params['dpo_max_length'])   # chosen and rejected rows
+    mem.pop('total')
+    mem['reference_weights'] = (mem['quantized_weights'] + mem['quantization_constants'] + mem['other_weights']
+                                if reference == 'model' else 0)
+    mem['total'] = sum(mem.values())
+    return {k: round(v / GB, 3) for k, v in mem.items()}
 
 def estimate(params:dict) -> dict:
     "The dry run: parameter counts and memory for both reference modes (the chosen one named)."
-    cfg = dpo_arch(params)
-    arch = {k: getattr(cfg, k) for k in ('vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers')}
-    counts = dpo_counts(cfg, params)
+    arch = dpo_arch(params)
+    counts = param_counts(arch, params['dpo_lora_r'], params['lora_modules'])
     return dict(model=params['dpo_model'], architecture=arch, params=counts, reference=params['dpo_reference'],
                 memory_gb={r: dpo_memory(counts, arch, params, r) for r in REFERENCES})
 

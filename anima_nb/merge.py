@@ -9,6 +9,7 @@ from pathlib import Path
 from .core import *
 from .data import alpaca_prompt
 from .models import *
+from .estimates import model_arch, weight_bytes
 
 # %% auto #0
 __all__ = ['MERGE_DTYPES', 'MERGE_MODES', 'TOLERANCE', 'QLORA_TOLERANCE', 'FIDELITY_QUESTIONS', 'FIDELITY_TOKENS', 'REFERENCES',
@@ -172,14 +173,8 @@ def model_bytes(name:str, # the base model (hub id, local path or `local:NAME`)
                 revision=None, # the hub revision
                 vocab_size:int=None, # the vocabulary after training added tokens, if larger
                 local_only=False) -> int: # use only a config already on this machine (no download)
-    "Bytes of the base model's weights in `dtype`, counted without loading them."
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-    cfg = AutoConfig.from_pretrained(resolve_model(name, build=not local_only), revision=revision,
-                                     local_files_only=local_only)
-    if vocab_size and vocab_size > cfg.vocab_size: cfg.vocab_size = vocab_size
-    with torch.device('meta'): model = AutoModelForCausalLM.from_config(cfg)
-    return sum(p.numel() for p in model.parameters()) * getattr(torch, dtype).itemsize
+    "Bytes of the base model's weights in `dtype`, from its config alone (`weight_bytes`, `01b_estimates`)."
+    return weight_bytes(model_arch(name, revision=revision, local_only=local_only), dtype, vocab_size)
 
 def check_disk(path, # where the files will go (it need not exist yet)
                need:int, # bytes to write

@@ -9,19 +9,17 @@ from pathlib import Path
 from .core import *
 from .data import load_pairs, pairs_dataset, pair_counts, read_profile, dataset_problems, FORMATS, ALPACA_RULES
 from .models import *
+from .estimates import *
 
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'TRUNCATIONS', 'LOSS_WEIGHTINGS', 'PEAK_TFLOPS', 'UTILISATION', 'GB', 'CARDS_GIB', 'OVERHEAD_GB',
-           'LAYOUT_ROWS', 'BNB_ADAMW', 'RUN_ONLY', 'TRAIN_OUTPUTS', 'encode_source', 'encode_target', 'encode_pair',
-           'encode_pairs', 'Collator', 'example_ids', 'token_losses', 'loss_units', 'summed_loss', 'make_collator',
-           'split_dataset', 'encode_dataset', 'lora_param_count', 'arch_config', 'meta_model', 'param_counts',
-           'micro_batch_tokens', 'memory_estimate', 'compute_estimate', 'layout_memory', 'layout_report',
-           'layout_estimates', 'typical_example_tokens', 'estimate', 'is_sharded', 'gathered_lora', 'quantized_bytes',
-           'per_process', 'load_sharded_lora', 'rng_state', 'set_rng_state', 'report_targets', 'set_tf32',
-           'sharded_optim', 'training_args', 'plot_loss', 'base_revision', 'peak_rss_gb', 'fsdp_config_file',
-           'fsdp_launch', 'shard_model', 'base_layout', 'base_skeleton', 'receive_shards', 'whole_tensors',
-           'load_base_per_rank', 'split_device_map', 'resume_plan', 'problems', 'layout_problems', 'train',
-           'training_data', 'cli_params', 'main']
+__all__ = ['IGNORE_INDEX', 'TRUNCATIONS', 'LOSS_WEIGHTINGS', 'BNB_ADAMW', 'RUN_ONLY', 'TRAIN_OUTPUTS', 'encode_source',
+           'encode_target', 'encode_pair', 'encode_pairs', 'Collator', 'example_ids', 'token_losses', 'loss_units',
+           'summed_loss', 'make_collator', 'split_dataset', 'encode_dataset', 'typical_example_tokens', 'estimate',
+           'is_sharded', 'gathered_lora', 'quantized_bytes', 'per_process', 'load_sharded_lora', 'rng_state',
+           'set_rng_state', 'report_targets', 'set_tf32', 'sharded_optim', 'training_args', 'plot_loss',
+           'base_revision', 'peak_rss_gb', 'fsdp_config_file', 'fsdp_launch', 'shard_model', 'base_layout',
+           'base_skeleton', 'receive_shards', 'whole_tensors', 'load_base_per_rank', 'split_device_map', 'resume_plan',
+           'problems', 'layout_problems', 'train', 'training_data', 'cli_params', 'main']
 
 # %% ../nbs/02_train.ipynb #390c7f00
 IGNORE_INDEX = -100
@@ -177,149 +175,6 @@ def encode_dataset(ds, # a `datasets.Dataset` of pairs
     return ds.map(_encode_batch, batched=True, batch_size=1000, fn_kwargs=kw, remove_columns=ds.column_names,
                   desc='tokenizing')
 
-# %% ../nbs/02_train.ipynb #c7d7dee6
-def lora_param_count(arch:dict, # LlamaConfig fields: sizes, layers and heads
-                     r:int, # LoRA rank
-                     modules=('q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj') # adapted
-                    ) -> int:
-    "LoRA weights of rank `r` on `modules` of every decoder layer of a LLaMA with architecture `arch`."
-    h, f, L = arch['hidden_size'], arch['intermediate_size'], arch['num_hidden_layers']
-    kv = arch.get('num_key_value_heads') or arch['num_attention_heads']
-    kvd = kv * h // arch['num_attention_heads']
-    dims = dict(q_proj=(h, h), k_proj=(h, kvd), v_proj=(h, kvd), o_proj=(h, h),
-                gate_proj=(h, f), up_proj=(h, f), down_proj=(f, h))
-    return L * sum(r * sum(dims[m]) for m in modules)
-
-# %% ../nbs/02_train.ipynb #227724b5
-PEAK_TFLOPS = {'bf16': 989.0, 'tf32': 494.7, 'fp32': 67.0}   # H100 SXM, dense (NVIDIA datasheet)
-UTILISATION = 0.30
-
-def arch_config(params:dict):
-    "The model's config: `architecture` when it describes the profile's own base model, else the model's config."
-    from transformers import AutoConfig, LlamaConfig
-    same = params['model_name_or_path'] == load_profile(params['profile']).get('model_name_or_path')
-    if params['architecture'] and same: return LlamaConfig(**params['architecture'])
-    return AutoConfig.from_pretrained(resolve_model(params['model_name_or_path']))
-
-def meta_model(cfg, # the model's config
-               params:dict): # the step's parameters (LoRA)
-    "The model of `cfg` with LoRA per `params`, built on the meta device (shapes only)."
-    import torch
-    from transformers import AutoModelForCausalLM
-    from peft import get_peft_model
-    with torch.device('meta'): model = AutoModelForCausalLM.from_config(cfg)
-    with torch.device('meta'), quiet_library_deprecations(): return get_peft_model(model, lora_config(model, params))   # LoRA weights on meta too
-
-def param_counts(peft_model) -> dict:
-    "Total base parameters, of which quantizable (decoder linear layers) and others; trainable LoRA parameters."
-    import torch
-    base = peft_model.get_base_model()
-    lin = sum(module.base_layer.weight.numel() if hasattr(module, 'base_layer') else module.weight.numel()
-              for name, module in base.named_modules()
-              if isinstance(module, torch.nn.Linear) and 'lm_head' not in name and 'lora_' not in name)
-    total = sum(weight.numel() for name, weight in base.named_parameters() if 'lora_' not in name)
-    return dict(total=total, quantized=lin, other=total - lin,
-                lora=sum(p.numel() for p in peft_model.parameters() if p.requires_grad))
-
-# %% ../nbs/02_train.ipynb #c87d6304
-GB = 1e9
-
-def micro_batch_tokens(params:dict, # the step's parameters: batch size, lengths, `flatten`
-                       example_tokens:float=None # mean tokens of an example, if measured
-                      ) -> float:
-    "Tokens in one micro-batch: padded rows of the longest example, or (flattened, or alone) the examples' own."
-    longest = params['source_max_len'] + params['target_max_len']
-    own = params['flatten'] or params['per_device_train_batch_size'] == 1          # nothing padded
-    return params['per_device_train_batch_size'] * (min(example_tokens or longest, longest) if own else longest)
-
-def memory_estimate(counts:dict, # `param_counts` of the model
-                    arch:dict, # LlamaConfig fields: sizes, layers, vocabulary
-                    params:dict, # the step's parameters
-                    unit=GB, # bytes per unit of the result
-                    example_tokens:float=None # mean tokens of an example, if measured
-                   ) -> dict:
-    "Training memory in `unit`s (GB), by part, for `counts` of a LLaMA `arch` trained per `params`."
-    tokens = micro_batch_tokens(params, example_tokens)
-    h, f, L, V = arch['hidden_size'], arch['intermediate_size'], arch['num_hidden_layers'], arch['vocab_size']
-    B, nq = (2 if params['bf16'] else 4), counts['quantized']
-    wbytes = {4: 0.5, 8: 1.0, 16: 2.0, 32: 4.0}[params['bits']]
-    if params['bits'] == 4: consts = nq / 64 * ((1 + 4 / 256) if params['double_quant'] else 4)
-    else: consts = nq / 4096 * 4 if params['bits'] == 8 else 0
-    parts = {'quantized_weights': nq * wbytes, 'quantization_constants': consts, 'other_weights': counts['other'] * 4,
-             'lora_weights': counts['lora'] * 4, 'lora_gradients': counts['lora'] * 4,
-             'optimizer_states': counts['lora'] * 8,
-             'checkpointed_activations': (L if params['gradient_checkpointing'] else 0) * tokens * h * B,
-             'layer_activations': (1 if params['gradient_checkpointing'] else L) * tokens * (10 * h + 5 * f) * B,
-             'logits': 2 * tokens * V * 4, 'dequantized_weight': h * f * B if params['bits'] in (4, 8) else 0}
-    parts['total'] = sum(parts.values())
-    return {k: round(v / unit, 3) for k, v in parts.items()}
-
-def compute_estimate(counts:dict, # `param_counts` of the model
-                     arch:dict, # LlamaConfig fields: sizes, layers, vocabulary
-                     params:dict, # the step's parameters
-                     processes:int=1, # data-parallel processes (devices)
-                     example_tokens:float=None # mean tokens of an example, if measured
-                    ) -> dict:
-    "Tokens, FLOPs and hours of the run per `params` (every example at full length unless flattened and measured)."
-    s, L, h = params['source_max_len'] + params['target_max_len'], arch['num_hidden_layers'], arch['hidden_size']
-    matmul = counts['quantized'] + arch['vocab_size'] * h     # decoder linears + lm_head (the embedding is a lookup)
-    per_token = 6 * matmul + 6 * counts['lora'] + 3 * L * 2 * s * h
-    micro_batches = params['max_steps'] * params['gradient_accumulation_steps'] * processes
-    tokens = micro_batches * micro_batch_tokens(params, example_tokens)
-    dtype = 'bf16' if params['bf16'] else 'tf32' if params['tf32'] else 'fp32'
-    secs = tokens * per_token / (PEAK_TFLOPS[dtype] * 1e12 * UTILISATION * processes)
-    return dict(tokens=tokens, flops_per_token=per_token, total_flops=tokens * per_token, compute_dtype=dtype,
-                peak_tflops_per_device=PEAK_TFLOPS[dtype], utilisation=UTILISATION, devices=processes,
-                hours=round(secs / 3600, 2))
-
-# %% ../nbs/02_train.ipynb #0c41a9e1
-CARDS_GIB = {'24GB': 24, '40GB': 40, '48GB': 48, '80GB': 80}     # RTX 3090/4090, A100 40GB, A6000/L40S, A100/H100 80GB
-OVERHEAD_GB = 2.0
-LAYOUT_ROWS = ('ddp', 'fsdp', 'fsdp_offload', 'layer_split')
-
-def layout_memory(mem:dict, # `memory_estimate` of one process holding the whole model, in GB
-                  arch:dict, # LlamaConfig fields: layers
-                  params:dict, # the step's parameters: `bf16`
-                  layout:str, # one of `LAYOUT_ROWS`
-                  devices:int # devices (processes for `ddp`/`fsdp`, GPUs of the one process for `layer_split`)
-                 ) -> dict:
-    "GB on the busiest device, in CPU memory of rank 0 and of each other process for `layout` over `devices`, and the cards that fit."
-    lora = mem['lora_weights'] + mem['lora_gradients'] + mem['optimizer_states']
-    acts = mem['checkpointed_activations'] + mem['layer_activations'] + mem['logits'] + mem['dequantized_weight']
-    layer = (mem['quantized_weights'] + mem['lora_weights'] + mem['lora_gradients']) / arch['num_hidden_layers']
-    cpu = others = 0.0
-    if layout == 'ddp': gpu = mem['total']
-    elif layout in ('fsdp', 'fsdp_offload'):
-        other = mem['other_weights'] * (0.5 if params['bf16'] else 1.0)       # no upcast: the compute dtype
-        shards = (mem['quantized_weights'] + lora + other) / devices
-        unsharded = mem['quantization_constants'] + other + 2 * layer + acts
-        load = mem['quantized_weights'] + mem['quantization_constants'] + other
-        gpu = unsharded + (0 if layout == 'fsdp_offload' else shards)
-        cpu = load if layout == 'fsdp' else max(load, shards)                # rank 0 reads the whole base
-        others = mem['quantization_constants'] + (shards if layout == 'fsdp_offload' else 0)   # they receive shards
-    elif layout == 'layer_split':
-        spread = mem['quantized_weights'] + mem['quantization_constants'] + lora + mem['checkpointed_activations']
-        gpu = spread / devices + mem['other_weights'] / min(devices, 2) + acts - mem['checkpointed_activations']
-    else: raise ValueError(f"layout must be one of {LAYOUT_ROWS}, got {layout!r}")
-    fits = [card for card, gib in CARDS_GIB.items() if gpu + OVERHEAD_GB <= gib * 2**30 / GB]
-    return dict(gpu_gb=round(gpu, 2), cpu_gb=round(cpu, 2), cpu_gb_other_ranks=round(others, 2), fits=fits)
-
-def layout_report(est:dict) -> str:
-    "The per-device memory of every layout in `est` (an `estimate`), as lines of text."
-    rows = [f"memory per device over {est['devices']} devices, GB (a card fits with {OVERHEAD_GB} GB to spare):",
-            f"{'layout':<14}{'per device':>11}{'CPU rank 0':>12}{'CPU others':>12}  fits"]
-    rows += [f"{k:<14}{v['gpu_gb']:>11.2f}{v['cpu_gb']:>12.2f}{v['cpu_gb_other_ranks']:>12.2f}  "
-             f"{', '.join(v['fits']) or 'no card listed'}"
-             for k, v in est['per_device_gb'].items()]
-    return '\n'.join(rows)
-
-def layout_estimates(mem:dict, # `memory_estimate` of one process holding the whole model, in GB
-                     arch:dict, # LlamaConfig fields
-                     params:dict, # the step's parameters
-                     devices:int): # devices to spread over
-    "`layout_memory` of every layout over `devices`."
-    return {layout: layout_memory(mem, arch, params, layout, devices) for layout in LAYOUT_ROWS}
-
 # %% ../nbs/02_train.ipynb #b6440ed7
 def typical_example_tokens(run_name:str) -> float|None:
     "Mean tokens of an example (prompt + response, each within its limit) from the run's data profile, if it has one."
@@ -332,11 +187,9 @@ def typical_example_tokens(run_name:str) -> float|None:
 def estimate(params:dict, # the step's resolved parameters
              processes:int=1 # data-parallel processes (devices)
             ) -> dict:
-    "The dry-run figures of `params`: parameter counts, memory and compute estimates (meta device, no weights)."
-    cfg = arch_config(params)
-    arch = {k: getattr(cfg, k) for k in ('vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers',
-                                         'num_attention_heads', 'num_key_value_heads')}
-    counts = param_counts(meta_model(cfg, params))
+    "The dry-run figures of `params`: parameter counts, memory and compute estimates (from the architecture, no weights)."
+    arch = arch_config(params)
+    counts = param_counts(arch, params['lora_r'], params['lora_modules'])
     ex = typical_example_tokens(params['run_name']) if params['flatten'] else None
     mem = memory_estimate(counts, arch, params, example_tokens=ex)
     devices = params.get('processes') or processes

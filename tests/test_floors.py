@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-FLOOR = {'core': 0, 'models': 1, 'judge': 1, 'ratings': 1, 'data': 1, 'generation': 2,
+FLOOR = {'core': 0, 'models': 1, 'judge': 1, 'ratings': 1, 'data': 1, 'generation': 2, 'estimates': 2,
          'train': 3, 'trainer': 3, 'merge': 3, 'export': 3, 'inference': 3, 'elo': 3, 'dpo': 3, 'benchmarks': 3,
          'pipeline': 4}
 STEP_MODULES = {'train': ('trainer',), 'trainer': ('train',)}     # one step written as two modules
@@ -37,3 +37,14 @@ def test_no_step_imports_another_step(mod):
     steps = {m for m in imports(ROOT/'anima_nb'/f'{mod}.py', top_only=False)
              if FLOOR.get(m) == 3 and m != mod and m not in STEP_MODULES.get(mod, ())}
     assert not steps, f'the {mod} step imports the steps {sorted(steps)}'
+
+@pytest.mark.parametrize('args', [['--params'], ['--plan', '--run-name', 'startup-check'],
+                                  ['--plan', '--profile', 'anima33b', '--steps', 'data,train,merge']])
+def test_planning_imports_no_framework(args, outputs):
+    "Listing parameters and planning a run (the merge's disk check included) import neither torch nor transformers."
+    import subprocess, sys
+    code = ("import sys, io, contextlib\nfrom anima_nb.pipeline import main\n"
+            f"with contextlib.redirect_stdout(io.StringIO()): rc = main({args!r})\n"
+            "print(rc, sorted(m for m in ('torch', 'transformers', 'peft', 'papermill', 'datasets') if m in sys.modules))")
+    r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.stdout.split('\n')[-2] == '0 []', r.stdout + r.stderr

@@ -2,7 +2,7 @@
 
 NF4 with double quantization, LoRA r=64 on all seven linear modules, gradient checkpointing, paged AdamW 32-bit,
 batch 1, 1024 tokens (512 + 512), as the anima33b profile trains. Prints seconds per step and peak GPU memory
-beside the project's estimate (`anima_nb.train.memory_estimate`) for the same shape, in fp32 compute (the faithful
+beside the project's estimate (`anima_nb.estimates.memory_estimate`) for the same shape, in fp32 compute (the faithful
 setting) and bf16. Each compute mode runs in its own process and writes gpu_shape_check_<mode>.json to $OUT (or the working directory).
 Run: python tests/bench/gpu_shape_check.py [layers] [steps]      (--smoke: tiny dims on CPU, to test the script)
 """
@@ -11,7 +11,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from anima_nb.core import load_profile, step_params
 from anima_nb.models import load_base_model, add_lora
-from anima_nb.train import param_counts, memory_estimate, meta_model
+from anima_nb.estimates import counted_params, memory_estimate, meta_model
 
 def make_checkpoint(arch, path, device):
     "A random LLaMA of `arch` saved in fp16, as a hub checkpoint would be."
@@ -22,7 +22,7 @@ def make_checkpoint(arch, path, device):
 def run(path, arch, P, steps, device, seq):
     if device == 'cuda': torch.cuda.reset_peak_memory_stats()
     model = add_lora(load_base_model(path, P), P)
-    counts = param_counts(meta_model(LlamaConfig(**arch), P))   # a 4-bit weight's numel counts packed bytes: count on meta
+    counts = counted_params(meta_model(LlamaConfig(**arch), P))   # a 4-bit weight's numel counts packed bytes: count on meta
     loaded = torch.cuda.max_memory_allocated() / 1e9 if device == 'cuda' else None
     import bitsandbytes as bnb
     params = [p for p in model.parameters() if p.requires_grad]
