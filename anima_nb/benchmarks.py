@@ -15,7 +15,8 @@ __all__ = ['BENCHMARKS', 'BENCH_DATA', 'LOCAL_BENCH', 'LM_EVAL_HINT', 'H100_BF16
            'BENCH_OUTPUTS', 'has_lm_eval', 'task_manager', 'lm_eval_subjects', 'local_subjects', 'local_files',
            'task_config', 'task_hash', 'split_names', 'subjects_for', 'model_identity', 'bench_lm', 'question_of',
            'ScriptedLM', 'answer_key', 'eval_subject', 'overall', 'estimate', 'plot_benchmarks', 'problems',
-           'input_problems', 'evaluate_all', 'bench_summary', 'run_benchmarks', 'read_results', 'cli_params', 'main']
+           'input_problems', 'evaluate_all', 'preflight', 'bench_summary', 'run_benchmarks', 'read_results',
+           'cli_params', 'main']
 
 # %% ../nbs/08_benchmarks.ipynb #203ed5cd
 BENCHMARKS = {
@@ -281,6 +282,12 @@ def evaluate_all(params:dict, # the step's parameters
         else: echo(f"{cfg['task']}: {res['acc']:.3f}, finished before (same model, task and settings)")
         results.setdefault(bench, []).append(res)
     return results
+
+# %% ../nbs/08_benchmarks.ipynb #pfbenc001
+def preflight(params:dict, # the step's resolved parameters
+              ctx:dict) -> dict: # the plan: `resolved` (every step's parameters), `inputs_made`, `force`
+    "Before the chain runs anything: what is wrong with the values, and what it reads when no step of the plan makes it."
+    return dict(problems=problems(params) + ([] if ctx.get('inputs_made') else input_problems(params)))
 
 # %% ../nbs/08_benchmarks.ipynb #969a42be
 BENCH_OUTPUTS = ('subjects', 'samples', 'results.json', 'benchmarks.png', 'estimate.json')

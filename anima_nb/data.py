@@ -16,7 +16,7 @@ __all__ = ['ALPACA_PROMPT_DICT', 'FORMATS', 'READERS', 'QUANTILES', 'COVERAGE_AT
            'to_pair', 'looks_local', 'read_rows', 'pair_counts', 'load_pairs', 'pairs_dataset', 'token_lengths',
            'pair_lengths', 'length_table', 'coverage', 'profile_pairs', 'plot_lengths', 'check_sha256',
            'fetch_anima_file', 'questions_problems', 'questions_path', 'load_questions', 'answers_path', 'read_answers',
-           'dataset_problems', 'problems', 'run_data', 'write_profile', 'read_profile']
+           'dataset_problems', 'problems', 'preflight', 'run_data', 'write_profile', 'read_profile']
 
 # %% ../nbs/01_data.ipynb #4001dfff
 ALPACA_PROMPT_DICT = {
@@ -450,6 +450,12 @@ def problems(params:dict) -> list:
                            choices={'template_mode': TEMPLATE_MODES, 'dataset_format': tuple(FORMATS),
                                     'alpaca_rules': ALPACA_RULES})
             + dataset_problems(params['dataset'], '01_data: '))
+
+# %% ../nbs/01_data.ipynb #pfdata001
+def preflight(params:dict, # the step's resolved parameters
+              ctx:dict) -> dict: # the plan: `resolved` (every step's parameters), `inputs_made`, `force`
+    "Before the chain runs anything: what is wrong with the values."
+    return dict(problems=problems(params))
 
 # %% ../nbs/01_data.ipynb #01d48de2
 def run_data(params:dict) -> dict:

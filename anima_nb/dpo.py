@@ -19,7 +19,7 @@ __all__ = ['PREF_FORMATS', 'PAIR_SCHEMA', 'HELD_OUT', 'REFERENCES', 'CURVES', 'R
            'check_pair', 'identical', 'to_pair', 'read_preferences', 'load_references', 'run_pairs', 'training_rows',
            'split_pairs', 'sequence_logps', 'dpo_loss', 'policy_path', 'load_policy_base', 'dpo_lora', 'dpo_args',
            'DPOLog', 'length_grouped', 'make_trainer', 'dpo_arch', 'dpo_memory', 'estimate', 'bigram_f1',
-           'OverlapJudge', 'play_pair', 'plot_dpo', 'curve_ends', 'dpo_plan', 'problems', 'input_problems',
+           'OverlapJudge', 'play_pair', 'plot_dpo', 'curve_ends', 'dpo_plan', 'problems', 'input_problems', 'preflight',
            'preference_pairs', 'judge_for', 'before_after', 'run_dpo', 'cli_params', 'main']
 
 # %% ../nbs/07_dpo.ipynb #a6caef3f
@@ -400,6 +400,14 @@ def input_problems(params:dict) -> list:
         found.append(f"07_dpo: no answers in {answers_path(run)}: run the chain first "
                      f"(anima-run --run-name {run} --steps inference), or give dpo_data a preference file")
     return found
+
+# %% ../nbs/07_dpo.ipynb #pfdpo0001
+def preflight(params:dict, # the step's resolved parameters
+              ctx:dict) -> dict: # the plan: `resolved` (every step's parameters), `inputs_made`, `force`
+    "Before the chain runs anything: what is wrong with the values, what it reads when no step of the plan makes it, and a refusal when it would lose checkpoints."
+    found = problems(params) + ([] if ctx.get('inputs_made') else input_problems(params))
+    dp = dpo_plan(params, restart=ctx.get('force', False))
+    return dict(problems=found + ([f"07_dpo: {dp['reason']}"] if dp['action'] == 'refuse' else []))
 
 # %% ../nbs/07_dpo.ipynb #b3ef4e65
 DPO_OUTPUTS = ('pairs.jsonl', 'metrics.jsonl', 'adapter', 'dpo.png', 'answers.jsonl', 'prepost_battles.jsonl',

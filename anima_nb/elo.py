@@ -20,7 +20,7 @@ __all__ = ['PUBLISHED_LENGTHS', 'RATINGS_SCHEMA', 'JUDGES', 'SCHEDULES', 'load_p
            'upstream_tournament', 'balanced_draws', 'combine_orders', 'balanced_tournament', 'plot_matrix',
            'plot_ratings', 'answer_lengths', 'load_answer_lengths', 'play', 'replay_recorded', 'ratings_report',
            'controlled_report', 'write_battles', 'read_battles', 'write_ratings', 'read_ratings', 'battles_table',
-           'full_report', 'elo_figures', 'problems', 'run_elo']
+           'full_report', 'elo_figures', 'problems', 'run_elo', 'preflight']
 
 # %% ../nbs/05_elo.ipynb #fb48294b
 def load_published(path='pkg:anima_elo_published.json') -> dict:
@@ -486,3 +486,9 @@ def run_elo(params:dict) -> dict:
             battles=len(tournament['battles']), online_elo={k: round(v, 2) for k, v in rep['online_elo'].items()},
             first_slot_win_rate=rep['first_slot']['first_slot_win_rate'], parse_failures=tournament['parse_failures'])
     return dict(report=rep, figures=figs, out=out)
+
+# %% ../nbs/05_elo.ipynb #pfelo001
+def preflight(params:dict, # the step's resolved parameters
+              ctx:dict) -> dict: # the plan: `resolved` (every step's parameters), `inputs_made`, `force`
+    "Before the chain runs anything: what is wrong with the values."
+    return dict(problems=problems(params))

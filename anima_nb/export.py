@@ -15,7 +15,7 @@ __all__ = ['GGUF_TYPES', 'CONVERTER_FILES', 'SAME_MODEL_R', 'EXPORT_OUTPUTS', 'g
            'has_llama_cpp', 'llama_cpp_version', 'fetch_converter', 'converter_dir', 'alpaca_chat_template',
            'staged_model', 'run_metadata', 'convert', 'quantize', 'penalize', 'greedy_hf', 'greedy_gguf', 'compare',
            'parity_prompts', 'parity_report', 'answer_like', 'gguf_answer_file', 'model_parameters', 'sizes',
-           'problems', 'input_problems', 'export_files', 'run_export', 'read_export', 'cli_params', 'main']
+           'problems', 'input_problems', 'preflight', 'export_files', 'run_export', 'read_export', 'cli_params', 'main']
 
 # %% ../nbs/03a_export.ipynb #8cd906bd
 GGUF_TYPES = {   # type -> (tool, bits per weight, llama.cpp's ftype for the quantizer)
@@ -344,6 +344,12 @@ def input_problems(params:dict) -> list:
         return [f"03a_export: the GGUF files need about {s['needed_gb']:.1f} GB ({s['gb']}) and {outputs_dir()} has "
                 f"{s['free_gb']:.1f} GB free"]
     return []
+
+# %% ../nbs/03a_export.ipynb #pfexpo001
+def preflight(params:dict, # the step's resolved parameters
+              ctx:dict) -> dict: # the plan: `resolved` (every step's parameters), `inputs_made`, `force`
+    "Before the chain runs anything: what is wrong with the values, and what it reads when no step of the plan makes it."
+    return dict(problems=problems(params) + ([] if ctx.get('inputs_made') else input_problems(params)))
 
 # %% ../nbs/03a_export.ipynb #1b7f7a43
 EXPORT_OUTPUTS = ('files.json', 'parity.json')

@@ -13,7 +13,7 @@ from .generation import EVAL_SUFFIX, RESPONSE_MARK, eval_prompt, extract_answer,
 
 # %% auto #0
 __all__ = ['SEED_EXAMPLE', 'MODEL_SOURCES', 'load_model', 'chat', 'raw_generate', 'example_model', 'is_chinese',
-           'answer_questions', 'problems', 'infer']
+           'answer_questions', 'problems', 'infer', 'preflight']
 
 # %% ../nbs/04_inference.ipynb #9204f869
 def load_model(run_name:str, # the run whose model answers
@@ -142,3 +142,9 @@ def infer(params:dict, # the inference step's parameters
             seconds=round(time.perf_counter() - t0, 2), answer_tokens=sum(r['answer_tokens'] for r in rows),
             stopped_on_eos=sum(r['stop'] == 'eos' for r in rows), chinese=sum(is_chinese(r['answer']) for r in rows))
     return rows
+
+# %% ../nbs/04_inference.ipynb #pfinfe001
+def preflight(params:dict, # the step's resolved parameters
+              ctx:dict) -> dict: # the plan: `resolved` (every step's parameters), `inputs_made`, `force`
+    "Before the chain runs anything: what is wrong with the values."
+    return dict(problems=problems(params))

@@ -15,8 +15,8 @@ from .estimates import model_arch, weight_bytes
 __all__ = ['MERGE_DTYPES', 'MERGE_MODES', 'TOLERANCE', 'QLORA_TOLERANCE', 'FIDELITY_QUESTIONS', 'FIDELITY_TOKENS', 'REFERENCES',
            'REPORT_SCHEMA', 'FIDELITY_SCHEMA', 'check_merge_args', 'is_quantized', 'refuse_quantized', 'problems',
            'nf4_roundtrip_', 'fidelity_prompts', 'probe', 'compare', 'within_tolerance', 'merged_model', 'fidelity',
-           'failures', 'model_bytes', 'check_disk', 'disk_problems', 'save_merged', 'fidelity_report', 'merge',
-           'report_table', 'write_report', 'read_report']
+           'failures', 'model_bytes', 'check_disk', 'disk_problems', 'preflight', 'save_merged', 'fidelity_report',
+           'merge', 'report_table', 'write_report', 'read_report']
 
 # %% ../nbs/03_merge.ipynb #89f54eb4
 MERGE_DTYPES = FLOAT_DTYPES
@@ -196,6 +196,12 @@ def disk_problems(params:dict, # the merge step's parameters
     try: check_disk(run_dir(params['run_name'], create=False)/'merge', need)
     except OSError as e: return [f'03_merge: {e}']
     return []
+
+# %% ../nbs/03_merge.ipynb #pfmerg001
+def preflight(params:dict, # the step's resolved parameters
+              ctx:dict) -> dict: # the plan: `resolved` (every step's parameters), `inputs_made`, `force`
+    "Before the chain runs anything: what is wrong with the values, and the disk for the merged model."
+    return dict(problems=problems(params) + disk_problems(params, (ctx.get('resolved') or {}).get('train', {}).get('model_name_or_path') or train_record(params['run_name'])['params']['model_name_or_path']))
 
 # %% ../nbs/03_merge.ipynb #520f3cfe
 def save_merged(merged, # the merged model

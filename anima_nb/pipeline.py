@@ -396,30 +396,16 @@ def step_module(step:str): # a key of `ALL_STEPS`
 def preflight(plan:list, # as `plan_steps` makes it
               resolved:dict, # step -> the parameters it would run with
               force=False) -> list: # `--force` was given
-    "Every problem of every step the plan runs, found before any of them runs; training's start or resume noted."
-    found = []
+    "Every problem of every step the plan runs, found before any of them runs: each step's own `preflight` (the step contract); their notes go into the plan."
+    running, found = {e['step'] for e in plan if e['action'] == 'run'}, []
     for entry in plan:
         if entry['action'] != 'run': continue
-        found += step_module(entry['step']).problems(resolved[entry['step']])
-        if entry['step'] == 'train': found += _plan_training(entry, resolved['train'], force)
-        if entry['step'] == 'merge': found += step_module('merge').disk_problems(resolved['merge'], resolved['train']['model_name_or_path'])
-        if entry['step'] == 'dpo' and not {'merge', 'inference'} & {e['step'] for e in plan if e['action'] == 'run'}:
-            found += step_module('dpo').input_problems(resolved['dpo'])        # what it reads exists, as no earlier step makes it
-        if entry['step'] == 'export' and not {'train', 'merge'} & {e['step'] for e in plan if e['action'] == 'run'}:
-            found += step_module('export').input_problems(resolved['export'])
-        if entry['step'] == 'benchmarks' and not {'train', 'merge'} & {e['step'] for e in plan if e['action'] == 'run'}:
-            found += step_module('benchmarks').input_problems(resolved['benchmarks'])
-        if entry['step'] == 'dpo' and (dp := step_module('dpo').dpo_plan(resolved['dpo'], restart=force))['action'] == 'refuse':
-            found.append(f"07_dpo: {dp['reason']}")
+        s = entry['step']
+        res = step_module(s).preflight(resolved[s], dict(resolved=resolved, force=force,
+                                                         inputs_made=bool(set(NEEDS.get(s, ())) & running)))
+        found += res['problems']
+        if res.get('note'): entry['reason'] += f"; {res['note']}"
     return found
-
-def _plan_training(entry:dict, params:dict, force:bool) -> list:
-    "Say where a planned training run starts (a checkpoint to resume from); a problem when it would lose checkpoints."
-    tp = step_module('train').resume_plan(params, restart=force)
-    if tp['action'] == 'refuse': return [f"02_train: {tp['reason']}"]
-    if tp['action'] == 'resume': entry['reason'] += f"; {tp['reason']}"
-    if tp.get('deletes') and force: entry['reason'] += f"; deletes {', '.join(tp['deletes'])}"
-    return []
 
 # %% ../nbs/06_pipeline.ipynb #40d0e02e
 def installed_packages() -> dict:

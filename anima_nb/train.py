@@ -19,7 +19,7 @@ __all__ = ['IGNORE_INDEX', 'TRUNCATIONS', 'LOSS_WEIGHTINGS', 'BNB_ADAMW', 'RUN_O
            'set_rng_state', 'report_targets', 'set_tf32', 'sharded_optim', 'training_args', 'plot_loss',
            'base_revision', 'peak_rss_gb', 'fsdp_config_file', 'fsdp_launch', 'shard_model', 'base_layout',
            'base_skeleton', 'receive_shards', 'whole_tensors', 'load_base_per_rank', 'split_device_map', 'resume_plan',
-           'problems', 'layout_problems', 'train', 'training_data', 'cli_params', 'main']
+           'problems', 'layout_problems', 'train', 'training_data', 'preflight', 'cli_params', 'main']
 
 # %% ../nbs/02_train.ipynb #390c7f00
 IGNORE_INDEX = -100
@@ -628,6 +628,17 @@ def _train(params:dict, out:Path, main:bool, plan:dict) -> dict:
                 tf32=tf32, loss_weighting=params['loss_weighting'], flatten=params['flatten'],
                 seconds=round(secs, 2), seconds_per_step=round(secs / max(done, 1), 4), peak_rss_gb=peak_rss_gb(),
                 peak_cuda_gb=peak_cuda, report_to_skipped=report_targets(params['report_to'])[1])
+
+# %% ../nbs/02_train.ipynb #pftrai001
+def preflight(params:dict, # the step's resolved parameters
+              ctx:dict) -> dict: # the plan: `resolved` (every step's parameters), `inputs_made`, `force`
+    "Before the chain runs anything: what is wrong with the values, and where training starts (the checkpoint it resumes from), or a refusal when it would lose checkpoints."
+    found, force = problems(params), ctx.get('force', False)
+    tp = resume_plan(params, restart=force)
+    if tp['action'] == 'refuse': return dict(problems=found + [f"02_train: {tp['reason']}"])
+    notes = [tp['reason']] if tp['action'] == 'resume' else []
+    if tp.get('deletes') and force: notes.append(f"deletes {', '.join(tp['deletes'])}")
+    return dict(problems=found, note='; '.join(notes) or None)
 
 # %% ../nbs/02_train.ipynb #e9dbbd80
 def cli_params(argv=None, # the arguments; None reads `sys.argv`

@@ -17,8 +17,8 @@ def command(run):
     return exe + ['--profile', 'demo', '--run-name', run, *FAST]
 
 def comparable(summary:dict) -> dict:
-    "A run's summary without what differs between two runs of the same work: paths and times."
-    s = json.loads(json.dumps(summary).replace(summary['folder'], 'RUN'))
+    "A run's summary without what differs between two runs of the same work: its name and times (paths are relative)."
+    s = json.loads(json.dumps(summary))
     s.pop('run'); s.pop('folder'); s['train'].pop('seconds')
     return s
 

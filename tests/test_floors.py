@@ -48,3 +48,20 @@ def test_planning_imports_no_framework(args, outputs):
             "print(rc, sorted(m for m in ('torch', 'transformers', 'peft', 'papermill', 'datasets') if m in sys.modules))")
     r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.stdout.split('\n')[-2] == '0 []', r.stdout + r.stderr
+
+from anima_nb.core import ALL_STEPS
+
+@pytest.mark.parametrize('step', sorted(ALL_STEPS))
+def test_every_step_keeps_the_contract(step):
+    "Every step module answers the pipeline the same way: `problems(params)` and `preflight(params, ctx)`."
+    import importlib, inspect
+    mod = importlib.import_module(f'anima_nb.{step}')
+    assert list(inspect.signature(mod.problems).parameters) == ['params']
+    assert list(inspect.signature(mod.preflight).parameters) == ['params', 'ctx']
+
+def test_pipeline_preflight_has_no_step_of_its_own():
+    "The pipeline asks each step; it holds no step's special case."
+    import inspect
+    from anima_nb.pipeline import preflight
+    src = inspect.getsource(preflight)
+    assert not [s for s in ALL_STEPS if f"'{s}'" in src], src
