@@ -478,7 +478,7 @@ def run_pipeline(values:dict, # every value given to the chain, as `gather_param
             manifest.add_output(executed).save(); echo(f"{tag} done in {rec['seconds']} s")
         summary = summarize(run, pre['chain'])
         write_json(root/'summary.json', portable_paths(summary, root))
-        atomic_write_text(root/'summary.md', format_summary(summary) + '\n')
+        atomic_write_text(root/'summary.md', format_summary(portable_paths(summary, root)) + '\n')   # shareable: relative paths
         manifest.add_output(root/'summary.json').add_output(root/'summary.md')
         manifest.finish(**{k: summary[k] for k in ('status', 'data', 'train', 'merge', 'answers')},
                         seconds={s: r['seconds'] for s, r in manifest.data['steps'].items()})

@@ -10,16 +10,16 @@ from .core import *
 from .data import load_pairs, pairs_dataset, pair_counts, read_profile, dataset_problems, FORMATS, ALPACA_RULES
 from .models import *
 from .estimates import *
+from .distribution import *
+from .distribution import _rank, _world
 
 # %% auto #0
 __all__ = ['IGNORE_INDEX', 'TRUNCATIONS', 'LOSS_WEIGHTINGS', 'BNB_ADAMW', 'RUN_ONLY', 'TRAIN_OUTPUTS', 'encode_source',
            'encode_target', 'encode_pair', 'encode_pairs', 'Collator', 'example_ids', 'token_losses', 'loss_units',
            'summed_loss', 'make_collator', 'split_dataset', 'encode_dataset', 'typical_example_tokens', 'estimate',
-           'is_sharded', 'gathered_lora', 'quantized_bytes', 'per_process', 'load_sharded_lora', 'rng_state',
-           'set_rng_state', 'report_targets', 'set_tf32', 'sharded_optim', 'training_args', 'plot_loss',
-           'base_revision', 'peak_rss_gb', 'fsdp_config_file', 'fsdp_launch', 'shard_model', 'base_layout',
-           'base_skeleton', 'receive_shards', 'whole_tensors', 'load_base_per_rank', 'split_device_map', 'resume_plan',
-           'problems', 'layout_problems', 'train', 'training_data', 'preflight', 'cli_params', 'main']
+           'rng_state', 'set_rng_state', 'report_targets', 'set_tf32', 'sharded_optim', 'training_args', 'plot_loss',
+           'base_revision', 'peak_rss_gb', 'resume_plan', 'problems', 'layout_problems', 'train', 'training_data',
+           'preflight', 'cli_params', 'main']
 
 # %% ../nbs/02_train.ipynb #390c7f00
 IGNORE_INDEX = -100
@@ -208,51 +208,6 @@ def _trim_jsonl(path, max_step:int):
     if not Path(path).exists(): return
     write_jsonl(path, [r for r in read_jsonl(path, tolerate_torn_tail=True) if r.get('step', 0) <= max_step])
 
-def is_sharded(model) -> bool:
-    "Are `model`'s weights sharded across processes (FSDP2's `DTensor`s)?"
-    from torch.distributed.tensor import DTensor
-    return any(isinstance(p, DTensor) for p in model.parameters())
-
-def gathered_lora(model) -> dict|None:
-    "The LoRA weights of a sharded model, whole and on the CPU (every process must call it); None if not sharded."
-    if not is_sharded(model): return None
-    return {name: (p.full_tensor() if hasattr(p, 'full_tensor') else p).detach().cpu()
-            for name, p in model.named_parameters() if 'lora_' in name}
-
-def quantized_bytes(model) -> dict:
-    "Bytes of the 4-bit weights: the whole model's, and those this process holds (its shards, under FSDP)."
-    whole = held = 0
-    for module in model.modules():
-        if type(module).__name__ != 'Linear4bit': continue
-        w = module.weight
-        local = w.to_local() if hasattr(w, 'to_local') else w
-        whole, held = whole + w.numel() * w.element_size(), held + local.numel() * local.element_size()
-    return dict(whole=whole, held=held)
-
-def per_process(value) -> list:
-    "`value` from every process of the run, in rank order (every process must call it)."
-    import torch.distributed as dist
-    if not (dist.is_available() and dist.is_initialized()): return [value]
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, value)
-    return out
-
-def load_sharded_lora(model, # a sharded peft model
-                      path): # an `adapter_model.safetensors` written by `save_adapter` (any layout)
-    "Load saved LoRA weights into a sharded model: every process reads the file and keeps its own part."
-    import torch
-    from safetensors.torch import load_file
-    from torch.distributed.tensor import DTensor, distribute_tensor
-    saved = load_file(str(path))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if 'lora_' not in name: continue
-            whole = saved[name.replace('.default.', '.')].to(p.dtype)
-            if isinstance(p, DTensor):
-                whole = distribute_tensor(whole, p.device_mesh, p.placements, src_data_rank=None)
-            p.copy_(whole)
-    return model
-
 def rng_state() -> dict:
     "The random states training draws from: Python's, NumPy's, torch's (and CUDA's)."
     import random, numpy as np, torch
@@ -339,127 +294,7 @@ def peak_rss_gb() -> float:
     import resource
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB, 3)
 
-# %% ../nbs/02_train.ipynb #d56ee892
-def fsdp_config_file(offload:bool=False # the config that keeps the shards in CPU memory
-                    ) -> Path:
-    "Path of the accelerate FSDP config the package ships."
-    return PACKAGE/'configs'/('fsdp_qlora_offload.yaml' if offload else 'fsdp_qlora.yaml')
-
-def fsdp_launch(env=None) -> dict:
-    "The FSDP settings `accelerate launch --config_file` exported; accelerate's own FSDP is turned off (we shard)."
-    env = os.environ if env is None else env
-    flag = lambda k, default: env.get(k, default).lower() == 'true'
-    settings = dict(offload=flag('FSDP_OFFLOAD_PARAMS', 'false'),
-                    reshard_after_forward=flag('FSDP_RESHARD_AFTER_FORWARD', 'true'),
-                    layer_cls=env.get('FSDP_TRANSFORMER_CLS_TO_WRAP') or 'LlamaDecoderLayer')
-    env['ACCELERATE_USE_FSDP'] = 'false'
-    return settings
-
-def shard_model(model, # the peft model, LoRA attached, in CPU memory
-                settings:dict): # `fsdp_launch()`: offload, resharding, the layer class to wrap
-    "Shard `model` over this run's processes with FSDP2: one unit per decoder layer, the rest as the root."
-    import torch
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method, CPUOffloadPolicy, OffloadPolicy
-    from accelerate import PartialState
-    device = PartialState().device
-    mesh = init_device_mesh(device.type, (_world(),))
-    # torch's CPU offload moves shards off an accelerator; on a CPU they are in CPU memory already (and the policy
-    # refuses to start without an accelerator), so there the setting changes nothing and is skipped
-    offload = settings['offload'] and device.type != 'cpu'
-    kw = dict(mesh=mesh, reshard_after_forward=settings['reshard_after_forward'],
-              offload_policy=CPUOffloadPolicy() if offload else OffloadPolicy())
-    for module in list(model.modules()):
-        if type(module).__name__ in settings['layer_cls'].split(','): fully_shard(module, **kw)
-    fully_shard(model, **kw)
-    for module in model.modules():               # the quantization constants are attributes: FSDP does not move them
-        if getattr(module, 'quant_state', None) is not None: module.quant_state.to(device)
-    register_fsdp_forward_method(model, 'generate')          # sample generations gather the weights as forward does
-    return model
-
-# %% ../nbs/02_train.ipynb #a1b2c302
-def base_layout(model) -> dict:
-    "What the other ranks need to mirror `model`'s 4-bit layers: packed shape, storage dtype, quantization constants."
-    return {name: dict(shape=tuple(m.weight.shape), dtype=m.weight.dtype, quant_state=m.weight.quant_state,
-                       bias=m.bias is not None)
-            for name, m in model.named_modules() if type(m).__name__ == 'Linear4bit'}
-
-def base_skeleton(path:str, # the checkpoint folder (only its config.json is read)
-                  params:dict, # the step's parameters: `bits`, `quant_type`, `double_quant`, `bf16`, `layout`
-                  layout:dict, # `base_layout` of rank 0's loaded base
-                  attn_implementation:str=None): # training's kernel
-    "The base on the meta device, its 4-bit layers shaped as `layout` says: nothing read, nothing quantized."
-    import torch, bitsandbytes as bnb
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.quantizers import AutoHfQuantizer
-    kw = dict(attn_implementation=attn_implementation) if attn_implementation else {}
-    with torch.device('meta'):
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=compute_dtype(params), **kw)
-    for name, info in layout.items():
-        parent, child = name.rsplit('.', 1)
-        old = model.get_submodule(name)
-        with torch.device('meta'):
-            new = bnb.nn.Linear4bit(old.in_features, old.out_features, bias=info['bias'], compute_dtype=compute_dtype(params),
-                                    compress_statistics=params['double_quant'], quant_type=params['quant_type'],
-                                    quant_storage=info['dtype'])
-        new.weight = bnb.nn.Params4bit(torch.empty(info['shape'], dtype=info['dtype'], device='meta'), requires_grad=False,
-                                       quant_state=info['quant_state'], quant_type=params['quant_type'],
-                                       quant_storage=info['dtype'], bnb_quantized=True, module=new)
-        new.quant_state = info['quant_state']
-        setattr(model.get_submodule(parent), child, new)
-    model.config.quantization_config = bnb_config(params)
-    model.hf_quantizer = AutoHfQuantizer.from_config(model.config.quantization_config)
-    model.is_loaded_in_4bit = True
-    return no_cpu_repack(model)
-
-def receive_shards(model, # sharded by `fully_shard`; on ranks other than 0 still on the meta device
-                   source:dict, # on rank 0: name -> whole tensor, captured before sharding; elsewhere ignored
-                   device) -> int: # where the shards live
-    "Fill every rank's shards from rank 0's whole tensors (a scatter per parameter); bytes this rank received."
-    import torch, torch.distributed as dist
-    from torch.distributed.tensor import DTensor, distribute_tensor
-    rank0 = dist.get_rank() == 0
-    if not rank0: model.to_empty(device=device)
-    received = sum(t.numel() * t.element_size() for t in source.values()) if rank0 else 0     # rank 0 read them all
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            whole = source.pop(name).to(device) if rank0 else torch.empty(p.shape, dtype=p.dtype, device=device)
-            if isinstance(p, DTensor):
-                part = distribute_tensor(whole, p.device_mesh, p.placements, src_data_rank=0).to_local()
-                if not rank0: p.to_local().copy_(part); received += part.numel() * part.element_size()
-            else:
-                dist.broadcast(whole, 0)
-                if not rank0: p.copy_(whole); received += whole.numel() * whole.element_size()
-        for name, b in model.named_buffers(): dist.broadcast(b, 0)   # rotary frequencies: small, whole everywhere
-    return received
-
-def whole_tensors(model) -> dict:
-    "Every parameter of `model` as a plain tensor (no copy): what rank 0 scatters once the model is sharded."
-    import torch
-    return {name: p.detach().as_subclass(torch.Tensor) for name, p in model.named_parameters()}
-
-def load_base_per_rank(path:str, # the checkpoint folder
-                       params:dict, # the step's parameters
-                       attn_implementation:str=None): # training's kernel
-    "The base of this process: under FSDP over several processes rank 0 loads it and the others build `base_skeleton`."
-    import torch.distributed as dist
-    if layout_of(params) != 'fsdp' or _world() == 1: return load_base_model(path, params, attn_implementation=attn_implementation)
-    model = load_base_model(path, params, attn_implementation=attn_implementation) if _rank() == 0 else None
-    box = [base_layout(model) if model is not None else None]
-    dist.broadcast_object_list(box, src=0)
-    return model if model is not None else base_skeleton(path, params, box[0], attn_implementation)
-
-# %% ../nbs/02_train.ipynb #8231e353
-def split_device_map(model, # the (quantized) base model, its weights loaded
-                     caps:dict): # device -> most memory there, e.g. {0: '38GiB', 1: '38GiB'}
-    "Where each module goes when the layers are split over devices: accelerate's `infer_auto_device_map`, as 'auto'."
-    from accelerate.utils import infer_auto_device_map
-    return dict(infer_auto_device_map(model, max_memory=caps, no_split_module_classes=model._no_split_modules))
-
 # %% ../nbs/02_train.ipynb #83d38aaf
-def _rank() -> int: return int(os.environ.get('RANK', 0))
-def _world() -> int: return int(os.environ.get('WORLD_SIZE', 1))
-
 RUN_ONLY = RUN_ONLY_PARAMS['train']          # `00_core`: eval cadence, logging, saving: not what is learned
 
 # %% ../nbs/02_train.ipynb #553eb704

@@ -11,6 +11,7 @@ from transformers.trainer_callback import ProgressCallback
 from .core import *
 from .models import MARK, mark_checkpoint, log_metrics
 from .train import *
+from .distribution import is_sharded, gathered_lora, load_sharded_lora
 
 # %% auto #0
 __all__ = ['RunCallback', 'LossBar', 'sync_fsdp_gradients', 'QLoRATrainer']

@@ -220,7 +220,7 @@ def test_demo_chain_end_to_end(outputs):
              if v != ((0o777 if (run/k).is_dir() else 0o666) & ~umask()) and not v & 0o100}
     assert not wrong, wrong
     # the records name the run's files, and the demo base, relative to the run folder: a copied run still reads
-    records = [p for p in run.rglob('*') if p.suffix in ('.json', '.jsonl') or p.name == 'README.md']
+    records = [p for p in run.rglob('*') if p.suffix in ('.json', '.jsonl') or p.name in ('README.md', 'summary.md')]
     absolute = [str(p.relative_to(run)) for p in records if str(outputs) in p.read_text(encoding='utf-8')]
     assert not absolute, absolute
     assert read_json(run/'train'/'adapter'/'adapter_config.json')['base_model_name_or_path'].startswith('../.cache/tiny-llama-')

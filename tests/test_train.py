@@ -229,7 +229,7 @@ def test_papermill_demo_run(outputs, tmp_path):
               'quant_type', 'bf16', 'source_max_len', 'target_max_len'):
         assert k in m['params'], k
     s = m['summary']
-    assert s['base_model'] == 'local:tiny-llama' and Path(s['base_model_path']).exists() and 'base_revision' in s
+    assert s['base_model'] == 'local:tiny-llama' and s['base_model_path'].startswith('../.cache/') and (d.parent/s['base_model_path']).exists() and 'base_revision' in s
     assert s['target_truncated'] >= 0 and m['inputs'][0]['sha256']
     assert (d/'adapter'/'adapter_model.safetensors').exists() and (d/'adapter'/'adapter_config.json').exists()
     assert (d/'adapter'/'tokenizer_config.json').exists() and (d/'loss.png').exists() and (d/'estimate.json').exists()
