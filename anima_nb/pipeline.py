@@ -14,11 +14,11 @@ from .merge import read_report
 from .elo import read_ratings
 
 # %% auto #0
-__all__ = ['CHAIN', 'NEEDS', 'select_steps', 'chain_for', 'declarers', 'parse_value', 'coerce', 'parse_sets', 'load_config',
-           'gather_params', 'param_types', 'check_names', 'step_inputs', 'resolve_step', 'check_used', 'run_needs',
-           'linear_needs', 'plan_steps', 'StepFailed', 'run_notebook', 'step_record', 'summarize', 'format_summary',
-           'prepare', 'step_module', 'preflight', 'installed_packages', 'run_pipeline', 'cli', 'threads_option',
-           'verify_run', 'main', 'docs_sources']
+__all__ = ['CHAIN', 'NEEDS', 'SKIP_FLAGS', 'select_steps', 'chain_for', 'declarers', 'parse_value', 'coerce', 'parse_sets',
+           'load_config', 'gather_params', 'param_types', 'check_names', 'step_inputs', 'resolve_step', 'check_used',
+           'run_needs', 'linear_needs', 'plan_steps', 'StepFailed', 'run_notebook', 'step_record', 'summarize',
+           'format_summary', 'prepare', 'step_module', 'preflight', 'installed_packages', 'run_pipeline', 'cli',
+           'threads_option', 'verify_run', 'main', 'execute_notebook', 'docs_sources']
 
 # %% ../nbs/06_pipeline.ipynb #5124a586
 CHAIN = STEP_NOTEBOOKS
@@ -601,10 +601,34 @@ import builtins
 if __name__ == '__main__' and not getattr(builtins, '__IPYTHON__', False): sys.exit(main())
 
 # %% ../nbs/06_pipeline.ipynb #70095bb9
+SKIP_FLAGS = ('slow', 'notest', 'gpu')      # settings.ini's `tst_flags`: cells `nbdev_test` leaves out, left out here too
+
+def _skipped(source:str) -> bool:
+    "Is a code cell flagged `#| slow` (or another of `SKIP_FLAGS`) on its first line?"
+    first = source.lstrip().split('\n', 1)[0]
+    return first.startswith('#|') and bool(set(first[2:].split()) & set(SKIP_FLAGS))
+
+def execute_notebook(path, # the notebook to run
+                     dest, # where the executed copy goes
+                     cwd=None, # the kernel's working folder (default: the notebook's)
+                     timeout=900) -> Path: # seconds a cell may take
+    "Run a notebook top to bottom in a fresh kernel, as `nbdev_test` runs it (flagged cells left out), and save it with its outputs."
+    import nbformat
+    from nbclient import NotebookClient
+    nb = nbformat.read(str(path), as_version=4)
+    left_out = {i: c.source for i, c in enumerate(nb.cells) if c.cell_type == 'code' and _skipped(c.source)}
+    for i in left_out: nb.cells[i].source = ''
+    NotebookClient(nb, timeout=timeout, kernel_name='python3',
+                   resources={'metadata': {'path': str(cwd or Path(path).parent)}}).execute()
+    for i, s in left_out.items(): nb.cells[i].source, nb.cells[i].outputs = s, []
+    nbformat.write(nb, str(dest))
+    return Path(dest)
+
 def docs_sources(run_name:str='demo', # the run whose executed notebooks the step pages show
                  dest='_site_nbs', # the folder to fill (replaced)
-                 chain=None) -> Path: # step -> notebook (default: `CHAIN`)
-    "A copy of `nbs/` whose step notebooks are `run_name`'s executed copies, with their outputs: what the site renders."
+                 chain=None, # step -> notebook (default: `CHAIN`)
+                 execute=True) -> Path: # run the other notebooks for their outputs: True (all), False, or names
+    "A copy of `nbs/` whose step notebooks are `run_name`'s executed copies, the others executed here: every page with its outputs."
     import shutil
     chain, src, dest = chain or CHAIN, notebooks_dir(), Path(dest)
     executed = {nb: outputs_dir()/run_name/'notebooks'/f'{nb}.ipynb' for nb in chain.values()}
@@ -614,4 +638,22 @@ def docs_sources(run_name:str='demo', # the run whose executed notebooks the ste
     if dest.exists(): shutil.rmtree(dest)
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns('_*.ipynb', '.*', '_proc', '_docs'))
     for nb, path in executed.items(): shutil.copy2(path, dest/f'{nb}.ipynb')
+    others = sorted(p.stem for p in src.glob('*.ipynb') if p.stem not in executed and not p.name.startswith('_'))
+    run = others if execute is True else [n for n in others if n in (execute or ())]
+    with _scratch_env():                       # their demo runs go to a temporary outputs folder, as under nbdev_test
+        for name in run: execute_notebook(src/f'{name}.ipynb', dest/f'{name}.ipynb', cwd=src)
     return dest
+
+@contextlib.contextmanager
+def _scratch_env():
+    "`ANIMA_NB_OUTPUTS` set to a temporary folder sharing the demo model cache, for the kernels started meanwhile."
+    import tempfile, shutil
+    old, tmp = os.environ.get('ANIMA_NB_OUTPUTS'), Path(tempfile.mkdtemp(prefix='anima-docs-'))
+    cache = outputs_dir()/'.cache'; cache.mkdir(parents=True, exist_ok=True)
+    (tmp/'.cache').symlink_to(cache.resolve(), target_is_directory=True)
+    os.environ['ANIMA_NB_OUTPUTS'] = str(tmp)
+    try: yield tmp
+    finally:
+        if old is None: os.environ.pop('ANIMA_NB_OUTPUTS', None)
+        else: os.environ['ANIMA_NB_OUTPUTS'] = old
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -228,7 +228,11 @@ def test_demo_chain_end_to_end(outputs):
     # the site's step pages are the executed copies: a plot and the Elo table render
     from nbconvert import HTMLExporter
     from anima_nb.pipeline import docs_sources
-    site = docs_sources('demo', outputs.parent/'site')
+    site = docs_sources('demo', outputs.parent/'site', execute=['05b_ratings'])   # the docs build runs them all
+    shared = read_json(site/'05b_ratings.ipynb')['cells']
+    assert not any(c.get('outputs') for c in read_json(NBS/'05b_ratings.ipynb')['cells'])       # the source has none
+    assert sum(bool(c.get('outputs')) for c in shared) >= 3 and all(c.get('execution_count') for c in shared
+                                                                     if c['cell_type'] == 'code' and c['source'])
     elo_html, _ = HTMLExporter().from_filename(str(site/'05_elo.ipynb'))
     train_html, _ = HTMLExporter().from_filename(str(site/'02_train.ipynb'))
     assert '<img' in elo_html and 'data:image/png;base64' in train_html
