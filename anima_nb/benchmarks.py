@@ -265,7 +265,7 @@ def evaluate_all(params:dict, # the step's parameters
                  echo=print) -> dict: # where progress lines go
     "Every subject's result, run or read back: `{benchmark: [result, ...]}`."
     tm = task_manager()
-    ident, results = model_identity(params), {}
+    ident, results = portable_paths(model_identity(params), run_root(out)), {}   # a moved run folder still resumes
     for bench, subject in subjects_for(params, tm):
         cfg = task_config(tm, bench, subject, params['bench_data'])
         key = dict(model=ident, task_hash=task_hash(cfg), num_fewshot=params['bench_num_fewshot'],
@@ -320,7 +320,7 @@ def run_benchmarks(params:dict, # the step's resolved parameters
         t0 = time.perf_counter()
         results = evaluate_all(params, out, lm)
         summary = bench_summary(results, params)
-        write_json(out/'results.json', dict(summary=summary, results=results))
+        write_json(out/'results.json', portable_paths(dict(summary=summary, results=results), run_root(out)))
         plot_benchmarks(results, out/'benchmarks.png')
         if lm is None and params['bench_model'] in ('merged', 'adapter'):
             manifest.add_model(recorded_model(params['run_name'], params['bench_model']))

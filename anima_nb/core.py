@@ -7,6 +7,9 @@ from __future__ import annotations
 import os, sys, io, json, ast, time, hashlib, platform, subprocess, tempfile, datetime as dt, re, contextlib, reprlib, atexit, warnings, functools
 import importlib.metadata as importlib_metadata, shutil
 from pathlib import Path
+# In a notebook without ipywidgets, tqdm's notebook bars fall back to text and say so in a warning on every step's
+# page; the bars work the same either way, so the warning is left out of the executed notebooks.
+warnings.filterwarnings('ignore', message='IProgress not found')
 
 # %% auto #0
 __all__ = ['PACKAGE', 'ASSETS', 'TRACKED_PACKAGES', 'THREADS_ENV', 'ONE_THREAD_WIDTH', 'RUNTIME', 'LOCK_ENV',

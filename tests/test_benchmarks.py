@@ -88,6 +88,9 @@ def test_demo_model_through_lm_eval(outputs):
     m = read_manifest(run_dir('bm', 'benchmarks', create=False))
     assert m['status'] == 'complete' and m['versions']['lm_eval'] == '0.4.13' and m['summary']['model']['source'] == 'merged'
     assert (outputs/'bm'/'benchmarks'/'benchmarks.png').exists()
+    records = [outputs/'bm'/'benchmarks'/'results.json', *(outputs/'bm'/'benchmarks'/'subjects').glob('*.json')]
+    assert not [p.name for p in records if str(outputs) in p.read_text()]        # the model named relative to the run
+    assert read_json(records[0])['summary']['model']['path'] == 'merge/model'
     # the 4-bit base with the run's adapter, as training left it: its own identity, so every subject runs again
     a = B.run_benchmarks(demo(run_name='bm', bench_model='adapter', bench_subjects='elementary_mathematics'))
     assert a['model']['source'] == 'adapter' and a['overall']['cmmlu']['questions'] == 8 and 'ceval' not in a['overall']
