@@ -10,17 +10,17 @@ from .core import *
 from .data import load_questions, questions_problems, read_answers, answers_path, read_rows, looks_local
 from .models import *
 from .estimates import param_counts, memory_estimate, model_arch, GB
-from .judge import BaseJudge, judge_messages, parse_score_fastchat, make_judge, check_unparseable
-from .ratings import battle_row, two_player_table
+from .judge import BaseJudge, make_judge, play_pair, OverlapJudge, bigram_f1
+from .ratings import two_player_table
 from .generation import generate_like
 
 # %% auto #0
 __all__ = ['PREF_FORMATS', 'PAIR_SCHEMA', 'HELD_OUT', 'REFERENCES', 'CURVES', 'RUN_ONLY', 'DPO_OUTPUTS', 'split_dialogues',
            'check_pair', 'identical', 'to_pair', 'read_preferences', 'load_references', 'run_pairs', 'training_rows',
            'split_pairs', 'sequence_logps', 'dpo_loss', 'policy_path', 'load_policy_base', 'dpo_lora', 'dpo_args',
-           'DPOLog', 'length_grouped', 'make_trainer', 'dpo_arch', 'dpo_memory', 'estimate', 'bigram_f1',
-           'OverlapJudge', 'play_pair', 'plot_dpo', 'curve_ends', 'dpo_plan', 'problems', 'input_problems', 'preflight',
-           'preference_pairs', 'judge_for', 'before_after', 'run_dpo', 'cli_params', 'main']
+           'DPOLog', 'length_grouped', 'make_trainer', 'dpo_arch', 'dpo_memory', 'estimate', 'plot_dpo', 'curve_ends',
+           'dpo_plan', 'problems', 'input_problems', 'preflight', 'preference_pairs', 'judge_for', 'before_after',
+           'run_dpo', 'cli_params', 'main']
 
 # %% ../nbs/07_dpo.ipynb #a6caef3f
 PREF_FORMATS = ('hh-rlhf', 'triples')
@@ -282,55 +282,6 @@ def estimate(params:dict) -> dict:
     return dict(model=params['dpo_model'], architecture=arch, params=counts, reference=params['dpo_reference'],
                 memory_gb={r: dpo_memory(counts, arch, params, r) for r in REFERENCES})
 
-# %% ../nbs/07_dpo.ipynb #2f17a52b
-def bigram_f1(a:str, # an answer
-              b:str) -> float: # the reference
-    "F1 of the character bigrams of `a` against those of `b` (multiset overlap), 0 when either is empty."
-    from collections import Counter
-    ga, gb = Counter(a[i:i + 2] for i in range(len(a) - 1)), Counter(b[i:i + 2] for i in range(len(b) - 1))
-    common = sum((ga & gb).values())
-    if not common: return 0.0
-    p, r = common / sum(ga.values()), common / sum(gb.values())
-    return 2 * p * r / (p + r)
-
-class OverlapJudge(BaseJudge):
-    "An offline judge: each answer scores 1 + 9 × its bigram F1 against the question's reference answer."
-    def __init__(self, references:dict, # question text -> reference answer
-                 cache=None): # a `JudgeCache` or its path
-        super().__init__(model='bigram-overlap', temperature=0.0, max_tokens=0, cache=cache)
-        self.references = references
-
-    def _fetch(self, messages) -> dict:
-        user = messages[-1]['content']
-        question = user.split('[Question]\n', 1)[1].split("\n\n[The Start of Assistant 1's Answer]", 1)[0]
-        answers = [user.split(f"[The Start of Assistant {i}'s Answer]\n", 1)[1]
-                   .split(f"\n\n[The End of Assistant {i}'s Answer]", 1)[0] for i in (1, 2)]
-        s1, s2 = (round(1 + 9 * bigram_f1(a, self.references[question]), 2) for a in answers)
-        return {'content': f'{s1} {s2}\nCharacter-bigram F1 against the reference answer.', 'usage': {}}
-
-# %% ../nbs/07_dpo.ipynb #a296cd4e
-def play_pair(questions:list, # `{question_id, category, question}` (as `load_questions` reads them)
-              before:dict, # question_id -> answer before DPO
-              after:dict, # question_id -> answer after DPO
-              judge, # a `BaseJudge`
-              names=('before', 'after'), # the two contestants' names
-              max_unparseable:float=1.0, # the share of scoreless verdicts that stops the judging (`check_unparseable`)
-              chunk:int=20) -> list: # verdicts asked for at a time, the share checked after each
-    "Battles table rows of `before` against `after` on every question both answered, in both orders."
-    qs = [q for q in questions if q['question_id'] in before and q['question_id'] in after]
-    draws = [(q, a, b) for q in qs for a, b in (names, names[::-1])]
-    text = {names[0]: before, names[1]: after}
-    msgs = [judge_messages(q['question'], text[a][q['question_id']], text[b][q['question_id']], q['category'])
-            for q, a, b in draws]
-    rows, skipped = [], []
-    for i in range(0, len(draws), chunk):
-        for (q, a, b), review in zip(draws[i:i + chunk], judge.judge_many(msgs[i:i + chunk], progress=False)):
-            sa, sb = parse_score_fastchat(review)
-            if sa < 0: skipped.append(dict(review=review)); continue       # no readable scores: not a battle
-            rows.append(battle_row(q['question_id'], q['category'], a, b, sa, sb, judge=judge.model, round=len(rows) + 1))
-        check_unparseable(len(rows) + len(skipped), skipped, max_unparseable)
-    return rows
-
 # %% ../nbs/07_dpo.ipynb #b76a438b
 CURVES = ('loss', 'rewards/chosen', 'rewards/rejected', 'rewards/margins', 'rewards/accuracies')
 
@@ -434,10 +385,12 @@ def _prepare_dir(out:Path, plan:dict):
 
 def judge_for(params:dict, # the step's parameters
               out:Path): # the step folder (the live judge's cache goes there)
-    "The before/after judge: offline overlap with the references, or the live client with its cache in `out`."
-    if params['dpo_judge'] == 'openai': return make_judge(params, out/'judge_cache.jsonl', kind='openai')
-    refs, qs = load_references(params['dpo_questions']), load_questions(params['dpo_questions'])
-    return OverlapJudge({q['question']: refs[q['question_id']] for q in qs})
+    "The before/after judge, built by `make_judge` (`05a_judge`): the live client with its cache in `out`, or offline overlap with the references."
+    refs = None
+    if params['dpo_judge'] == 'overlap':
+        answers, qs = load_references(params['dpo_questions']), load_questions(params['dpo_questions'])
+        refs = {q['question']: answers[q['question_id']] for q in qs}
+    return make_judge(params, out/'judge_cache.jsonl', kind=params['dpo_judge'], references=refs)
 
 def before_after(params:dict, # the step's parameters
                  model, # the DPO model

@@ -8,12 +8,13 @@ import os, re, json, time, random, hashlib, threading
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from .core import *
+from .ratings import battle_row
 
 # %% auto #0
 __all__ = ['JUDGE_SYSTEM', 'JUDGE_TEMPLATE', 'JUDGE_PROMPTS', 'SCORE_PARSERS', 'RETRYABLE_STATUS', 'PRICES_PER_1K', 'JUDGE_KINDS',
            'prompt_category', 'judge_messages', 'parse_score_fastchat', 'parse_score_better', 'request_key',
            'JudgeCache', 'retry_after', 'is_retryable', 'backoff_delay', 'JudgeError', 'BaseJudge', 'OpenAIJudge',
-           'ReplayJudge', 'make_judge', 'check_unparseable']
+           'ReplayJudge', 'make_judge', 'check_unparseable', 'bigram_f1', 'OverlapJudge', 'play_pair']
 
 # %% ../nbs/05a_judge.ipynb #d8c13d34
 JUDGE_SYSTEM = "You are a helpful and precise assistant for checking the quality of the answer."
@@ -294,11 +295,12 @@ class ReplayJudge(BaseJudge):
                          f'run with judge=openai to fetch it')
 
 # %% ../nbs/05a_judge.ipynb #c7d1e002
-JUDGE_KINDS = ('openai', 'replay')
+JUDGE_KINDS = ('openai', 'replay', 'overlap')
 
 def make_judge(params:dict, # the step's parameters: `judge`, `judge_*`, `seed`, `replay_file`
                cache_path, # the live client's cache (and replay's default file)
-               kind:str=None) -> BaseJudge: # 'openai' or 'replay'; None: `params['judge']`
+               kind:str=None, # one of `JUDGE_KINDS`; None: `params['judge']`
+               references:dict=None) -> BaseJudge: # for 'overlap': question text -> reference answer
     "The judge the parameters ask for: the live client with every cap and its cache, or a replay of a cache file."
     kind = kind or params['judge']
     model = params['judge_model'] or ('gpt-4' if kind == 'openai' else None)     # upstream's judge
@@ -309,6 +311,7 @@ def make_judge(params:dict, # the step's parameters: `judge`, `judge_*`, `seed`,
                            prices=params['judge_prices'], retry_after_cap=params['judge_max_wait'],
                            max_requests=params['judge_max_requests'], seed=params['seed'], **settings)
     if kind == 'replay': return ReplayJudge(params.get('replay_file') or cache_path, **settings)
+    if kind == 'overlap': return OverlapJudge(references or {})
     raise ValueError(f"judge must be one of {JUDGE_KINDS}, got {kind!r}")
 
 # %% ../nbs/05a_judge.ipynb #c7d1e005
@@ -321,3 +324,52 @@ def check_unparseable(judged:int, # verdicts received so far
         raise JudgeError(f"{len(skipped)} of {judged} verdicts had no scores the parser could read (more than "
                          f"{share:.0%}, max_unparseable): for example {skipped[-1].get('review', '')[:160]!r}")
 
+
+# %% ../nbs/05a_judge.ipynb #2f17a52b
+def bigram_f1(a:str, # an answer
+              b:str) -> float: # the reference
+    "F1 of the character bigrams of `a` against those of `b` (multiset overlap), 0 when either is empty."
+    from collections import Counter
+    ga, gb = Counter(a[i:i + 2] for i in range(len(a) - 1)), Counter(b[i:i + 2] for i in range(len(b) - 1))
+    common = sum((ga & gb).values())
+    if not common: return 0.0
+    p, r = common / sum(ga.values()), common / sum(gb.values())
+    return 2 * p * r / (p + r)
+
+class OverlapJudge(BaseJudge):
+    "An offline judge: each answer scores 1 + 9 × its bigram F1 against the question's reference answer."
+    def __init__(self, references:dict, # question text -> reference answer
+                 cache=None): # a `JudgeCache` or its path
+        super().__init__(model='bigram-overlap', temperature=0.0, max_tokens=0, cache=cache)
+        self.references = references
+
+    def _fetch(self, messages) -> dict:
+        user = messages[-1]['content']
+        question = user.split('[Question]\n', 1)[1].split("\n\n[The Start of Assistant 1's Answer]", 1)[0]
+        answers = [user.split(f"[The Start of Assistant {i}'s Answer]\n", 1)[1]
+                   .split(f"\n\n[The End of Assistant {i}'s Answer]", 1)[0] for i in (1, 2)]
+        s1, s2 = (round(1 + 9 * bigram_f1(a, self.references[question]), 2) for a in answers)
+        return {'content': f'{s1} {s2}\nCharacter-bigram F1 against the reference answer.', 'usage': {}}
+
+# %% ../nbs/05a_judge.ipynb #a296cd4e
+def play_pair(questions:list, # `{question_id, category, question}` (as `load_questions` reads them)
+              before:dict, # question_id -> answer before DPO
+              after:dict, # question_id -> answer after DPO
+              judge, # a `BaseJudge`
+              names=('before', 'after'), # the two contestants' names
+              max_unparseable:float=1.0, # the share of scoreless verdicts that stops the judging (`check_unparseable`)
+              chunk:int=20) -> list: # verdicts asked for at a time, the share checked after each
+    "Battles table rows of `before` against `after` on every question both answered, in both orders."
+    qs = [q for q in questions if q['question_id'] in before and q['question_id'] in after]
+    draws = [(q, a, b) for q in qs for a, b in (names, names[::-1])]
+    text = {names[0]: before, names[1]: after}
+    msgs = [judge_messages(q['question'], text[a][q['question_id']], text[b][q['question_id']], q['category'])
+            for q, a, b in draws]
+    rows, skipped = [], []
+    for i in range(0, len(draws), chunk):
+        for (q, a, b), review in zip(draws[i:i + chunk], judge.judge_many(msgs[i:i + chunk], progress=False)):
+            sa, sb = parse_score_fastchat(review)
+            if sa < 0: skipped.append(dict(review=review)); continue       # no readable scores: not a battle
+            rows.append(battle_row(q['question_id'], q['category'], a, b, sa, sb, judge=judge.model, round=len(rows) + 1))
+        check_unparseable(len(rows) + len(skipped), skipped, max_unparseable)
+    return rows

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-FLOOR = {'core': 0, 'models': 1, 'judge': 1, 'ratings': 1, 'data': 1, 'generation': 2, 'estimates': 2, 'distribution': 2,
+FLOOR = {'core': 0, 'models': 1, 'ratings': 1, 'data': 1, 'generation': 2, 'judge': 2, 'estimates': 2, 'distribution': 2,
          'train': 3, 'trainer': 3, 'merge': 3, 'export': 3, 'inference': 3, 'elo': 3, 'dpo': 3, 'benchmarks': 3,
          'pipeline': 4}
 STEP_MODULES = {'train': ('trainer',), 'trainer': ('train',)}     # one step written as two modules
