@@ -12,11 +12,11 @@ from .models import merged_record, train_record, recorded_model, load_adapter_mo
 
 # %% auto #0
 __all__ = ['BENCHMARKS', 'BENCH_DATA', 'LOCAL_BENCH', 'LM_EVAL_HINT', 'H100_BF16_TFLOPS', 'BENCH_UTILISATION', 'RESULT_KEY',
-           'BENCH_OUTPUTS', 'has_lm_eval', 'task_manager', 'lm_eval_subjects', 'local_subjects', 'local_files',
-           'task_config', 'task_hash', 'split_names', 'subjects_for', 'model_identity', 'bench_lm', 'question_of',
-           'ScriptedLM', 'answer_key', 'eval_subject', 'overall', 'estimate', 'plot_benchmarks', 'problems',
-           'input_problems', 'evaluate_all', 'preflight', 'bench_summary', 'run_benchmarks', 'read_results',
-           'cli_params', 'main']
+           'BENCH_OUTPUTS', 'run_step', 'STEP_OUTPUTS', 'read_outputs', 'has_lm_eval', 'task_manager',
+           'lm_eval_subjects', 'local_subjects', 'local_files', 'task_config', 'task_hash', 'split_names',
+           'subjects_for', 'model_identity', 'bench_lm', 'question_of', 'ScriptedLM', 'answer_key', 'eval_subject',
+           'overall', 'estimate', 'plot_benchmarks', 'problems', 'input_problems', 'evaluate_all', 'preflight',
+           'bench_summary', 'run_benchmarks', 'read_results', 'cli_params', 'main']
 
 # %% ../nbs/08_benchmarks.ipynb #203ed5cd
 BENCHMARKS = {
@@ -333,6 +333,12 @@ def read_results(run_name:str) -> dict|None:
     d = run_dir(run_name, 'benchmarks', create=False)
     m = read_manifest(d)
     return read_json(d/'results.json') if m and m.get('status') == 'complete' and (d/'results.json').exists() else None
+
+# %% ../nbs/08_benchmarks.ipynb #scbench01
+# The step contract (`06_pipeline`): the same names in every step module
+run_step = run_benchmarks                             # parameters -> what the step made
+STEP_OUTPUTS = BENCH_OUTPUTS                           # under outputs/<run>/benchmarks/
+read_outputs = read_results                            # run name -> its record (None before the step ran)
 
 # %% ../nbs/08_benchmarks.ipynb #7da90d9e
 def cli_params(argv=None) -> tuple:

@@ -12,11 +12,12 @@ from .core import *
 
 # %% auto #0
 __all__ = ['ALPACA_PROMPT_DICT', 'FORMATS', 'READERS', 'QUANTILES', 'COVERAGE_AT', 'ANIMA_FILES', 'QUESTION_SCHEMA',
-           'ANSWER_SCHEMA', 'TEMPLATE_MODES', 'ALPACA_RULES', 'PROFILE_SCHEMA', 'alpaca_prompt', 'check_format',
-           'to_pair', 'looks_local', 'read_rows', 'pair_counts', 'load_pairs', 'pairs_dataset', 'token_lengths',
-           'pair_lengths', 'length_table', 'coverage', 'profile_pairs', 'plot_lengths', 'check_sha256',
-           'fetch_anima_file', 'questions_problems', 'questions_path', 'load_questions', 'answers_path', 'read_answers',
-           'dataset_problems', 'problems', 'preflight', 'run_data', 'write_profile', 'read_profile']
+           'ANSWER_SCHEMA', 'TEMPLATE_MODES', 'ALPACA_RULES', 'PROFILE_SCHEMA', 'run_step', 'STEP_OUTPUTS',
+           'read_outputs', 'alpaca_prompt', 'check_format', 'to_pair', 'looks_local', 'read_rows', 'pair_counts',
+           'load_pairs', 'pairs_dataset', 'token_lengths', 'pair_lengths', 'length_table', 'coverage', 'profile_pairs',
+           'plot_lengths', 'check_sha256', 'fetch_anima_file', 'questions_problems', 'questions_path', 'load_questions',
+           'answers_path', 'read_answers', 'dataset_problems', 'problems', 'preflight', 'run_data', 'write_profile',
+           'read_profile']
 
 # %% ../nbs/01_data.ipynb #4001dfff
 ALPACA_PROMPT_DICT = {
@@ -497,3 +498,9 @@ def write_profile(out, # the data step's folder
 def read_profile(run_name:str) -> dict|None:
     "The length profile of `run_name`'s data step, checked; None when the step has not written one."
     return read_record(run_name, 'data', 'profile.json', PROFILE_SCHEMA)
+
+# %% ../nbs/01_data.ipynb #scdata01
+# The step contract (`06_pipeline`): the same names in every step module
+run_step = run_data                                   # parameters -> what the step made
+STEP_OUTPUTS = ('profile.json', 'lengths.png')          # under outputs/<run>/data/
+read_outputs = read_profile                            # run name -> its record (None before the step ran)

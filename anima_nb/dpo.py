@@ -15,12 +15,12 @@ from .ratings import two_player_table
 from .generation import generate_like
 
 # %% auto #0
-__all__ = ['PREF_FORMATS', 'PAIR_SCHEMA', 'HELD_OUT', 'REFERENCES', 'CURVES', 'RUN_ONLY', 'DPO_OUTPUTS', 'split_dialogues',
-           'check_pair', 'identical', 'to_pair', 'read_preferences', 'load_references', 'run_pairs', 'training_rows',
-           'split_pairs', 'sequence_logps', 'dpo_loss', 'policy_path', 'load_policy_base', 'dpo_lora', 'dpo_args',
-           'DPOLog', 'length_grouped', 'make_trainer', 'dpo_arch', 'dpo_memory', 'estimate', 'plot_dpo', 'curve_ends',
-           'dpo_plan', 'problems', 'input_problems', 'preflight', 'preference_pairs', 'judge_for', 'before_after',
-           'run_dpo', 'cli_params', 'main']
+__all__ = ['PREF_FORMATS', 'PAIR_SCHEMA', 'HELD_OUT', 'REFERENCES', 'CURVES', 'RUN_ONLY', 'DPO_OUTPUTS', 'run_step',
+           'STEP_OUTPUTS', 'split_dialogues', 'check_pair', 'identical', 'to_pair', 'read_preferences',
+           'load_references', 'run_pairs', 'training_rows', 'split_pairs', 'sequence_logps', 'dpo_loss', 'policy_path',
+           'load_policy_base', 'dpo_lora', 'dpo_args', 'DPOLog', 'length_grouped', 'make_trainer', 'dpo_arch',
+           'dpo_memory', 'estimate', 'plot_dpo', 'curve_ends', 'dpo_plan', 'problems', 'input_problems', 'preflight',
+           'preference_pairs', 'judge_for', 'before_after', 'run_dpo', 'read_outputs', 'cli_params', 'main']
 
 # %% ../nbs/07_dpo.ipynb #a6caef3f
 PREF_FORMATS = ('hh-rlhf', 'triples')
@@ -465,6 +465,17 @@ def run_dpo(params:dict, # the step's resolved parameters
             summary = _train(params, out, plan)
             manifest.add_output(*(out/f for f in DPO_OUTPUTS if (out/f).exists())).record(**summary)
     return read_manifest(out)['summary']                # as recorded (paths relative to the run), as a rerun returns it
+
+# %% ../nbs/07_dpo.ipynb #scdpo01
+# The step contract (`06_pipeline`): the same names in every step module
+run_step = run_dpo                                    # parameters -> what the step made
+STEP_OUTPUTS = DPO_OUTPUTS                             # under outputs/<run>/dpo/
+
+def read_outputs(run_name:str) -> dict|None:
+    "The before/after table of `run_name`'s DPO step, None before the step completed."
+    d = run_dir(run_name, 'dpo', create=False)
+    m = read_manifest(d)
+    return read_json(d/'prepost.json') if m and m.get('status') == 'complete' and (d/'prepost.json').exists() else None
 
 # %% ../nbs/07_dpo.ipynb #6df5c104
 def cli_params(argv=None) -> tuple:

@@ -14,13 +14,14 @@ from .judge import *
 from .ratings import *
 
 # %% auto #0
-__all__ = ['PUBLISHED_LENGTHS', 'RATINGS_SCHEMA', 'JUDGES', 'SCHEDULES', 'load_published', 'load_verdicts', 'verdicts_to_battles',
-           'reproduce_published', 'notebook_stdout', 'read_upstream_notebook', 'upstream_draw', 'upstream_draws',
-           'answer_files', 'load_answers', 'answer_sources', 'order_models', 'playable', 'judge_draws',
-           'upstream_tournament', 'balanced_draws', 'combine_orders', 'balanced_tournament', 'plot_matrix',
-           'plot_ratings', 'answer_lengths', 'load_answer_lengths', 'play', 'replay_recorded', 'ratings_report',
-           'controlled_report', 'write_battles', 'read_battles', 'write_ratings', 'read_ratings', 'battles_table',
-           'full_report', 'elo_figures', 'problems', 'run_elo', 'preflight']
+__all__ = ['PUBLISHED_LENGTHS', 'RATINGS_SCHEMA', 'JUDGES', 'SCHEDULES', 'run_step', 'STEP_OUTPUTS', 'read_outputs',
+           'load_published', 'load_verdicts', 'verdicts_to_battles', 'reproduce_published', 'notebook_stdout',
+           'read_upstream_notebook', 'upstream_draw', 'upstream_draws', 'answer_files', 'load_answers',
+           'answer_sources', 'order_models', 'playable', 'judge_draws', 'upstream_tournament', 'balanced_draws',
+           'combine_orders', 'balanced_tournament', 'plot_matrix', 'plot_ratings', 'answer_lengths',
+           'load_answer_lengths', 'play', 'replay_recorded', 'ratings_report', 'controlled_report', 'write_battles',
+           'read_battles', 'write_ratings', 'read_ratings', 'battles_table', 'full_report', 'elo_figures', 'problems',
+           'run_elo', 'preflight']
 
 # %% ../nbs/05_elo.ipynb #fb48294b
 def load_published(path='pkg:anima_elo_published.json') -> dict:
@@ -492,3 +493,9 @@ def preflight(params:dict, # the step's resolved parameters
               ctx:dict) -> dict: # the plan: `resolved` (every step's parameters), `inputs_made`, `force`
     "Before the chain runs anything: what is wrong with the values."
     return dict(problems=problems(params))
+
+# %% ../nbs/05_elo.ipynb #scelo01
+# The step contract (`06_pipeline`): the same names in every step module
+run_step = run_elo                                    # parameters -> what the step made
+STEP_OUTPUTS = ('battles.jsonl', 'ratings.json', 'win_rate.png', 'battle_counts.png', 'ratings.png')
+read_outputs = read_ratings                            # run name -> its record (None before the step ran)

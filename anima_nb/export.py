@@ -11,11 +11,12 @@ from .data import ALPACA_PROMPT_DICT, ANSWER_SCHEMA, alpaca_prompt, load_questio
 from .models import merged_record, recorded_model, load_tokenizer
 
 # %% auto #0
-__all__ = ['GGUF_TYPES', 'CONVERTER_FILES', 'SAME_MODEL_R', 'EXPORT_OUTPUTS', 'gguf_types', 'gguf_bytes', 'disk_needed',
-           'has_llama_cpp', 'llama_cpp_version', 'fetch_converter', 'converter_dir', 'alpaca_chat_template',
-           'staged_model', 'run_metadata', 'convert', 'quantize', 'penalize', 'greedy_hf', 'greedy_gguf', 'compare',
-           'parity_prompts', 'parity_report', 'answer_like', 'gguf_answer_file', 'model_parameters', 'sizes',
-           'problems', 'input_problems', 'preflight', 'export_files', 'run_export', 'read_export', 'cli_params', 'main']
+__all__ = ['GGUF_TYPES', 'CONVERTER_FILES', 'SAME_MODEL_R', 'EXPORT_OUTPUTS', 'run_step', 'STEP_OUTPUTS', 'read_outputs',
+           'gguf_types', 'gguf_bytes', 'disk_needed', 'has_llama_cpp', 'llama_cpp_version', 'fetch_converter',
+           'converter_dir', 'alpaca_chat_template', 'staged_model', 'run_metadata', 'convert', 'quantize', 'penalize',
+           'greedy_hf', 'greedy_gguf', 'compare', 'parity_prompts', 'parity_report', 'answer_like', 'gguf_answer_file',
+           'model_parameters', 'sizes', 'problems', 'input_problems', 'preflight', 'export_files', 'run_export',
+           'read_export', 'cli_params', 'main']
 
 # %% ../nbs/03a_export.ipynb #8cd906bd
 GGUF_TYPES = {   # type -> (tool, bits per weight, llama.cpp's ftype for the quantizer)
@@ -417,6 +418,12 @@ def read_export(run_name:str) -> dict|None:
     "The export step's summary of `run_name` (None when it has not completed)."
     m = read_manifest(run_dir(run_name, 'export', create=False))
     return m['summary'] if m and m.get('status') == 'complete' else None
+
+# %% ../nbs/03a_export.ipynb #scexpor01
+# The step contract (`06_pipeline`): the same names in every step module
+run_step = run_export                                 # parameters -> what the step made
+STEP_OUTPUTS = EXPORT_OUTPUTS                          # under outputs/<run>/export/, with the GGUF files
+read_outputs = read_export                             # run name -> its record (None before the step ran)
 
 # %% ../nbs/03a_export.ipynb #6a4d8a6c
 def cli_params(argv=None) -> tuple:

@@ -12,8 +12,8 @@ from .models import train_record, merged_record, recorded_model, load_adapter_mo
 from .generation import EVAL_SUFFIX, RESPONSE_MARK, eval_prompt, extract_answer, gen_settings, gen_kwargs, generate_batch
 
 # %% auto #0
-__all__ = ['SEED_EXAMPLE', 'MODEL_SOURCES', 'load_model', 'chat', 'raw_generate', 'example_model', 'is_chinese',
-           'answer_questions', 'problems', 'infer', 'preflight']
+__all__ = ['SEED_EXAMPLE', 'MODEL_SOURCES', 'run_step', 'STEP_OUTPUTS', 'load_model', 'chat', 'raw_generate', 'example_model',
+           'is_chinese', 'answer_questions', 'problems', 'infer', 'preflight', 'read_outputs']
 
 # %% ../nbs/04_inference.ipynb #9204f869
 def load_model(run_name:str, # the run whose model answers
@@ -148,3 +148,13 @@ def preflight(params:dict, # the step's resolved parameters
               ctx:dict) -> dict: # the plan: `resolved` (every step's parameters), `inputs_made`, `force`
     "Before the chain runs anything: what is wrong with the values."
     return dict(problems=problems(params))
+
+# %% ../nbs/04_inference.ipynb #scinfer01
+# The step contract (`06_pipeline`): the same names in every step module
+run_step = infer                                      # parameters -> what the step made
+STEP_OUTPUTS = ('answers.jsonl',)                      # under outputs/<run>/inference/
+
+def read_outputs(run_name:str) -> list|None:
+    "The answers of `run_name`'s inference step, checked; None before the step wrote them."
+    path = answers_path(run_name)
+    return read_answers(path) if path.exists() else None

@@ -13,10 +13,10 @@ from .estimates import model_arch, weight_bytes
 
 # %% auto #0
 __all__ = ['MERGE_DTYPES', 'MERGE_MODES', 'TOLERANCE', 'QLORA_TOLERANCE', 'FIDELITY_QUESTIONS', 'FIDELITY_TOKENS', 'REFERENCES',
-           'REPORT_SCHEMA', 'FIDELITY_SCHEMA', 'check_merge_args', 'is_quantized', 'refuse_quantized', 'problems',
-           'nf4_roundtrip_', 'fidelity_prompts', 'probe', 'compare', 'within_tolerance', 'merged_model', 'fidelity',
-           'failures', 'model_bytes', 'check_disk', 'disk_problems', 'preflight', 'save_merged', 'fidelity_report',
-           'merge', 'report_table', 'write_report', 'read_report']
+           'REPORT_SCHEMA', 'FIDELITY_SCHEMA', 'run_step', 'STEP_OUTPUTS', 'read_outputs', 'check_merge_args',
+           'is_quantized', 'refuse_quantized', 'problems', 'nf4_roundtrip_', 'fidelity_prompts', 'probe', 'compare',
+           'within_tolerance', 'merged_model', 'fidelity', 'failures', 'model_bytes', 'check_disk', 'disk_problems',
+           'preflight', 'save_merged', 'fidelity_report', 'merge', 'report_table', 'write_report', 'read_report']
 
 # %% ../nbs/03_merge.ipynb #89f54eb4
 MERGE_DTYPES = FLOAT_DTYPES
@@ -311,3 +311,9 @@ def write_report(out, # the merge step's folder
 def read_report(run_name:str) -> dict|None:
     "The fidelity report of `run_name`'s merge, checked; None when the merge has not written one."
     return read_record(run_name, 'merge', 'report.json', _check_report)
+
+# %% ../nbs/03_merge.ipynb #scmerge01
+# The step contract (`06_pipeline`): the same names in every step module
+run_step = merge                                      # parameters -> what the step made
+STEP_OUTPUTS = ('model', 'report.json')                # under outputs/<run>/merge/
+read_outputs = read_report                             # run name -> its record (None before the step ran)

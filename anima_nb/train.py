@@ -14,12 +14,12 @@ from .distribution import *
 from .distribution import _rank, _world
 
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'TRUNCATIONS', 'LOSS_WEIGHTINGS', 'BNB_ADAMW', 'RUN_ONLY', 'TRAIN_OUTPUTS', 'encode_source',
-           'encode_target', 'encode_pair', 'encode_pairs', 'Collator', 'example_ids', 'token_losses', 'loss_units',
-           'summed_loss', 'make_collator', 'split_dataset', 'encode_dataset', 'typical_example_tokens', 'estimate',
-           'rng_state', 'set_rng_state', 'report_targets', 'set_tf32', 'sharded_optim', 'training_args', 'plot_loss',
-           'base_revision', 'peak_rss_gb', 'resume_plan', 'problems', 'layout_problems', 'train', 'training_data',
-           'preflight', 'cli_params', 'main']
+__all__ = ['IGNORE_INDEX', 'TRUNCATIONS', 'LOSS_WEIGHTINGS', 'BNB_ADAMW', 'RUN_ONLY', 'TRAIN_OUTPUTS', 'run_step', 'STEP_OUTPUTS',
+           'encode_source', 'encode_target', 'encode_pair', 'encode_pairs', 'Collator', 'example_ids', 'token_losses',
+           'loss_units', 'summed_loss', 'make_collator', 'split_dataset', 'encode_dataset', 'typical_example_tokens',
+           'estimate', 'rng_state', 'set_rng_state', 'report_targets', 'set_tf32', 'sharded_optim', 'training_args',
+           'plot_loss', 'base_revision', 'peak_rss_gb', 'resume_plan', 'problems', 'layout_problems', 'train',
+           'training_data', 'preflight', 'read_outputs', 'cli_params', 'main']
 
 # %% ../nbs/02_train.ipynb #390c7f00
 IGNORE_INDEX = -100
@@ -474,6 +474,16 @@ def preflight(params:dict, # the step's resolved parameters
     notes = [tp['reason']] if tp['action'] == 'resume' else []
     if tp.get('deletes') and force: notes.append(f"deletes {', '.join(tp['deletes'])}")
     return dict(problems=found, note='; '.join(notes) or None)
+
+# %% ../nbs/02_train.ipynb #sctrain01
+# The step contract (`06_pipeline`): the same names in every step module
+run_step = train                                      # parameters -> what the step made
+STEP_OUTPUTS = TRAIN_OUTPUTS                           # under outputs/<run>/train/
+
+def read_outputs(run_name:str) -> dict|None:
+    "The training record of `run_name` (`train_record`), None before the step completed."
+    try: return train_record(run_name)
+    except FileNotFoundError: return None
 
 # %% ../nbs/02_train.ipynb #e9dbbd80
 def cli_params(argv=None, # the arguments; None reads `sys.argv`
