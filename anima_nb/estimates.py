@@ -15,7 +15,7 @@ __all__ = ['LLAMA_DEFAULTS', 'LINEARS', 'PEAK_TFLOPS', 'UTILISATION', 'GB', 'CAR
            'base_param_counts', 'param_counts', 'arch_config', 'meta_model', 'counted_params', 'micro_batch_tokens',
            'memory_estimate', 'compute_estimate', 'layout_memory', 'layout_report', 'layout_estimates', 'weight_bytes']
 
-# %% ../nbs/01b_estimates.ipynb #e5a00006
+# %% ../nbs/01b_estimates.ipynb #e5s10a
 LLAMA_DEFAULTS = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                       num_attention_heads=32, num_key_value_heads=None, tie_word_embeddings=False)   # LlamaConfig's
 
@@ -26,6 +26,7 @@ def arch_of(cfg) -> dict: # a config: a dict of `config.json` fields, or a trans
     arch['num_key_value_heads'] = arch['num_key_value_heads'] or arch['num_attention_heads']
     return arch
 
+# %% ../nbs/01b_estimates.ipynb #e5s11a
 def read_arch(path:str, # a local model folder, or a hub id
               revision:str=None, # the hub revision
               local_only=False) -> dict: # use only what is on this machine
@@ -36,6 +37,7 @@ def read_arch(path:str, # a local model folder, or a hub id
     from huggingface_hub import hf_hub_download
     return arch_of(read_json(hf_hub_download(str(path), 'config.json', revision=revision, local_files_only=local_only)))
 
+# %% ../nbs/01b_estimates.ipynb #e5a00006
 def model_arch(name:str, # hub id, local folder or the demo model
                architecture:dict=None, # the profile's description of the model, when it gives one
                revision:str=None, # the hub revision
@@ -44,7 +46,7 @@ def model_arch(name:str, # hub id, local folder or the demo model
     if architecture: return arch_of(architecture)
     return read_arch(resolve_model(name, build=not local_only), revision, local_only)
 
-# %% ../nbs/01b_estimates.ipynb #c7d7dee6
+# %% ../nbs/01b_estimates.ipynb #e5s20a
 LINEARS = ('q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj')   # a LLaMA decoder layer's
 
 def layer_shapes(arch:dict) -> dict: # as `arch_of` gives it
@@ -54,10 +56,12 @@ def layer_shapes(arch:dict) -> dict: # as `arch_of` gives it
     return dict(q_proj=(h, h), k_proj=(h, kvd), v_proj=(h, kvd), o_proj=(h, h), gate_proj=(h, f), up_proj=(h, f),
                 down_proj=(f, h))
 
+# %% ../nbs/01b_estimates.ipynb #e5s21a
 def lora_modules_of(spec:str='all') -> tuple: # 'all', or module names separated by commas (`lora_modules`)
     "The adapted layers a `lora_modules` value names: 'all' is every linear layer of the decoder."
     return LINEARS if spec == 'all' else tuple(m.strip() for m in spec.split(',') if m.strip())
 
+# %% ../nbs/01b_estimates.ipynb #e5s22a
 def lora_param_count(arch:dict, # LlamaConfig fields: sizes, layers and heads
                      r:int, # LoRA rank
                      modules=LINEARS) -> int: # the adapted layers
@@ -65,6 +69,7 @@ def lora_param_count(arch:dict, # LlamaConfig fields: sizes, layers and heads
     shapes = layer_shapes(arch)
     return arch['num_hidden_layers'] * sum(r * sum(shapes[m]) for m in modules)
 
+# %% ../nbs/01b_estimates.ipynb #e5s23a
 def base_param_counts(arch:dict) -> dict: # as `arch_of` gives it
     "The base's parameters: the decoder's linear layers (what 4-bit storage quantizes) and the rest (embeddings, `lm_head`, norms)."
     L, h, V = arch['num_hidden_layers'], arch['hidden_size'], arch['vocab_size']
@@ -72,13 +77,14 @@ def base_param_counts(arch:dict) -> dict: # as `arch_of` gives it
     other = V * h * (1 if arch.get('tie_word_embeddings') else 2) + (2 * L + 1) * h      # two norms a layer, one final
     return dict(total=lin + other, quantized=lin, other=other)
 
+# %% ../nbs/01b_estimates.ipynb #c7d7dee6
 def param_counts(arch:dict, # as `arch_of` gives it
                  lora_r:int=0, # LoRA rank
                  lora_modules:str='all') -> dict: # the adapted layers (`lora_modules`)
     "Base parameters (quantized and other) and the LoRA weights of rank `lora_r` on `lora_modules`."
     return {**base_param_counts(arch), 'lora': lora_param_count(arch, lora_r, lora_modules_of(lora_modules))}
 
-# %% ../nbs/01b_estimates.ipynb #227724b5
+# %% ../nbs/01b_estimates.ipynb #e5s30a
 PEAK_TFLOPS = {'bf16': 989.0, 'tf32': 494.7, 'fp32': 67.0}   # H100 SXM, dense (NVIDIA datasheet)
 UTILISATION = 0.30
 
@@ -87,6 +93,7 @@ def arch_config(params:dict) -> dict: # training's (or DPO's) parameters: `model
     same = params['model_name_or_path'] == load_profile(params['profile']).get('model_name_or_path')
     return model_arch(params['model_name_or_path'], params['architecture'] if same else None)
 
+# %% ../nbs/01b_estimates.ipynb #e5s31a
 def meta_model(arch:dict, # as `arch_of` gives it (or a transformers config)
                params:dict): # the step's parameters (LoRA)
     "The LLaMA of `arch` with LoRA per `params`, built on the meta device (shapes only): the check of the closed forms."
@@ -97,6 +104,7 @@ def meta_model(arch:dict, # as `arch_of` gives it (or a transformers config)
     with torch.device('meta'): model = AutoModelForCausalLM.from_config(cfg)
     with torch.device('meta'), quiet_library_deprecations(): return get_peft_model(model, lora_config(model, params))   # LoRA weights on meta too
 
+# %% ../nbs/01b_estimates.ipynb #227724b5
 def counted_params(peft_model) -> dict:
     "Total base parameters, of which quantizable (decoder linear layers) and others; trainable LoRA parameters: counted on the model."
     import torch
@@ -108,7 +116,7 @@ def counted_params(peft_model) -> dict:
     return dict(total=total, quantized=lin, other=total - lin,
                 lora=sum(p.numel() for p in peft_model.parameters() if p.requires_grad))
 
-# %% ../nbs/01b_estimates.ipynb #c87d6304
+# %% ../nbs/01b_estimates.ipynb #e5s40a
 GB = 1e9
 
 def micro_batch_tokens(params:dict, # the step's parameters: batch size, lengths, `flatten`
@@ -119,6 +127,7 @@ def micro_batch_tokens(params:dict, # the step's parameters: batch size, lengths
     own = params['flatten'] or params['per_device_train_batch_size'] == 1          # nothing padded
     return params['per_device_train_batch_size'] * (min(example_tokens or longest, longest) if own else longest)
 
+# %% ../nbs/01b_estimates.ipynb #e5s41a
 def memory_estimate(counts:dict, # `param_counts` of the model
                     arch:dict, # LlamaConfig fields: sizes, layers, vocabulary
                     params:dict, # the step's parameters
@@ -142,6 +151,7 @@ def memory_estimate(counts:dict, # `param_counts` of the model
     parts['total'] = sum(parts.values())
     return {k: round(v / unit, 3) for k, v in parts.items()}
 
+# %% ../nbs/01b_estimates.ipynb #c87d6304
 def compute_estimate(counts:dict, # `param_counts` of the model
                      arch:dict, # LlamaConfig fields: sizes, layers, vocabulary
                      params:dict, # the step's parameters
@@ -160,7 +170,7 @@ def compute_estimate(counts:dict, # `param_counts` of the model
                 peak_tflops_per_device=PEAK_TFLOPS[dtype], utilisation=UTILISATION, devices=processes,
                 hours=round(secs / 3600, 2))
 
-# %% ../nbs/01b_estimates.ipynb #0c41a9e1
+# %% ../nbs/01b_estimates.ipynb #e5s50a
 CARDS_GIB = {'24GB': 24, '40GB': 40, '48GB': 48, '80GB': 80}     # RTX 3090/4090, A100 40GB, A6000/L40S, A100/H100 80GB
 OVERHEAD_GB = 2.0
 LAYOUT_ROWS = ('ddp', 'fsdp', 'fsdp_offload', 'layer_split')
@@ -192,6 +202,7 @@ def layout_memory(mem:dict, # `memory_estimate` of one process holding the whole
     fits = [card for card, gib in CARDS_GIB.items() if gpu + OVERHEAD_GB <= gib * 2**30 / GB]
     return dict(gpu_gb=round(gpu, 2), cpu_gb=round(cpu, 2), cpu_gb_other_ranks=round(others, 2), fits=fits)
 
+# %% ../nbs/01b_estimates.ipynb #e5s51a
 def layout_report(est:dict) -> str:
     "The per-device memory of every layout in `est` (an `estimate`), as lines of text."
     rows = [f"memory per device over {est['devices']} devices, GB (a card fits with {OVERHEAD_GB} GB to spare):",
@@ -201,6 +212,7 @@ def layout_report(est:dict) -> str:
              for k, v in est['per_device_gb'].items()]
     return '\n'.join(rows)
 
+# %% ../nbs/01b_estimates.ipynb #0c41a9e1
 def layout_estimates(mem:dict, # `memory_estimate` of one process holding the whole model, in GB
                      arch:dict, # LlamaConfig fields
                      params:dict, # the step's parameters
