@@ -24,8 +24,8 @@ __all__ = ['PACKAGE', 'ASSETS', 'TRACKED_PACKAGES', 'THREADS_ENV', 'ONE_THREAD_W
            'parameters_source', 'read_parameters', 'notebook_schema', 'step_schema', 'all_types', 'short_repr',
            'check_params', 'check_row', 'write_record', 'read_record', 'profile_names', 'load_profile', 'unused_params',
            'refuse_unused', 'resolve_params', 'step_params', 'check_step_params', 'step_cli_params', 'value_problems',
-           'refuse', 'papermill_output', 'exported_notebook', 'refuse_copy_in_nbs', 'injected_names', 'scratch_outputs',
-           'notebook_params', 'restart_switch']
+           'refuse', 'papermill_output', 'exported_notebook', 'refuse_copy_in_nbs', 'injected_names', 'scratch_folder',
+           'scratch_outputs', 'notebook_params', 'restart_switch']
 
 # %% ../nbs/00_core.ipynb #1e9dfed4
 def project_root(start=None) -> Path:
@@ -817,13 +817,18 @@ def injected_names(ns:dict) -> set:
             if isinstance(node, ast.Assign): names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
     return names
 
+def scratch_folder(prefix='anima-scratch-') -> Path: # the temporary folder's name starts so
+    "A new temporary outputs folder that shares this outputs folder's demo model cache (its `.cache` is a link)."
+    cache = outputs_dir()/'.cache'
+    cache.mkdir(parents=True, exist_ok=True)
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    (d/'.cache').symlink_to(cache.resolve(), target_is_directory=True)
+    return d
+
 def scratch_outputs() -> Path|None:
     "Under `nbdev_test` (`IN_TEST`) with no `ANIMA_NB_OUTPUTS`: a temporary outputs folder, gone at exit, so the notebooks' test runs leave nothing in `outputs/`; it shares the demo model cache."
     if not os.environ.get('IN_TEST') or os.environ.get('ANIMA_NB_OUTPUTS'): return None
-    cache = outputs_dir()/'.cache'
-    cache.mkdir(parents=True, exist_ok=True)
-    d = Path(tempfile.mkdtemp(prefix='anima-nbtest-'))
-    (d/'.cache').symlink_to(cache, target_is_directory=True)
+    d = scratch_folder('anima-nbtest-')
     atexit.register(shutil.rmtree, d, True)
     os.environ['ANIMA_NB_OUTPUTS'] = str(d)
     return d

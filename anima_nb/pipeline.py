@@ -647,10 +647,8 @@ def docs_sources(run_name:str='demo', # the run whose executed notebooks the ste
 @contextlib.contextmanager
 def _scratch_env():
     "`ANIMA_NB_OUTPUTS` set to a temporary folder sharing the demo model cache, for the kernels started meanwhile."
-    import tempfile, shutil
-    old, tmp = os.environ.get('ANIMA_NB_OUTPUTS'), Path(tempfile.mkdtemp(prefix='anima-docs-'))
-    cache = outputs_dir()/'.cache'; cache.mkdir(parents=True, exist_ok=True)
-    (tmp/'.cache').symlink_to(cache.resolve(), target_is_directory=True)
+    import shutil
+    old, tmp = os.environ.get('ANIMA_NB_OUTPUTS'), scratch_folder('anima-docs-')
     os.environ['ANIMA_NB_OUTPUTS'] = str(tmp)
     try: yield tmp
     finally:
