@@ -10,9 +10,11 @@ from .core import *
 from .estimates import PEAK_TFLOPS, UTILISATION, read_arch, arch_of, base_param_counts
 from .models import merged_record, train_record, recorded_model, load_adapter_model, resolve_model
 
+KERNEL_IMPORTS = ('torch', 'transformers', 'pandas', 'matplotlib.pyplot')   # the libraries this step's kernel uses: imported ahead by `anima-run` (06_pipeline)
+
 # %% auto #0
-__all__ = ['BENCHMARKS', 'BENCH_DATA', 'LOCAL_BENCH', 'LM_EVAL_HINT', 'H100_BF16_TFLOPS', 'BENCH_UTILISATION', 'RESULT_KEY',
-           'BENCH_OUTPUTS', 'run_step', 'STEP_OUTPUTS', 'read_outputs', 'has_lm_eval', 'task_manager',
+__all__ = ['KERNEL_IMPORTS', 'BENCHMARKS', 'BENCH_DATA', 'LOCAL_BENCH', 'LM_EVAL_HINT', 'H100_BF16_TFLOPS', 'BENCH_UTILISATION',
+           'RESULT_KEY', 'BENCH_OUTPUTS', 'run_step', 'STEP_OUTPUTS', 'read_outputs', 'has_lm_eval', 'task_manager',
            'lm_eval_subjects', 'local_subjects', 'local_files', 'task_config', 'task_hash', 'split_names',
            'subjects_for', 'model_identity', 'bench_lm', 'question_of', 'ScriptedLM', 'answer_key', 'eval_subject',
            'overall', 'estimate', 'plot_benchmarks', 'problems', 'input_problems', 'evaluate_all', 'preflight',
@@ -28,11 +30,13 @@ BENCH_DATA = ('hub', 'local')
 LOCAL_BENCH = ASSETS/'benchmarks'
 LM_EVAL_HINT = "the benchmarks step needs lm-evaluation-harness: pip install -e '.[bench]' (or 'lm-eval[hf]==0.4.13')"
 
+# %% ../nbs/08_benchmarks.ipynb #7d4b233a
 def has_lm_eval() -> bool:
     "Whether lm-evaluation-harness can be imported."
     import importlib.util
     return importlib.util.find_spec('lm_eval') is not None
 
+# %% ../nbs/08_benchmarks.ipynb #6b2d727f
 @functools.lru_cache(maxsize=1)
 def task_manager():
     "lm-eval's task index over its own C-Eval and CMMLU definitions (the folders it ships; all of lm-eval's: 8 s more)."
@@ -41,16 +45,19 @@ def task_manager():
     root = Path(lm_eval.tasks.__file__).parent
     return TaskManager(include_defaults=False, include_path=[str(root/'ceval'), str(root/'cmmlu')])
 
+# %% ../nbs/08_benchmarks.ipynb #133dad47
 def _yaml(path):
     from lm_eval.tasks._yaml_loader import load_yaml     # lm-eval's loader: follows `include`, resolves `!function`
     return load_yaml(path, resolve_func=True)
 
+# %% ../nbs/08_benchmarks.ipynb #31d3486c
 def lm_eval_subjects(bench:str, # a key of `BENCHMARKS`
                      tm) -> list: # `task_manager()`
     "The subjects of lm-eval's group for `bench`, in its order, without the task prefix."
     b = BENCHMARKS[bench]
     return [t.removeprefix(b['prefix']) for t in _yaml(tm.task_index[b['group']].yaml_path)['task']]
 
+# %% ../nbs/08_benchmarks.ipynb #6fde2e9a
 def local_subjects(bench:str) -> list:
     "The subjects shipped for `bench` (one `<subject>_dev.jsonl` and one scored split each)."
     return sorted(p.name.removesuffix('_dev.jsonl') for p in (LOCAL_BENCH/bench).glob('*_dev.jsonl'))
@@ -65,6 +72,7 @@ def local_files(bench:str, # a key of `BENCHMARKS`
     if missing: raise FileNotFoundError(f"No shipped {b['name']} questions for {subject!r}: {', '.join(missing)}")
     return files
 
+# %% ../nbs/08_benchmarks.ipynb #45107ac9
 def task_config(tm, # `task_manager()`
                 bench:str, # a key of `BENCHMARKS`
                 subject:str, # a subject of `bench`
@@ -76,6 +84,7 @@ def task_config(tm, # `task_manager()`
                    dataset_kwargs=dict(data_files={s: str(p) for s, p in local_files(bench, subject).items()}))
     return cfg
 
+# %% ../nbs/08_benchmarks.ipynb #7b6e23d3
 def task_hash(cfg:dict) -> str:
     "sha256 of a task definition, with local data files counted by their content (not their path)."
     kw = cfg.get('dataset_kwargs') or {}
@@ -88,6 +97,7 @@ def split_names(s) -> list:
     "Comma-separated names as a list (None or empty: [])."
     return [x.strip() for x in (s or '').split(',') if x.strip()]
 
+# %% ../nbs/08_benchmarks.ipynb #b14e561f
 def subjects_for(params:dict, # the step's parameters
                  tm=None) -> list: # `task_manager()` (needed for `bench_data='hub'`)
     "`(benchmark, subject)` pairs the step runs, in benchmark then subject order."
@@ -113,6 +123,7 @@ def model_identity(params:dict) -> dict:
     return dict(source='model', path=str(src), made=sha256_file(cfg) if cfg.is_file() else None,
                 dtype=params['bench_dtype'])
 
+# %% ../nbs/08_benchmarks.ipynb #3b4c244b
 def bench_lm(params:dict): # the step's parameters
     "lm-eval's `HFLM` for the model `params` names, on the GPU when there is one."
     import torch
@@ -130,6 +141,7 @@ def question_of(context:str) -> str:
     "The question asked last in a multiple-choice prompt (the text of its last block, up to the options)."
     return context.rsplit('\n\n', 1)[-1].split('\nA. ')[0].strip()
 
+# %% ../nbs/08_benchmarks.ipynb #5bfa4a13
 def ScriptedLM(choose): # `choose(context) -> letter`: the letter this model prefers
     "An lm-eval model that gives the letter `choose` names log-likelihood 0 and every other letter -10."
     from lm_eval.api.model import LM
@@ -141,6 +153,7 @@ def ScriptedLM(choose): # `choose(context) -> letter`: the letter this model pre
         def generate_until(self, requests, disable_tqdm=False): raise NotImplementedError
     return _Scripted()
 
+# %% ../nbs/08_benchmarks.ipynb #f3345e35
 def answer_key(bench:str) -> dict:
     "Question text -> right letter over every shipped file of `bench`."
     q, a = ('question', 'answer') if bench == 'ceval' else ('Question', 'Answer')
@@ -230,6 +243,7 @@ def plot_benchmarks(results:dict, # benchmark -> per-subject results
 # %% ../nbs/08_benchmarks.ipynb #6c3f5513
 RESULT_KEY = ('model', 'task_hash', 'num_fewshot', 'limit', 'seed')
 
+# %% ../nbs/08_benchmarks.ipynb #e7844b89
 def problems(params:dict) -> list:
     "What is wrong with the benchmarks step's values, before anything is loaded."
     w = '08_benchmarks: '
@@ -248,17 +262,20 @@ def problems(params:dict) -> list:
         except ValueError as e: found.append(str(e))
     return found
 
+# %% ../nbs/08_benchmarks.ipynb #f0cfb91c
 def input_problems(params:dict) -> list:
     "The run's files the step reads and lacks: its merged model or its adapter."
     try: model_identity(params); return []
     except (FileNotFoundError, ValueError) as e: return [f'08_benchmarks: {e}']
 
+# %% ../nbs/08_benchmarks.ipynb #a7edd748
 def _done(out:Path, task:str, key:dict) -> dict|None:
     "The finished result of `task` in `out` when it was made with the same `key`."
     path = out/'subjects'/f'{task}.json'
     old = read_json(path) if path.exists() else None
     return old if old and {k: old.get(k) for k in key} == key else None
 
+# %% ../nbs/08_benchmarks.ipynb #b8b02408
 def evaluate_all(params:dict, # the step's parameters
                  out:Path, # the step's folder
                  lm=None, # an lm-eval model (default: `bench_lm(params)`, loaded only if a subject needs it)
@@ -292,6 +309,7 @@ def preflight(params:dict, # the step's resolved parameters
 # %% ../nbs/08_benchmarks.ipynb #969a42be
 BENCH_OUTPUTS = ('subjects', 'samples', 'results.json', 'benchmarks.png', 'estimate.json')
 
+# %% ../nbs/08_benchmarks.ipynb #b78ea345
 def bench_summary(results:dict, # benchmark -> per-subject results
                   params:dict) -> dict: # the step's parameters
     "Overall accuracy per benchmark, per-subject rows, the task hashes and the measured prompt lengths."
@@ -305,6 +323,7 @@ def bench_summary(results:dict, # benchmark -> per-subject results
                 lm_eval=next((r['lm_eval'] for rs in results.values() for r in rs), None),
                 mean_prompt_tokens=round(sum(tokens) / len(tokens), 1) if tokens else None)
 
+# %% ../nbs/08_benchmarks.ipynb #9076234c
 def run_benchmarks(params:dict, # the step's resolved parameters
                    lm=None) -> dict: # an lm-eval model to use instead of the run's (tests, scripted models)
     "The benchmarks step: check, then run (or read back) every subject; results, plot, manifest; the summary."
@@ -328,6 +347,7 @@ def run_benchmarks(params:dict, # the step's resolved parameters
         manifest.record(**summary, seconds_evaluating=round(time.perf_counter() - t0, 2))
     return summary
 
+# %% ../nbs/08_benchmarks.ipynb #94def49f
 def read_results(run_name:str) -> dict|None:
     "The benchmarks step's `results.json` of `run_name` (None when the step has not completed)."
     d = run_dir(run_name, 'benchmarks', create=False)
@@ -346,6 +366,7 @@ def cli_params(argv=None) -> tuple:
     return step_cli_params('benchmarks', 'python -m anima_nb.benchmarks', argv,
                            force_help='(no effect: finished subjects are kept while model and task are the same)')
 
+# %% ../nbs/08_benchmarks.ipynb #f4762ed6
 def main(argv=None):
     "Entry point of `python -m anima_nb.benchmarks`."
     params, _ = cli_params(argv)

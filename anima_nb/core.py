@@ -54,6 +54,7 @@ def outputs_dir() -> Path:
     if os.environ.get('ANIMA_NB_OUTPUTS'): return Path(os.environ['ANIMA_NB_OUTPUTS']).resolve()
     return project_root()/'outputs'
 
+# %% ../nbs/00_core.ipynb #3c7279c2
 _NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]*')
 
 def run_dir(run_name:str, # the run, a folder under `outputs_dir()`
@@ -78,12 +79,14 @@ def umask() -> int:
     mask = os.umask(0o022); os.umask(mask)
     return mask
 
+# %% ../nbs/00_core.ipynb #9f65ede3
 def shareable(path, # a file or folder made by `tempfile`
               folder=False): # a folder (0777 less the umask) rather than a file (0666 less the umask)
     "Give `path` the permissions `open` or `mkdir` would have given it under this process's umask."
     os.chmod(path, (0o777 if folder else 0o666) & ~umask())
     return path
 
+# %% ../nbs/00_core.ipynb #cb6c791b
 def share_tree(folder): # a folder libraries wrote (safetensors writes its files 0600)
     "`shareable` for `folder` and everything in it: folders 0777, files 0666, less the umask; executables kept executable."
     folder, mask = Path(folder), umask()
@@ -93,6 +96,7 @@ def share_tree(folder): # a folder libraries wrote (safetensors writes its files
         elif not p.stat().st_mode & 0o100: os.chmod(p, 0o666 & ~mask)
     return folder
 
+# %% ../nbs/00_core.ipynb #cf8a410a
 def atomic_write_bytes(path, # the file to write
                        data:bytes): # its whole content
     "Write `data` to `path` via a temporary file and an atomic rename."
@@ -106,16 +110,19 @@ def atomic_write_bytes(path, # the file to write
         raise
     return path
 
+# %% ../nbs/00_core.ipynb #754e8b3f
 def atomic_write_text(path, # the file to write
                       text:str): # its whole content, written as UTF-8
     return atomic_write_bytes(path, text.encode('utf-8'))
 
+# %% ../nbs/00_core.ipynb #4cb6677a
 def write_json(path, # the file to write
                obj, # anything `json.dumps` takes (other values are written as `str`)
                indent=2): # spaces per nesting level
     "Atomically write `obj` as UTF-8 JSON (Chinese stays readable)."
     return atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=indent, default=str) + '\n')
 
+# %% ../nbs/00_core.ipynb #09beb80e
 def read_text(path) -> str:
     "A text file, read as UTF-8; one that is not is named with the line and the byte where decoding failed."
     data = Path(path).read_bytes()
@@ -124,6 +131,7 @@ def read_text(path) -> str:
         line = data[:e.start].count(b'\n') + 1
         raise ValueError(f"{path}, line {line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8") from None
 
+# %% ../nbs/00_core.ipynb #72539687
 def read_json(path):
     "A JSON file; a file that is not UTF-8 or not JSON is named with its line."
     try: return json.loads(read_text(path))
@@ -135,6 +143,7 @@ def write_jsonl(path, # the file to write
     "Atomically write `rows` as JSON lines."
     return atomic_write_text(path, ''.join(json.dumps(r, ensure_ascii=False, default=str) + '\n' for r in rows))
 
+# %% ../nbs/00_core.ipynb #7fbcd5af
 def append_jsonl(path, # the file to grow (made if missing)
                  row): # one dict, one line
     "Append one row and flush it to disk, so a kill loses at most the row being written."
@@ -142,6 +151,7 @@ def append_jsonl(path, # the file to grow (made if missing)
     with open(path, 'a', encoding='utf-8') as f:
         f.write(json.dumps(row, ensure_ascii=False, default=str) + '\n'); f.flush(); os.fsync(f.fileno())
 
+# %% ../nbs/00_core.ipynb #b8dcdcf1
 def read_jsonl(path, # the file to read
                tolerate_torn_tail=False) -> list: # skip a bad last line, the trace of a write cut short
     "Rows of a JSON-lines file; a bad line raises an error naming the file and line."
@@ -163,6 +173,7 @@ def secret_values() -> list:
     found = {value for name, value in os.environ.items() if _SECRET_NAME.search(name) and len(value) >= 8}
     return sorted(found, key=len, reverse=True)
 
+# %% ../nbs/00_core.ipynb #5e3e6d8e
 def redact(obj, # a string, or dicts, lists and tuples of them (other values pass through)
            secrets=None): # the values to hide (default: `secret_values()`)
     "A copy of `obj` with every credential value from the environment replaced by `***`."
@@ -206,6 +217,7 @@ def sha256_file(path, # the file to hash
         while block := f.read(chunk): digest.update(block)
     return digest.hexdigest()
 
+# %% ../nbs/00_core.ipynb #909430a6
 def tree_sha256(folder) -> str:
     "One sha256 for a folder: over the sorted relative paths and sha256 of every file in it (hidden files left out)."
     folder, digest = Path(folder), hashlib.sha256()
@@ -213,6 +225,7 @@ def tree_sha256(folder) -> str:
         digest.update(f'{p.relative_to(folder).as_posix()}\t{sha256_file(p)}\n'.encode())
     return digest.hexdigest()
 
+# %% ../nbs/00_core.ipynb #f26f51ac
 def model_record(role:str, # what the model is to the step: 'base', 'adapter', 'merged', 'gguf'...
                  name, # a hub id, or a local file or folder
                  revision:str=None, # the hub commit, when known
@@ -222,6 +235,7 @@ def model_record(role:str, # what the model is to the step: 'base', 'adapter', '
     if not p.exists(): return dict(role=role, model=str(name), revision=revision)
     return dict(role=role, model=str(name), sha256=sha256 or (tree_sha256(p) if p.is_dir() else sha256_file(p)))
 
+# %% ../nbs/00_core.ipynb #87348bfd
 def file_record(path) -> dict:
     "Path, size and sha256 of a file (for a folder: of every file in it)."
     path = Path(path)
@@ -229,6 +243,7 @@ def file_record(path) -> dict:
         return {'path': str(path), 'files': [file_record(p) for p in sorted(path.rglob('*')) if p.is_file()]}
     return {'path': str(path), 'bytes': path.stat().st_size, 'sha256': sha256_file(path)}
 
+# %% ../nbs/00_core.ipynb #3d66042f
 def run_root(folder) -> Path|None:
     "The run folder (`outputs/<run>`) that `folder` is in, or None outside `outputs/`."
     d, out = Path(folder).resolve(), outputs_dir()
@@ -236,6 +251,7 @@ def run_root(folder) -> Path|None:
     except ValueError: return None
     return out/rel.parts[0] if rel.parts else None
 
+# %% ../nbs/00_core.ipynb #618e41fe
 def portable(path, # a file or folder a record names
              root=None) -> str: # the run folder the record belongs to
     "How a record names `path`: `pkg:NAME` for a shipped asset, relative to the run folder under `outputs/`, else as it is."
@@ -247,6 +263,7 @@ def portable(path, # a file or folder a record names
             if a.is_relative_to(r.parent): return Path(os.path.relpath(a, r)).as_posix()
     return str(p)
 
+# %% ../nbs/00_core.ipynb #6c8447e2
 def portable_paths(x, # a record's value: a string, or dicts and lists of them
                    root) -> object: # the run folder the record belongs to
     "`x` with every absolute path string in it named as `portable` names it."
@@ -255,11 +272,13 @@ def portable_paths(x, # a record's value: a string, or dicts and lists of them
     if isinstance(x, (list, tuple)): return [portable_paths(v, root) for v in x]
     return x
 
+# %% ../nbs/00_core.ipynb #6f87ec7d
 def recorded_path(name:str, # a path as a record holds it (`portable`)
                   root) -> Path: # the run folder of the record
     "The file or folder a record names, found again: `pkg:` assets, paths relative to the run folder, absolute paths."
     return resolve_path(name) if name.startswith('pkg:') else resolve_path(name, root)
 
+# %% ../nbs/00_core.ipynb #c8ee6559
 def size_text(n:int) -> str:
     "Bytes for a message: GB with two decimals from 0.1 GB up, else MB (a demo model is not '0.00 GB')."
     return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
@@ -268,16 +287,19 @@ def size_text(n:int) -> str:
 THREADS_ENV = 'ANIMA_NB_THREADS'
 ONE_THREAD_WIDTH = 1024   # widest hidden size that steps faster on one thread (tests/bench/bench_threads.py)
 
+# %% ../nbs/00_core.ipynb #fa1ec68e
 def usable_cores() -> int:
     "The cores this process may run on (its CPU affinity), not the machine's count."
     try: return len(os.sched_getaffinity(0))
     except AttributeError: return os.cpu_count() or 1
 
+# %% ../nbs/00_core.ipynb #56e640d4
 def cpu_name() -> str:
     "The processor's model name, as the operating system reports it."
     try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
     except (OSError, StopIteration): return platform.processor() or platform.machine()
 
+# %% ../nbs/00_core.ipynb #c4f426c7
 @functools.lru_cache(maxsize=None)                   # asked once per process: a subprocess is not free
 def _smi_gpus() -> tuple:
     smi = shutil.which('nvidia-smi')
@@ -286,12 +308,14 @@ def _smi_gpus() -> tuple:
     except (OSError, subprocess.SubprocessError): out = ''
     return tuple(l.strip() for l in out.splitlines() if l.strip())
 
+# %% ../nbs/00_core.ipynb #1cb68697
 def gpu_names() -> list:
     "The GPUs this process sees, by name (torch's view when torch is loaded, else `nvidia-smi`'s); [] without one."
     if 'torch' not in sys.modules: return list(_smi_gpus())
     cuda = sys.modules['torch'].cuda
     return [cuda.get_device_name(i) for i in range(cuda.device_count())] if cuda.is_available() else []
 
+# %% ../nbs/00_core.ipynb #9d1b0a10
 def thread_policy(width:int|None, # the model's hidden size (None: not known, e.g. a hub id not yet downloaded)
                   cores:int=None, # cores this process may use (default: `usable_cores()`)
                   env=None) -> tuple: # the environment (default: `os.environ`)
@@ -317,6 +341,7 @@ def use_threads(width:int|None) -> int: # the model's hidden size (None: unknown
     RUNTIME.update(threads=n, threads_why=why)
     return n
 
+# %% ../nbs/00_core.ipynb #e6a55992
 def runtime_record() -> dict:
     "The machine this process runs on and the threads it uses: part of every manifest."
     rec = dict(cpu=cpu_name(), cores=os.cpu_count(), usable_cores=usable_cores(), gpus=gpu_names(), **RUNTIME)
@@ -326,6 +351,7 @@ def runtime_record() -> dict:
 # %% ../nbs/00_core.ipynb #fb44874a
 def _now(): return dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')
 
+# %% ../nbs/00_core.ipynb #7b20b081
 class Manifest:
     "The record of one step of one run, kept in `<step dir>/manifest.json`."
     def __init__(self, step_dir, # the step's folder: the manifest is its `manifest.json`
@@ -358,6 +384,7 @@ class Manifest:
     def fail(self, err):
         self.data.update(status='failed', finished=_now(), error=f'{type(err).__name__}: {err}'); return self.save()
 
+# %% ../nbs/00_core.ipynb #1d0909b4
 def read_manifest(step_dir) -> dict|None:
     "The manifest of a step folder, or None if the step never ran."
     p = Path(step_dir)/'manifest.json'
@@ -366,6 +393,7 @@ def read_manifest(step_dir) -> dict|None:
 # %% ../nbs/00_core.ipynb #b34123e2
 def _jsonable(x): return json.loads(json.dumps(x, default=str))
 
+# %% ../nbs/00_core.ipynb #dc2162bd
 def param_changes(old:dict, # the parameters a step recorded (None: none)
                   new:dict) -> list: # the parameters it would run with now
     "`name: old -> new` for every parameter whose value differs (compared as JSON)."
@@ -376,9 +404,11 @@ def param_changes(old:dict, # the parameters a step recorded (None: none)
 LOCK_ENV = 'ANIMA_NB_RUN_LOCK'
 _HELD = {}                                   # lock file -> how many times this process has entered it
 
+# %% ../nbs/00_core.ipynb #24175bfb
 class RunInUse(RuntimeError):
     "Another live process writes this run: the command-line entry points say so in one line and exit 2."
 
+# %% ../nbs/00_core.ipynb #55bd133b
 class RunLock:
     "An exclusive lock on a run folder for every entry point; shared with this process and the processes it starts."
     def __init__(self, folder): self.path = Path(folder)/'.lock'
@@ -424,6 +454,7 @@ class RunLock:
         if held[2] is None: os.environ.pop(LOCK_ENV, None)
         else: os.environ[LOCK_ENV] = held[2]
 
+# %% ../nbs/00_core.ipynb #f56d50c7
 def run_lock(run_name:str, # the run
              main:bool=True): # False on the other processes of a multi-process run: they hold nothing
     "The run folder's `RunLock`, for an entry point that plans before its step starts (training, DPO)."
@@ -450,6 +481,7 @@ def remove_leftovers(folder) -> list:
         else: p.unlink(missing_ok=True)
     return [p.name for p in found]
 
+# %% ../nbs/00_core.ipynb #22e8a403
 @contextlib.contextmanager
 def step(params:dict, # the step's resolved parameters (`run_name` names the run)
          name:str, # the step, and its folder under the run
@@ -501,8 +533,10 @@ def _type_of(annotation:str):
     "The type an annotation names (`'int'`, `'str | None'`), `object` when it names none we check."
     return TYPES.get(str(annotation).split('|')[0].strip(), object)
 
+# %% ../nbs/00_core.ipynb #3b004048
 _SCHEMAS = {}
 
+# %% ../nbs/00_core.ipynb #3f1e7b9d
 def parameters_source(nb_path) -> str:
     "The source of the notebook's cell tagged `parameters`."
     nb = json.loads(Path(nb_path).read_text(encoding='utf-8'))
@@ -510,6 +544,7 @@ def parameters_source(nb_path) -> str:
     if cell is None: raise ValueError(f"{nb_path} has no cell tagged 'parameters'")
     return ''.join(cell['source']) if isinstance(cell['source'], list) else cell['source']
 
+# %% ../nbs/00_core.ipynb #3018e737
 def read_parameters(src:str) -> dict:
     "Name -> `dict(name, inferred_type_name, default, help)` of a parameters cell, as papermill's `inspect_notebook` gives it."
     import tokenize
@@ -525,6 +560,7 @@ def read_parameters(src:str) -> dict:
     if unread: raise ValueError(f"papermill cannot read the declaration of {unread}: keep one '=' per line")
     return found
 
+# %% ../nbs/00_core.ipynb #7d933e42
 ACTIONS = ('restart',)   # declared in a parameters cell for papermill's `-p`, but an action: never a parameter of the run
 
 def notebook_schema(nb_path) -> dict:
@@ -538,12 +574,14 @@ def notebook_schema(nb_path) -> dict:
                                  help=d['help']) for k, d in found.items()}
     return {k: dict(v) for k, v in _SCHEMAS[key].items() if k not in ACTIONS}
 
+# %% ../nbs/00_core.ipynb #b60a0ba2
 def step_schema(step:str) -> dict:
     "The parameters of step `step` (a key of `ALL_STEPS`), from its notebook."
     if step not in ALL_STEPS:
         raise ValueError(f"Unknown step {step!r}: choose one of {', '.join(ALL_STEPS)}")
     return notebook_schema(notebooks_dir()/f'{ALL_STEPS[step]}.ipynb')
 
+# %% ../nbs/00_core.ipynb #fbe71cd3
 def all_types() -> dict:
     "Name -> type of every parameter some step declares."
     return {k: d['type'] for s in ALL_STEPS for k, d in step_schema(s).items()}
@@ -557,8 +595,10 @@ def _type_ok(v, t) -> bool:
     if t in (list, tuple): return isinstance(v, (list, tuple))
     return isinstance(v, t)
 
+# %% ../nbs/00_core.ipynb #49ae0527
 def _type_name(t) -> str: return ' or '.join(x.__name__ for x in t) if isinstance(t, tuple) else t.__name__
 
+# %% ../nbs/00_core.ipynb #439a1b49
 def short_repr(v, # any value
                limit:int=200) -> str: # most characters quoted
     "`repr(v)`, cut to `limit` characters with the full length said: an error quotes a value, never megabytes of it."
@@ -567,6 +607,7 @@ def short_repr(v, # any value
     r = rp.repr(v)
     return r if len(r) <= limit else f"{r[:limit]}… ({len(r)} characters)"
 
+# %% ../nbs/00_core.ipynb #908fe948
 def check_params(given:dict, # name -> value
                  types:dict, # name -> type of every accepted name
                  where='this step'): # names the receiver in the errors
@@ -595,6 +636,7 @@ def check_row(row:dict, # one record
 def _check(record, check, where:str):
     return check(record, where) if callable(check) else check_row(record, check, where)
 
+# %% ../nbs/00_core.ipynb #68d61f9e
 def write_record(folder, # the step's folder
                  name:str, # the file, e.g. 'report.json'
                  record:dict, # what to write
@@ -603,6 +645,7 @@ def write_record(folder, # the step's folder
     path = Path(folder)/name
     return write_json(path, _check(record, check, str(path)))
 
+# %% ../nbs/00_core.ipynb #324c0827
 def read_record(run_name:str, # the run
                 step:str, # the step that wrote the file
                 name:str, # the file
@@ -616,6 +659,7 @@ PROFILES_DIR = PACKAGE/'profiles'
 
 def profile_names() -> list: return sorted(p.stem for p in PROFILES_DIR.glob('*.yaml'))
 
+# %% ../nbs/00_core.ipynb #667d67a5
 def _profile_file(profile) -> Path:
     if profile in profile_names(): return PROFILES_DIR/f'{profile}.yaml'
     if not str(profile).endswith(('.yaml', '.yml', '.json')):
@@ -624,6 +668,7 @@ def _profile_file(profile) -> Path:
     if not p.exists(): raise FileNotFoundError(f"Profile file {p} does not exist")
     return p
 
+# %% ../nbs/00_core.ipynb #774d8175
 def load_profile(profile:str, # a name in `anima_nb/profiles/`, or a .yaml/.json file
                  types:dict=None, # name -> type of the accepted names (default: every step's)
                  _seen=()): # the profiles that led here through `base` (a cycle is refused)
@@ -661,6 +706,7 @@ def unused_params(step:str, # a key of `ALL_STEPS`
     "Name -> why step `step` ignores it under `params` (`UNUSED_WHEN`)."
     return {k: why for names, when, why in UNUSED_WHEN.get(step, ()) if when(params) for k in names}
 
+# %% ../nbs/00_core.ipynb #dcd97221
 def refuse_unused(step:str, # a key of `ALL_STEPS`
                   given:dict, # the values given explicitly
                   params:dict, # the step's resolved values
@@ -671,6 +717,7 @@ def refuse_unused(step:str, # a key of `ALL_STEPS`
         raise ValueError(f"{where or ALL_STEPS[step]} does not use " + '; '.join(
             f"{k} ({why})" for k, why in sorted(unused.items())) + ": drop it, or change the value that rules it out")
 
+# %% ../nbs/00_core.ipynb #822f42e2
 def resolve_params(given:dict, # the values given for this step
                    schema:dict, # name -> dict(type, default, help), as `notebook_schema` reads it
                    where='this step', # names the step in the errors
@@ -686,6 +733,7 @@ def resolve_params(given:dict, # the values given for this step
     if step: refuse_unused(step, given, values, where)
     return values
 
+# %% ../nbs/00_core.ipynb #c119f4de
 def step_params(step:str, # a key of `STEP_NOTEBOOKS`
                 **given) -> dict: # the values given for it
     "The values step `step` runs with when given `given`."
@@ -708,10 +756,12 @@ def _bool(s:str) -> bool:
     if s.lower() in ('0', 'false', 'no'): return False
     raise argparse.ArgumentTypeError(f'expected true or false, got {s!r}')
 
+# %% ../nbs/00_core.ipynb #4ab76a0d
 def _yaml(s:str):
     import yaml
     return yaml.safe_load(s)
 
+# %% ../nbs/00_core.ipynb #8c1f3175
 def step_cli_params(step:str, # a key of `ALL_STEPS`
                     prog:str, # the command's name, in its help and errors
                     argv=None, # the arguments; None reads `sys.argv`
@@ -749,6 +799,7 @@ def value_problems(params:dict, # the values to check
             if params.get(k) not in ok]
     return out
 
+# %% ../nbs/00_core.ipynb #482b67e7
 def refuse(problems:list, what:str):
     "Raise one error listing every problem, when there are any."
     if problems: raise ValueError(f"{what} refused:\n" + '\n'.join(f'  - {p}' for p in problems))
@@ -770,6 +821,7 @@ def papermill_output(pid:int=None) -> Path|None: # the `papermill` process; defa
     out = ctx.params.get('output_path')
     return None if not out or out == '-' or '://' in out else (cwd/out).resolve()
 
+# %% ../nbs/00_core.ipynb #2521a918
 def exported_notebook(path:Path) -> bool: # a notebook path
     "Would `nbdev_export` export a notebook at `path`? (Inside the project's `nbs_path`, no `_`/`.` name on the way.)"
     import configparser
@@ -781,6 +833,7 @@ def exported_notebook(path:Path) -> bool: # a notebook path
     if nbs not in path.parents: return False
     return not any(part.startswith(('_', '.')) for part in path.relative_to(nbs).parts)
 
+# %% ../nbs/00_core.ipynb #ddf987e0
 _REMOVER = '''import os, sys, time, pathlib
 pid, path, deadline = int(sys.argv[1]), pathlib.Path(sys.argv[2]), time.time() + 3600
 while time.time() < deadline:
@@ -794,6 +847,7 @@ def _remove_when_gone(pid:int, path:Path):
     subprocess.Popen([sys.executable, '-c', _REMOVER, str(pid), str(path)], start_new_session=True,
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+# %% ../nbs/00_core.ipynb #274bf4af
 def refuse_copy_in_nbs(where='this notebook'): # names the notebook in the message
     "Stop a `papermill` run that would write its executed copy where `nbdev_export` exports it."
     out = papermill_output()
@@ -817,6 +871,7 @@ def injected_names(ns:dict) -> set:
             if isinstance(node, ast.Assign): names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
     return names
 
+# %% ../nbs/00_core.ipynb #e20e4e70
 def scratch_folder(prefix='anima-scratch-') -> Path: # the temporary folder's name starts so
     "A new temporary outputs folder that shares this outputs folder's demo model cache (its `.cache` is a link)."
     cache = outputs_dir()/'.cache'
@@ -825,6 +880,7 @@ def scratch_folder(prefix='anima-scratch-') -> Path: # the temporary folder's na
     (d/'.cache').symlink_to(cache.resolve(), target_is_directory=True)
     return d
 
+# %% ../nbs/00_core.ipynb #5a827582
 def scratch_outputs() -> Path|None:
     "Under `nbdev_test` (`IN_TEST`) with no `ANIMA_NB_OUTPUTS`: a temporary outputs folder, gone at exit, so the notebooks' test runs leave nothing in `outputs/`; it shares the demo model cache."
     if not os.environ.get('IN_TEST') or os.environ.get('ANIMA_NB_OUTPUTS'): return None
@@ -833,6 +889,7 @@ def scratch_outputs() -> Path|None:
     os.environ['ANIMA_NB_OUTPUTS'] = str(d)
     return d
 
+# %% ../nbs/00_core.ipynb #8571408e
 def notebook_params(ns:dict, # the notebook's `globals()`
                     where='this notebook') -> dict: # names the notebook in the errors
     "The running notebook's values: declared in its `parameters` cell, given by papermill's injected cell."
@@ -853,6 +910,7 @@ def notebook_params(ns:dict, # the notebook's `globals()`
     values = resolve_params(given, schema, where, {nb: s for s, nb in ALL_STEPS.items()}.get(where))
     return {k: v for k, v in values.items() if k not in ACTIONS}      # `restart` is read by the notebook, not recorded
 
+# %% ../nbs/00_core.ipynb #56918bad
 def restart_switch() -> str:
     "How the person in front of this process asks a step to start again, in the interface they are using."
     if papermill_output() is not None: return '`-p restart True` on the papermill command line'

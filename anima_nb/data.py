@@ -10,14 +10,16 @@ from collections import Counter
 import numpy as np
 from .core import *
 
+KERNEL_IMPORTS = ('datasets', 'pandas', 'matplotlib.pyplot', 'transformers', 'anima_nb.models')   # the libraries this step's kernel uses: imported ahead by `anima-run` (06_pipeline)
+
 # %% auto #0
-__all__ = ['ALPACA_PROMPT_DICT', 'FORMATS', 'READERS', 'QUANTILES', 'COVERAGE_AT', 'ANIMA_FILES', 'QUESTION_SCHEMA',
-           'ANSWER_SCHEMA', 'TEMPLATE_MODES', 'ALPACA_RULES', 'PROFILE_SCHEMA', 'run_step', 'STEP_OUTPUTS',
-           'read_outputs', 'alpaca_prompt', 'check_format', 'to_pair', 'looks_local', 'read_rows', 'pair_counts',
-           'load_pairs', 'pairs_dataset', 'token_lengths', 'pair_lengths', 'length_table', 'coverage', 'profile_pairs',
-           'plot_lengths', 'check_sha256', 'fetch_anima_file', 'questions_problems', 'questions_path', 'load_questions',
-           'answers_path', 'read_answers', 'dataset_problems', 'problems', 'preflight', 'run_data', 'write_profile',
-           'read_profile']
+__all__ = ['KERNEL_IMPORTS', 'ALPACA_PROMPT_DICT', 'FORMATS', 'READERS', 'QUANTILES', 'COVERAGE_AT', 'ANIMA_FILES',
+           'QUESTION_SCHEMA', 'ANSWER_SCHEMA', 'TEMPLATE_MODES', 'ALPACA_RULES', 'PROFILE_SCHEMA', 'run_step',
+           'STEP_OUTPUTS', 'read_outputs', 'alpaca_prompt', 'check_format', 'to_pair', 'looks_local', 'read_rows',
+           'pair_counts', 'load_pairs', 'pairs_dataset', 'token_lengths', 'pair_lengths', 'length_table', 'coverage',
+           'profile_pairs', 'plot_lengths', 'check_sha256', 'fetch_anima_file', 'questions_problems', 'questions_path',
+           'load_questions', 'answers_path', 'read_answers', 'dataset_problems', 'problems', 'preflight', 'run_data',
+           'write_profile', 'read_profile']
 
 # %% ../nbs/01_data.ipynb #4001dfff
 ALPACA_PROMPT_DICT = {
@@ -66,6 +68,7 @@ def _chip2(text, where):
     if len(parts) < 2: raise ValueError(f"{where}: chip2 text has no '\\n<bot>: ' turn")
     return parts[0].replace('<human>: ', ''), parts[1]
 
+# %% ../nbs/01_data.ipynb #79ce61ef
 def to_pair(row:dict, # one row of the dataset
             fmt:str, # one of `FORMATS`
             where:str, # the row's address (file and line) for errors
@@ -125,6 +128,7 @@ def _json_array_rows(path, chunk:int=1 << 22):
             yield f"{path}, row {n + 1}", row
             n, state['i'], expect_row = n + 1, j, False
 
+# %% ../nbs/01_data.ipynb #420e3037
 def _json_rows(path):
     with open(path, encoding='utf-8') as f: head = f.read(4096).lstrip()
     if head.startswith('['): yield from _json_array_rows(path); return
@@ -134,6 +138,7 @@ def _json_rows(path):
     if isinstance(data, dict): data = next((v for v in data.values() if isinstance(v, list)), None) or [data]
     for i, r in enumerate(data, 1): yield f"{path}, row {i}", r
 
+# %% ../nbs/01_data.ipynb #0066a74d
 def _jsonl_rows(path):
     with open(path, encoding='utf-8') as f:
         for i, line in enumerate(f, 1):
@@ -141,26 +146,31 @@ def _jsonl_rows(path):
             try: yield f"{path}, line {i}", json.loads(line)
             except json.JSONDecodeError as e: raise ValueError(f"{path}, line {i}: not valid JSON ({e.msg})") from None
 
+# %% ../nbs/01_data.ipynb #6852a957
 def _csv_rows(path):
     with open(path, newline='', encoding='utf-8') as f:
         reader = csv.DictReader(f)
         for row in reader: yield f"{path}, line {reader.line_num}", row
 
+# %% ../nbs/01_data.ipynb #7811f343
 def _parquet_rows(path):
     import pandas as pd
     for i, r in enumerate(pd.read_parquet(path).to_dict('records'), 1): yield f"{path}, row {i}", r
 
+# %% ../nbs/01_data.ipynb #570a02cf
 def _hub_rows(name):
     import datasets
     ds = datasets.load_dataset(name, split='train')
     for i, r in enumerate(ds, 1): yield f"{name}, row {i}", r
 
+# %% ../nbs/01_data.ipynb #76999a56
 READERS = {'.json': _json_rows, '.jsonl': _jsonl_rows, '.csv': _csv_rows, '.parquet': _parquet_rows}
 
 def looks_local(spec:str) -> bool:
     "Does `spec` name a local file (a path, `pkg:NAME`, or a name with a data file's suffix) rather than a hub id?"
     return str(spec).startswith(('pkg:', '.', '/', '~')) or Path(str(spec)).suffix in READERS
 
+# %% ../nbs/01_data.ipynb #36b84a90
 def read_rows(dataset:str):
     "Yield `(where, row)` from a local file or a hub dataset id."
     path = resolve_path(dataset)
@@ -206,6 +216,7 @@ def _checked_pairs(dataset:str, dataset_format:str, always_input=False, rules='u
             raise ValueError(f"{where}: empty instruction: the row has nothing to answer")
         yield pair
 
+# %% ../nbs/01_data.ipynb #a3dcf73a
 def load_pairs(dataset:str, # local file, 'pkg:NAME' or a hub dataset id
                dataset_format:str, # one of `FORMATS`
                always_input=False, # the with-input template for every alpaca row
@@ -222,9 +233,11 @@ def _stamp(dataset:str) -> str:
     p = resolve_path(dataset)
     return f'{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}' if p.exists() else str(dataset)
 
+# %% ../nbs/01_data.ipynb #0ed7d407
 def _pair_rows(dataset:str, dataset_format:str, always_input:bool, stamp:str, rules:str='upstream'):
     yield from _checked_pairs(dataset, dataset_format, always_input, rules)
 
+# %% ../nbs/01_data.ipynb #78b7b8c6
 def pairs_dataset(dataset:str, # local file, 'pkg:NAME' or a hub dataset id
                   dataset_format:str, # one of `FORMATS`
                   always_input=False, # the with-input template for every alpaca row
@@ -262,10 +275,12 @@ def _line_tokenizers(tokenizer):
     else: return None
     return bt, rest
 
+# %% ../nbs/01_data.ipynb #3c1ddd28
 def _batch_lengths(bt, texts, batch_size):
     return [len(e.ids) for i in range(0, len(texts), batch_size)
             for e in bt.encode_batch_fast(texts[i:i+batch_size], add_special_tokens=False)]
 
+# %% ../nbs/01_data.ipynb #bec9c2e9
 def token_lengths(texts:list, # the texts to count
                   tokenizer, # a transformers tokenizer
                   batch_size=4096 # texts (or distinct lines) per call of the Rust tokenizer
@@ -289,6 +304,7 @@ def token_lengths(texts:list, # the texts to count
     if whole: out[whole] = _batch_lengths(lt[0], [texts[i] for i in whole], batch_size)
     return out
 
+# %% ../nbs/01_data.ipynb #e10dfa99
 def pair_lengths(pairs:list, # `{source, target}` pairs
                  tokenizer # a transformers tokenizer
                 ) -> dict:
@@ -300,11 +316,13 @@ def pair_lengths(pairs:list, # `{source, target}` pairs
 QUANTILES = (0.8, 0.85, 0.9, 0.95, 0.98)
 COVERAGE_AT = (256, 512, 1024, 2048)
 
+# %% ../nbs/01_data.ipynb #0b470dba
 def length_table(lengths:np.ndarray) -> dict:
     "The upstream quantile table of `lengths`, with mean and max."
     return {**{f'q{q}': float(np.quantile(lengths, q)) for q in QUANTILES},
             'mean': float(lengths.mean()), 'max': int(lengths.max())}
 
+# %% ../nbs/01_data.ipynb #0484dcf0
 def coverage(lengths:np.ndarray, # token lengths, one per row
              limits # the maximum lengths to check
             ) -> dict:
@@ -385,6 +403,7 @@ def fetch_anima_file(name:str, # a key of `ANIMA_FILES`
     if hashlib.sha256(data).hexdigest() != sha: raise ValueError(f"{url}: sha256 does not match the expected {sha}")
     return atomic_write_bytes(dest, data)
 
+# %% ../nbs/01_data.ipynb #97c60fe6
 def questions_problems(spec:str, # `anima:NAME`, 'pkg:NAME' or a local path
                        where='' # prefix of each message, e.g. the step's name
                       ) -> list:
@@ -394,6 +413,7 @@ def questions_problems(spec:str, # `anima:NAME`, 'pkg:NAME' or a local path
         return [f"{where}questions: unknown Anima file {spec[6:]!r}: known are {sorted(ANIMA_FILES)}"]
     return [] if resolve_path(spec).exists() else [f'{where}questions: {resolve_path(spec)} does not exist']
 
+# %% ../nbs/01_data.ipynb #7e995a78
 def questions_path(spec:str) -> Path:
     "Where the question file `spec` is: `anima:NAME` is fetched and checked, others via `resolve_path`."
     return fetch_anima_file(spec[6:]) if str(spec).startswith('anima:') else resolve_path(spec)
@@ -423,10 +443,12 @@ ANSWER_SCHEMA = {'question_id': (int, str), 'category': str, 'model': str, 'prom
                  'settings': dict, 'prompt_tokens': int, 'answer_tokens': int, 'stop': str, 'seconds': float,
                  'batch_size': int}
 
+# %% ../nbs/01_data.ipynb #a62d7e8c
 def answers_path(run_name:str) -> Path:
     "Where inference writes the answers of run `run_name`."
     return run_dir(run_name, 'inference', create=False)/'answers.jsonl'
 
+# %% ../nbs/01_data.ipynb #35748b16
 def read_answers(path, # an answer file (JSON lines)
                  tolerate_torn_tail=False # skip a half-written last line (a run still writing)
                 ) -> list:
@@ -438,6 +460,7 @@ def read_answers(path, # an answer file (JSON lines)
 TEMPLATE_MODES = ('per_row', 'always_input')
 ALPACA_RULES = ('upstream', 'strict')
 
+# %% ../nbs/01_data.ipynb #ffa8c14e
 def dataset_problems(dataset:str, # local file, 'pkg:NAME' or a hub dataset id
                      where='' # prefix of each message, e.g. the step's name
                     ) -> list:
@@ -445,6 +468,7 @@ def dataset_problems(dataset:str, # local file, 'pkg:NAME' or a hub dataset id
     path = resolve_path(dataset)
     return [f'{where}dataset {path} does not exist'] if looks_local(dataset) and not path.exists() else []
 
+# %% ../nbs/01_data.ipynb #776cd7c9
 def problems(params:dict) -> list:
     "What is wrong with the data step's values, before anything is read."
     return (value_problems(params, positive=('source_max_len', 'target_max_len'), where='01_data: ',
@@ -487,6 +511,7 @@ def run_data(params:dict) -> dict:
             target_q98=result['quantiles']['target']['q0.98'])
     return result
 
+# %% ../nbs/01_data.ipynb #3eb8833f
 PROFILE_SCHEMA = {'dataset': str, 'counts': dict, 'quantiles': dict, 'coverage': dict, 'configured': dict}
 
 def write_profile(out, # the data step's folder
@@ -495,6 +520,7 @@ def write_profile(out, # the data step's folder
     "Write the length profile into the step folder `out`, after checking its shape."
     return write_record(out, 'profile.json', result, PROFILE_SCHEMA)
 
+# %% ../nbs/01_data.ipynb #15651a63
 def read_profile(run_name:str) -> dict|None:
     "The length profile of `run_name`'s data step, checked; None when the step has not written one."
     return read_record(run_name, 'data', 'profile.json', PROFILE_SCHEMA)

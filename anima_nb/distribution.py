@@ -16,6 +16,8 @@ __all__ = ['fsdp_config_file', 'fsdp_launch', 'shard_model', 'base_layout', 'bas
 
 # %% ../nbs/02b_distribution.ipynb #d1500006
 def _rank() -> int: return int(os.environ.get('RANK', 0))
+
+# %% ../nbs/02b_distribution.ipynb #0bd83ace
 def _world() -> int: return int(os.environ.get('WORLD_SIZE', 1))
 
 # %% ../nbs/02b_distribution.ipynb #d56ee892
@@ -24,6 +26,7 @@ def fsdp_config_file(offload:bool=False # the config that keeps the shards in CP
     "Path of the accelerate FSDP config the package ships."
     return PACKAGE/'configs'/('fsdp_qlora_offload.yaml' if offload else 'fsdp_qlora.yaml')
 
+# %% ../nbs/02b_distribution.ipynb #3989ceeb
 def fsdp_launch(env=None) -> dict:
     "The FSDP settings `accelerate launch --config_file` exported; accelerate's own FSDP is turned off (we shard)."
     env = os.environ if env is None else env
@@ -34,6 +37,7 @@ def fsdp_launch(env=None) -> dict:
     env['ACCELERATE_USE_FSDP'] = 'false'
     return settings
 
+# %% ../nbs/02b_distribution.ipynb #e98ee9ab
 def shard_model(model, # the peft model, LoRA attached, in CPU memory
                 settings:dict): # `fsdp_launch()`: offload, resharding, the layer class to wrap
     "Shard `model` over this run's processes with FSDP2: one unit per decoder layer, the rest as the root."
@@ -63,6 +67,7 @@ def base_layout(model) -> dict:
                        bias=m.bias is not None)
             for name, m in model.named_modules() if type(m).__name__ == 'Linear4bit'}
 
+# %% ../nbs/02b_distribution.ipynb #874d672e
 def base_skeleton(path:str, # the checkpoint folder (only its config.json is read)
                   params:dict, # the step's parameters: `bits`, `quant_type`, `double_quant`, `bf16`, `layout`
                   layout:dict, # `base_layout` of rank 0's loaded base
@@ -91,6 +96,7 @@ def base_skeleton(path:str, # the checkpoint folder (only its config.json is rea
     model.is_loaded_in_4bit = True
     return no_cpu_repack(model)
 
+# %% ../nbs/02b_distribution.ipynb #8191afc1
 def receive_shards(model, # sharded by `fully_shard`; on ranks other than 0 still on the meta device
                    source:dict, # on rank 0: name -> whole tensor, captured before sharding; elsewhere ignored
                    device) -> int: # where the shards live
@@ -112,11 +118,13 @@ def receive_shards(model, # sharded by `fully_shard`; on ranks other than 0 stil
         for name, b in model.named_buffers(): dist.broadcast(b, 0)   # rotary frequencies: small, whole everywhere
     return received
 
+# %% ../nbs/02b_distribution.ipynb #a3f292c8
 def whole_tensors(model) -> dict:
     "Every parameter of `model` as a plain tensor (no copy): what rank 0 scatters once the model is sharded."
     import torch
     return {name: p.detach().as_subclass(torch.Tensor) for name, p in model.named_parameters()}
 
+# %% ../nbs/02b_distribution.ipynb #f0bcfe62
 def load_base_per_rank(path:str, # the checkpoint folder
                        params:dict, # the step's parameters
                        attn_implementation:str=None): # training's kernel
@@ -134,12 +142,14 @@ def is_sharded(model) -> bool:
     from torch.distributed.tensor import DTensor
     return any(isinstance(p, DTensor) for p in model.parameters())
 
+# %% ../nbs/02b_distribution.ipynb #7ee30038
 def gathered_lora(model) -> dict|None:
     "The LoRA weights of a sharded model, whole and on the CPU (every process must call it); None if not sharded."
     if not is_sharded(model): return None
     return {name: (p.full_tensor() if hasattr(p, 'full_tensor') else p).detach().cpu()
             for name, p in model.named_parameters() if 'lora_' in name}
 
+# %% ../nbs/02b_distribution.ipynb #a2a20662
 def quantized_bytes(model) -> dict:
     "Bytes of the 4-bit weights: the whole model's, and those this process holds (its shards, under FSDP)."
     whole = held = 0
@@ -150,6 +160,7 @@ def quantized_bytes(model) -> dict:
         whole, held = whole + w.numel() * w.element_size(), held + local.numel() * local.element_size()
     return dict(whole=whole, held=held)
 
+# %% ../nbs/02b_distribution.ipynb #ed3068b1
 def per_process(value) -> list:
     "`value` from every process of the run, in rank order (every process must call it)."
     import torch.distributed as dist
@@ -158,6 +169,7 @@ def per_process(value) -> list:
     dist.all_gather_object(out, value)
     return out
 
+# %% ../nbs/02b_distribution.ipynb #dfdb4681
 def load_sharded_lora(model, # a sharded peft model
                       path): # an `adapter_model.safetensors` written by `save_adapter` (any layout)
     "Load saved LoRA weights into a sharded model: every process reads the file and keeps its own part."

@@ -14,9 +14,11 @@ from .judge import BaseJudge, make_judge, play_pair, OverlapJudge, bigram_f1
 from .ratings import two_player_table
 from .generation import generate_like
 
+KERNEL_IMPORTS = ('torch', 'transformers', 'peft', 'bitsandbytes', 'datasets', 'trl', 'transformers.trainer', 'matplotlib.pyplot')   # the libraries this step's kernel uses: imported ahead by `anima-run` (06_pipeline)
+
 # %% auto #0
-__all__ = ['PREF_FORMATS', 'PAIR_SCHEMA', 'HELD_OUT', 'REFERENCES', 'CURVES', 'RUN_ONLY', 'DPO_OUTPUTS', 'run_step',
-           'STEP_OUTPUTS', 'split_dialogues', 'check_pair', 'identical', 'to_pair', 'read_preferences',
+__all__ = ['KERNEL_IMPORTS', 'PREF_FORMATS', 'PAIR_SCHEMA', 'HELD_OUT', 'REFERENCES', 'CURVES', 'RUN_ONLY', 'DPO_OUTPUTS',
+           'run_step', 'STEP_OUTPUTS', 'split_dialogues', 'check_pair', 'identical', 'to_pair', 'read_preferences',
            'load_references', 'run_pairs', 'training_rows', 'split_pairs', 'sequence_logps', 'dpo_loss', 'policy_path',
            'load_policy_base', 'dpo_lora', 'dpo_args', 'DPOLog', 'length_grouped', 'make_trainer', 'dpo_arch',
            'dpo_memory', 'estimate', 'plot_dpo', 'curve_ends', 'dpo_plan', 'problems', 'input_problems', 'preflight',
@@ -37,6 +39,7 @@ def split_dialogues(chosen:str, # the chosen dialogue, ending on the chosen resp
     cut += len(_TURN)
     return dict(prompt=chosen[:cut], chosen=chosen[cut:], rejected=rejected[cut:])
 
+# %% ../nbs/07_dpo.ipynb #52e487bf
 def check_pair(pair:dict, # `{prompt, chosen, rejected}`
                where:str, # names the row in the errors
                blank_is_empty:bool=True) -> dict: # a side of spaces and newlines only counts as empty
@@ -46,10 +49,12 @@ def check_pair(pair:dict, # `{prompt, chosen, rejected}`
     if empty: raise ValueError(f"{where}: empty {' and '.join(empty)} response")
     return pair
 
+# %% ../nbs/07_dpo.ipynb #a58bd441
 def identical(pair:dict) -> bool:
     "Chosen and rejected are the same text: a pair that teaches nothing (counted, not refused)."
     return pair['chosen'].strip() == pair['rejected'].strip()
 
+# %% ../nbs/07_dpo.ipynb #4313dc0f
 def to_pair(row:dict, # one row of a preference file
             fmt:str, # one of `PREF_FORMATS`
             where:str='row', # names the row in the errors
@@ -74,6 +79,7 @@ def _hub_rows(spec:str) -> list:
     return [(f'{spec}, {s} row {i}', r, 'train' if s == 'train' else 'test')
             for s in ('train', held) if s for i, r in enumerate(splits[s], 1)]
 
+# %% ../nbs/07_dpo.ipynb #2e2e7824
 def read_preferences(spec:str, # a .jsonl/.json file, 'pkg:NAME', or a hub data set id
                      fmt:str='hh-rlhf', # one of `PREF_FORMATS`
                      parse:bool=True # split hh-rlhf dialogues into prompt and responses (False: score them whole)
@@ -100,6 +106,7 @@ def load_references(spec:str) -> dict:
         out[row['question_id']] = row['reference']
     return out
 
+# %% ../nbs/07_dpo.ipynb #2f142ef5
 def run_pairs(run_name:str, # the run whose `inference/answers.jsonl` gives the rejected side
               questions:str, # a question file with `reference` answers: the chosen side
               skip_empty:bool=True # leave out the questions the model answered with nothing (else refuse them)
@@ -126,6 +133,7 @@ def training_rows(pairs:list, # `{prompt, chosen, rejected}` pairs
             [dict(prompt='', chosen=p['prompt'] + p['chosen'], rejected=p['prompt'] + p['rejected']) for p in pairs])
     return [{**r, 'length': 2 * len(r['prompt']) + len(r['chosen']) + len(r['rejected'])} for r in rows]
 
+# %% ../nbs/07_dpo.ipynb #957eab00
 def split_pairs(rows:list, # the training rows
                 eval_fraction:float, # share held out (0: none), when `held` marks none
                 seed:int=42, # seed of the draw
@@ -153,6 +161,7 @@ def sequence_logps(model, # a causal LM
     logp = logits[:, :-1].log_softmax(-1).gather(-1, batch['input_ids'][:, 1:, None])[..., 0]
     return (logp * batch['completion_mask'][:, 1:]).sum(-1)
 
+# %% ../nbs/07_dpo.ipynb #18273020
 def dpo_loss(policy_chosen, # log pi(y_c), one per pair
              policy_rejected, # log pi(y_r)
              ref_chosen, # log pi_ref(y_c)
@@ -172,6 +181,7 @@ def policy_path(params:dict) -> str:
     if params['dpo_model'] == 'merged': return merged_record(params['run_name'])['model_dir']
     return resolve_model(params['dpo_model'])
 
+# %% ../nbs/07_dpo.ipynb #aa155d89
 def load_policy_base(path:str, # the base model's folder or hub id
                      params:dict): # the step's parameters
     "The base in 4 bits (or as `bits` says), prepared for training with gradient checkpointing."
@@ -184,6 +194,7 @@ def load_policy_base(path:str, # the base model's folder or hub id
                                                     gradient_checkpointing_kwargs={'use_reentrant': False})
     return model
 
+# %% ../nbs/07_dpo.ipynb #822626ee
 def dpo_lora(model, # the base model
              params:dict): # the step's parameters
     "The LoRA configuration of the DPO adapter: `dpo_lora_r`, `dpo_lora_alpha` and training's dropout and modules."
@@ -213,6 +224,7 @@ def dpo_args(params:dict, # the step's parameters
         data_seed=params['seed'], report_to='none', run_name=params['run_name'], dataloader_num_workers=0,
         disable_tqdm=True, use_cpu=not torch.cuda.is_available())
 
+# %% ../nbs/07_dpo.ipynb #d747920d
 from transformers import TrainerCallback
 
 class DPOLog(TrainerCallback):
@@ -224,6 +236,7 @@ class DPOLog(TrainerCallback):
         if state.is_world_process_zero:
             mark_checkpoint(Path(args.output_dir)/f'checkpoint-{state.global_step}', state.global_step)
 
+# %% ../nbs/07_dpo.ipynb #c638bf37
 def length_grouped(trainer_class):
     "`trainer_class` (TRL's `DPOTrainer`) handing the rows' `length` on to the length-grouped sampler: TRL keeps only the token ids."
     class LengthGrouped(trainer_class):
@@ -232,6 +245,7 @@ def length_grouped(trainer_class):
             if 'length' not in self._signature_columns: self._signature_columns = [*self._signature_columns, 'length']
     return LengthGrouped
 
+# %% ../nbs/07_dpo.ipynb #489a2112
 def make_trainer(params:dict, # the step's parameters
                  train_ds, # training rows (`datasets.Dataset`)
                  eval_ds=None, # held-out rows, or None
@@ -262,6 +276,7 @@ def dpo_arch(params:dict) -> dict:
     local = params['dpo_model'] == 'merged' or str(params['dpo_model']).startswith('local:')
     return model_arch(policy_path(params), None if local else params['architecture'])
 
+# %% ../nbs/07_dpo.ipynb #c5b3c87b
 def dpo_memory(counts:dict, # as `param_counts` makes them
                arch:dict, # as `arch_of` gives it
                params:dict, # the step's parameters
@@ -275,6 +290,7 @@ def dpo_memory(counts:dict, # as `param_counts` makes them
     mem['total'] = sum(mem.values())
     return {k: round(v / GB, 3) for k, v in mem.items()}
 
+# %% ../nbs/07_dpo.ipynb #7d5546f4
 def estimate(params:dict) -> dict:
     "The dry run: parameter counts and memory for both reference modes (the chosen one named)."
     arch = dpo_arch(params)
@@ -304,6 +320,7 @@ def plot_dpo(rows:list, # rows of `metrics.jsonl`
     plt.close(fig)
     return fig
 
+# %% ../nbs/07_dpo.ipynb #d0e17579
 def curve_ends(rows:list) -> dict:
     "First and last training value of each curve."
     out = {}
@@ -321,6 +338,7 @@ def dpo_plan(params:dict, # the step's parameters
     return checkpoint_plan(run_dir(params['run_name'], 'dpo', create=False), params, RUN_ONLY, restart,
                            extendable=('dpo_max_steps',), redo=REDO_AFTER_TRAINING['dpo'])
 
+# %% ../nbs/07_dpo.ipynb #4bfb9567
 def problems(params:dict) -> list:
     "What is wrong with the DPO step's values, before anything is loaded."
     w = '07_dpo: '
@@ -341,6 +359,7 @@ def problems(params:dict) -> list:
         found.append(f"{w}dpo_judge='openai' needs the key in the environment: OPENAI_API_KEY is not set")
     return found
 
+# %% ../nbs/07_dpo.ipynb #0c8dbe03
 def input_problems(params:dict) -> list:
     "The run's files the step reads and lacks: the merged model (`dpo_model='merged'`), the answers (`dpo_data='run'`)."
     found, run = [], params['run_name']
@@ -369,6 +388,7 @@ def preference_pairs(params:dict) -> list:
     if params['dpo_data'] == 'run': return run_pairs(params['run_name'], params['dpo_questions'])
     return read_preferences(params['dpo_data'], params['dpo_data_format'], parse=not params['dpo_train_on_source'])
 
+# %% ../nbs/07_dpo.ipynb #bc9bb698
 def _prepare_dir(out:Path, plan:dict):
     "The checkpoint to resume from (metrics trimmed to it), or a folder cleared for a fresh start."
     if plan['action'] == 'resume':
@@ -383,6 +403,7 @@ def _prepare_dir(out:Path, plan:dict):
         else: (out/f).unlink(missing_ok=True)
     return None
 
+# %% ../nbs/07_dpo.ipynb #de0e9d79
 def judge_for(params:dict, # the step's parameters
               out:Path): # the step folder (the live judge's cache goes there)
     "The before/after judge, built by `make_judge` (`05a_judge`): the live client with its cache in `out`, or offline overlap with the references."
@@ -392,6 +413,7 @@ def judge_for(params:dict, # the step's parameters
         refs = {q['question']: answers[q['question_id']] for q in qs}
     return make_judge(params, out/'judge_cache.jsonl', kind=params['dpo_judge'], references=refs)
 
+# %% ../nbs/07_dpo.ipynb #2eef9773
 def before_after(params:dict, # the step's parameters
                  model, # the DPO model
                  tok, # its tokenizer
@@ -413,6 +435,7 @@ def before_after(params:dict, # the step's parameters
     write_json(out/'prepost.json', table)
     return table
 
+# %% ../nbs/07_dpo.ipynb #a3a7ee3c
 def _train(params:dict, out:Path, plan:dict) -> dict:
     import torch
     start = _prepare_dir(out, plan)
@@ -444,6 +467,7 @@ def _train(params:dict, out:Path, plan:dict) -> dict:
                 peak_cuda_gb=round(torch.cuda.max_memory_allocated() / GB, 3) if torch.cuda.is_available() else None,
                 prepost=prepost)
 
+# %% ../nbs/07_dpo.ipynb #c62576ac
 def run_dpo(params:dict, # the step's resolved parameters
             restart:bool=False) -> dict: # start again, deleting an earlier run's checkpoints
     "The DPO step: check, plan, build the pairs, train, save, plot, judge before/after; the summary."
@@ -483,6 +507,7 @@ def cli_params(argv=None) -> tuple:
     return step_cli_params('dpo', 'python -m anima_nb.dpo', argv,
                            force_help='delete the checkpoints of an earlier run and start again')
 
+# %% ../nbs/07_dpo.ipynb #0fbc2083
 def main(argv=None):
     "Entry point of `python -m anima_nb.dpo`."
     params, force = cli_params(argv)

@@ -13,12 +13,14 @@ from .data import load_questions, answers_path, questions_problems
 from .judge import *
 from .ratings import *
 
+KERNEL_IMPORTS = ('scipy.optimize', 'statsmodels.api', 'matplotlib.pyplot', 'pandas')   # the libraries this step's kernel uses: imported ahead by `anima-run` (06_pipeline)
+
 # %% auto #0
-__all__ = ['PUBLISHED_LENGTHS', 'RATINGS_SCHEMA', 'JUDGES', 'SCHEDULES', 'run_step', 'STEP_OUTPUTS', 'read_outputs',
-           'load_published', 'load_verdicts', 'verdicts_to_battles', 'reproduce_published', 'notebook_stdout',
-           'read_upstream_notebook', 'upstream_draw', 'upstream_draws', 'answer_files', 'load_answers',
-           'answer_sources', 'order_models', 'playable', 'judge_draws', 'upstream_tournament', 'balanced_draws',
-           'combine_orders', 'balanced_tournament', 'plot_matrix', 'plot_ratings', 'answer_lengths',
+__all__ = ['KERNEL_IMPORTS', 'PUBLISHED_LENGTHS', 'RATINGS_SCHEMA', 'JUDGES', 'SCHEDULES', 'run_step', 'STEP_OUTPUTS',
+           'read_outputs', 'load_published', 'load_verdicts', 'verdicts_to_battles', 'reproduce_published',
+           'notebook_stdout', 'read_upstream_notebook', 'upstream_draw', 'upstream_draws', 'answer_files',
+           'load_answers', 'answer_sources', 'order_models', 'playable', 'judge_draws', 'upstream_tournament',
+           'balanced_draws', 'combine_orders', 'balanced_tournament', 'plot_matrix', 'plot_ratings', 'answer_lengths',
            'load_answer_lengths', 'play', 'replay_recorded', 'ratings_report', 'controlled_report', 'write_battles',
            'read_battles', 'write_ratings', 'read_ratings', 'battles_table', 'full_report', 'elo_figures', 'problems',
            'run_elo', 'preflight']
@@ -28,6 +30,7 @@ def load_published(path='pkg:anima_elo_published.json') -> dict:
     "The published table, hyper-parameters and recorded starting state of the Anima tournament."
     return read_json(resolve_path(path))
 
+# %% ../nbs/05_elo.ipynb #9b7e6014
 def load_verdicts(path='pkg:anima_elo_verdicts.jsonl') -> list:
     "Recorded verdicts: round, question_id, row_id, category, first_model, second_model, score_1, score_2."
     return read_jsonl(resolve_path(path))
@@ -54,6 +57,7 @@ _SKIP = re.compile(r"Invalid score pair\.\nContent: (.*?)\nYou must manually fix
                    r"bad score: \[-1, -1\], skipping", re.S)
 _ANSWER_KEYS = ('{m}_answer_extraced', 'extracted_{m}_answer', '{m}_answer')
 
+# %% ../nbs/05_elo.ipynb #e4e9c432
 def notebook_stdout(path) -> str:
     "The stdout of the first code cell of an .ipynb whose output shows tournament draws."
     nb = read_json(path)
@@ -62,9 +66,11 @@ def notebook_stdout(path) -> str:
         if 'competing: (' in text: return text
     raise ValueError(f'{path}: no cell output with tournament draws ("competing: (...)")')
 
+# %% ../nbs/05_elo.ipynb #f4c6099e
 def _answer(output, model):
     return next(output[k.format(m=model)] for k in _ANSWER_KEYS if k.format(m=model) in output)
 
+# %% ../nbs/05_elo.ipynb #c1b830f3
 def _parse_draw(row, a, b, body) -> dict:
     "One draw's record from the text printed after its `competing:` line."
     prompt = body.split('\nprompt:\n', 1)[1] if '\nprompt:\n' in body else None
@@ -81,6 +87,7 @@ def _parse_draw(row, a, b, body) -> dict:
         out.update(review=skip.group(1), prompt=prompt[:prompt.index('\nInvalid score pair.')])
     return out
 
+# %% ../nbs/05_elo.ipynb #b12ec01d
 def read_upstream_notebook(path) -> dict:
     "Verdicts, skipped draws, answers, prompts and printed ratings from an upstream tournament notebook's outputs."
     text = notebook_stdout(path)
@@ -109,6 +116,7 @@ def upstream_draw(rng:random.Random, # the seeded generator, advanced by three d
     if second == first: second = (second + 1) % n_models
     return row, first, second
 
+# %% ../nbs/05_elo.ipynb #458a0b4f
 def upstream_draws(seed:int, # the `random.seed` of the tournament
                    n_questions:int, # questions to draw from
                    n_models:int): # models to draw from
@@ -126,6 +134,7 @@ def answer_files(spec) -> list:
         out += sorted(path.rglob('*.jsonl')) if path.is_dir() else [path]
     return out
 
+# %% ../nbs/05_elo.ipynb #4a149f28
 def load_answers(spec) -> dict:
     "`{(question_id, model): answer}` from the answer files named by `spec`."
     answers = {}
@@ -136,18 +145,21 @@ def load_answers(spec) -> dict:
             answers[(r['question_id'], r.get('model') or f.stem)] = text
     return answers
 
+# %% ../nbs/05_elo.ipynb #2361441f
 def answer_sources(params:dict) -> list:
     "Answer files to play: those named by `params['answers']`, plus this run's `inference/answers.jsonl` if it exists."
     files = answer_files(params['answers'])
     own = answers_path(params['run_name'])
     return files + ([own] if own.exists() and own.resolve() not in [f.resolve() for f in files] else [])
 
+# %% ../nbs/05_elo.ipynb #a89bf01c
 def order_models(models, # model names
                  order:str='') -> list: # comma-separated names that come first, in this order
     "`models` in the order the draws index them: those named in `order` first, as listed, then the others sorted."
     first = [m.strip() for m in str(order or '').split(',') if m.strip()]
     return [m for m in first if m in set(models)] + sorted(set(models) - set(first))
 
+# %% ../nbs/05_elo.ipynb #8407ff78
 def playable(questions:list, # as `load_questions` reads them
              answers:dict, # `{(question_id, model): answer}`, as `load_answers` reads them
              order:str='') -> tuple: # `model_order`: names that come first (see `order_models`)
@@ -169,6 +181,7 @@ def judge_draws(draws, # `(question, model_a, model_b)` triples
     reviews = judge.judge_many(msgs, concurrency, progress)
     return [dict(review=r, score=parser(r), prompt_hash=judge.key(m)[:16]) for r, m in zip(reviews, msgs)]
 
+# %% ../nbs/05_elo.ipynb #b5d23df3
 def upstream_tournament(questions, # the questions played, in the order the draws index
                         answers, # `{(question_id, model): answer}`
                         models, # the models, in the order the draws index
@@ -223,6 +236,7 @@ def balanced_draws(questions:list, # the questions played
     draws = [(q, a, b) if i % 2 == 0 else (q, b, a) for i, (q, a, b) in enumerate(flat)]
     return [x for q, a, b in draws for x in ([(q, a, b), (q, b, a)] if both_orders else [(q, a, b)])]
 
+# %% ../nbs/05_elo.ipynb #30909443
 def combine_orders(battles:list) -> list:
     "One row per question and pair: a win when both orders agree, else a tie; unpaired rows pass through."
     groups = defaultdict(list)
@@ -237,6 +251,7 @@ def combine_orders(battles:list) -> list:
         out.append({**x, 'verdict': v, 'orders': 2})
     return out
 
+# %% ../nbs/05_elo.ipynb #e727bea9
 def balanced_tournament(questions, # the questions played
                         answers, # `{(question_id, model): answer}`
                         models, # the models played
@@ -281,6 +296,7 @@ def plot_matrix(mat, # model-by-model values, NaN where there are none
     if path: fig.savefig(path, dpi=110)
     return fig
 
+# %% ../nbs/05_elo.ipynb #de1d4fea
 def plot_ratings(tables:dict, # method -> {model: rating or {rating, lo, hi}}
                  path=None, # where to save the figure
                  title='Ratings with 95% intervals'):
@@ -303,16 +319,19 @@ def plot_ratings(tables:dict, # method -> {model: rating or {rating, lo, hi}}
 # %% ../nbs/05_elo.ipynb #d161605e
 PUBLISHED_LENGTHS = 'pkg:anima_elo_answer_lengths.json'
 
+# %% ../nbs/05_elo.ipynb #533a30eb
 def answer_lengths(answers:dict) -> dict:
     "`{model: {str(question_id): characters}}` of `{(question_id, model): answer}`."
     out = {}
     for (q, m), text in answers.items(): out.setdefault(m, {})[str(q)] = len(text)
     return out
 
+# %% ../nbs/05_elo.ipynb #6a5fc8c7
 def load_answer_lengths(path=PUBLISHED_LENGTHS) -> dict:
     "The lengths of the published contestants' answers (characters, from the upstream notebook's saved outputs)."
     return read_json(resolve_path(path))['lengths']
 
+# %% ../nbs/05_elo.ipynb #18c0bee1
 def play(params:dict, # the Elo step's parameters
          out:Path) -> dict: # the step's folder (the judge cache goes there)
     "Play a tournament between the answer sets of `params['answers']` with the configured judge."
@@ -335,6 +354,7 @@ def play(params:dict, # the Elo step's parameters
     return dict(models=models, battles=tournament['battles'], skipped=tournament['skipped'], judge=judge.summary(),
                 parse_failures=dict(reviews=len(reviews), **failures), start=None, lengths=answer_lengths(answers))
 
+# %% ../nbs/05_elo.ipynb #66617210
 def replay_recorded(params:dict) -> dict:
     "The published tournament's recorded verdicts (or another file of them), with the recorded start state."
     pub, path = load_published(), params['replay_file'] or 'pkg:anima_elo_verdicts.jsonl'
@@ -347,6 +367,7 @@ def replay_recorded(params:dict) -> dict:
                 parse_failures=dict(draws=draws, fastchat=len(skipped),
                                     better=sum(s['score_1'] is None for s in skipped)))
 
+# %% ../nbs/05_elo.ipynb #16fcee6e
 def ratings_report(t:dict, # the tournament: models, battles, parse failures (and start ratings, published table)
                    params:dict) -> dict: # the Elo step's parameters
     "Online Elo, Bradley–Terry with intervals, permutation-averaged Elo and position statistics of a battles table."
@@ -363,6 +384,7 @@ def ratings_report(t:dict, # the tournament: models, battles, parse failures (an
     if t.get('published'): rep['published'] = t['published']
     return rep
 
+# %% ../nbs/05_elo.ipynb #5c664546
 def controlled_report(t:dict, # the tournament: models, battles, and the answers' lengths when known
                       raw:dict, # its Bradley–Terry table
                       params:dict) -> dict: # the Elo step's parameters
@@ -384,22 +406,26 @@ def controlled_report(t:dict, # the tournament: models, battles, and the answers
 RATINGS_SCHEMA = {'online_elo': dict, 'bradley_terry': dict, 'permuted_elo': dict, 'first_slot': dict,
                   'parse_failures': dict, 'battles': int, 'scored_battles': int}
 
+# %% ../nbs/05_elo.ipynb #a6e8a04b
 def write_battles(out, # the Elo step's folder
                   battles:list) -> Path: # the battles table
     "Write the battles table into the step folder `out`, every row checked."
     path = Path(out)/'battles.jsonl'
     return write_jsonl(path, [check_row(b, BATTLE_SCHEMA, f'{path}, battle {i}') for i, b in enumerate(battles, 1)])
 
+# %% ../nbs/05_elo.ipynb #05f5c8e9
 def read_battles(run_name:str) -> list:
     "The battles table of `run_name`'s Elo step, every row checked."
     path = run_dir(run_name, 'elo', create=False)/'battles.jsonl'
     return [check_row(b, BATTLE_SCHEMA, f'{path}, battle {i}') for i, b in enumerate(read_jsonl(path), 1)]
 
+# %% ../nbs/05_elo.ipynb #e42a8d2d
 def write_ratings(out, # the Elo step's folder
                   rep:dict) -> Path: # the ratings report, as `full_report` makes it
     "Write the ratings report into the step folder `out`, after checking its shape."
     return write_record(out, 'ratings.json', rep, RATINGS_SCHEMA)
 
+# %% ../nbs/05_elo.ipynb #4cdd86a9
 def read_ratings(run_name:str) -> dict|None:
     "The ratings report of `run_name`'s Elo step, checked; None when the step has not written one."
     return read_record(run_name, 'elo', 'ratings.json', RATINGS_SCHEMA)
@@ -412,6 +438,7 @@ def battles_table(params:dict, # the Elo step's parameters
         raise ValueError("judge='openai' needs answers: answer files or folders to judge this run's answers against")
     return play(params, out) if params['answers'] else replay_recorded(params)
 
+# %% ../nbs/05_elo.ipynb #2f50733e
 def full_report(t:dict, # the tournament, as `battles_table` returns it
                 params:dict) -> dict: # the Elo step's parameters
     "The ratings report of a tournament `t`, with the recorded math verdicts added when it is the published one."
@@ -426,6 +453,7 @@ def full_report(t:dict, # the tournament, as `battles_table` returns it
     if 'judge' in t: rep['judge'] = t['judge']
     return rep
 
+# %% ../nbs/05_elo.ipynb #4f213d11
 def elo_figures(t:dict, # the tournament, as `battles_table` returns it
                 rep:dict, # its ratings report
                 params:dict, # the Elo step's parameters
@@ -444,6 +472,7 @@ def elo_figures(t:dict, # the tournament, as `battles_table` returns it
     for f in figs.values(): plt.close(f)               # shown below, on demand, not as a side effect
     return figs
 
+# %% ../nbs/05_elo.ipynb #f7cbc071
 JUDGES, SCHEDULES = ('replay', 'openai'), ('upstream', 'balanced')
 
 def problems(params:dict) -> list:
@@ -470,6 +499,7 @@ def problems(params:dict) -> list:
         found.append(f"{where}judge='openai' needs the key in the environment: OPENAI_API_KEY is not set")
     return found
 
+# %% ../nbs/05_elo.ipynb #b4a378f8
 def run_elo(params:dict) -> dict:
     "The Elo step: get the battles, rate them, draw the plots; write the battles, ratings and manifest."
     refuse(problems(params), '05_elo')

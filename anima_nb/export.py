@@ -10,13 +10,15 @@ from .core import *
 from .data import ALPACA_PROMPT_DICT, ANSWER_SCHEMA, alpaca_prompt, load_questions, read_answers, answers_path
 from .models import merged_record, recorded_model, load_tokenizer
 
+KERNEL_IMPORTS = ('torch', 'transformers', 'safetensors.torch')   # the libraries this step's kernel uses: imported ahead by `anima-run` (06_pipeline)
+
 # %% auto #0
-__all__ = ['GGUF_TYPES', 'CONVERTER_FILES', 'SAME_MODEL_R', 'EXPORT_OUTPUTS', 'run_step', 'STEP_OUTPUTS', 'read_outputs',
-           'gguf_types', 'gguf_bytes', 'disk_needed', 'has_llama_cpp', 'llama_cpp_version', 'fetch_converter',
-           'converter_dir', 'alpaca_chat_template', 'staged_model', 'run_metadata', 'convert', 'quantize', 'penalize',
-           'greedy_hf', 'greedy_gguf', 'compare', 'parity_prompts', 'parity_report', 'answer_like', 'gguf_answer_file',
-           'model_parameters', 'sizes', 'problems', 'input_problems', 'preflight', 'export_files', 'run_export',
-           'read_export', 'cli_params', 'main']
+__all__ = ['KERNEL_IMPORTS', 'GGUF_TYPES', 'CONVERTER_FILES', 'SAME_MODEL_R', 'EXPORT_OUTPUTS', 'run_step', 'STEP_OUTPUTS',
+           'read_outputs', 'gguf_types', 'gguf_bytes', 'disk_needed', 'has_llama_cpp', 'llama_cpp_version',
+           'fetch_converter', 'converter_dir', 'alpaca_chat_template', 'staged_model', 'run_metadata', 'convert',
+           'quantize', 'penalize', 'greedy_hf', 'greedy_gguf', 'compare', 'parity_prompts', 'parity_report',
+           'answer_like', 'gguf_answer_file', 'model_parameters', 'sizes', 'problems', 'input_problems', 'preflight',
+           'export_files', 'run_export', 'read_export', 'cli_params', 'main']
 
 # %% ../nbs/03a_export.ipynb #8cd906bd
 GGUF_TYPES = {   # type -> (tool, bits per weight, llama.cpp's ftype for the quantizer)
@@ -32,11 +34,13 @@ def gguf_types(spec:str) -> list:
         raise ValueError(f"03a_export: gguf_types {spec!r}: unknown {bad or 'empty'}; choose from {', '.join(GGUF_TYPES)}")
     return names
 
+# %% ../nbs/03a_export.ipynb #64625a8d
 def gguf_bytes(n_params:int, # parameters of the model
                kind:str) -> float: # a key of `GGUF_TYPES`
     "Approximate size of the GGUF file of `kind` for `n_params` parameters, in bytes."
     return n_params * GGUF_TYPES[kind][1] / 8
 
+# %% ../nbs/03a_export.ipynb #a11650a8
 def disk_needed(n_params:int, types:list) -> float:
     "Bytes the export writes: every requested file, plus the f16 file a quantized type is made from when not requested."
     need = sum(gguf_bytes(n_params, t) for t in types)
@@ -46,17 +50,20 @@ def disk_needed(n_params:int, types:list) -> float:
 # %% ../nbs/03a_export.ipynb #8e69782f
 CONVERTER_FILES = ('convert_hf_to_gguf.py', 'gguf-py', 'conversion')
 
+# %% ../nbs/03a_export.ipynb #4d42df8d
 def has_llama_cpp() -> bool:
     "Whether `llama-cpp-python` can be imported."
     import importlib.util
     return importlib.util.find_spec('llama_cpp') is not None
 
+# %% ../nbs/03a_export.ipynb #084086fd
 def llama_cpp_version() -> str|None:
     "The installed `llama-cpp-python` version (None when missing)."
     from importlib import metadata
     try: return metadata.version('llama_cpp_python')
     except metadata.PackageNotFoundError: return None
 
+# %% ../nbs/03a_export.ipynb #9ceb65a8
 def fetch_converter(version:str, # the llama-cpp-python version whose vendored llama.cpp is wanted
                     dest:Path) -> Path: # where its converter files go
     "Download llama-cpp-python's source distribution with pip and keep only the converter files, in `dest`."
@@ -78,6 +85,7 @@ def fetch_converter(version:str, # the llama-cpp-python version whose vendored l
     os.replace(share_tree(staging), dest)
     return dest
 
+# %% ../nbs/03a_export.ipynb #48dd5327
 def converter_dir(params:dict) -> Path:
     "The folder of llama.cpp's `convert_hf_to_gguf.py`: `gguf_converter`, or the cached copy of the installed version."
     if params['gguf_converter']:
@@ -105,6 +113,7 @@ def alpaca_chat_template() -> str:
             f"{{{{ {q(head)} }}}}{{{{ message['content'] }}}}{{{{ {q(tail)} }}}}"
             "{% elif message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}{% endif %}{% endfor %}")
 
+# %% ../nbs/03a_export.ipynb #6d334384
 def staged_model(model_dir:Path, # the merged model's folder
                  into:Path) -> Path: # an empty folder
     "`into` holding links to the model's files and a `tokenizer_config.json` with the run's chat template."
@@ -114,6 +123,7 @@ def staged_model(model_dir:Path, # the merged model's folder
     write_json(into/'tokenizer_config.json', {**cfg, 'chat_template': alpaca_chat_template()})
     return into
 
+# %% ../nbs/03a_export.ipynb #8c0d5e50
 def run_metadata(params:dict, rec:dict) -> dict:
     "The `general.*` fields the converter writes: the run, its base model and its merge."
     base = (rec.get('params') or {}).get('model_name_or_path') or 'unknown base'
@@ -144,6 +154,7 @@ def convert(model_dir:Path, # the merged model's folder
     os.replace(shareable(part), out)
     return out
 
+# %% ../nbs/03a_export.ipynb #6be5ee3d
 def quantize(src:Path, # an f16 GGUF file
              out:Path, # the file to write
              kind:str, # a quantizer type of `GGUF_TYPES`
@@ -169,6 +180,7 @@ def penalize(logits, # one position's logits (numpy), changed in place
         logits[ix] = v / penalty * (v > 0) + v * penalty * (v <= 0)
     return logits
 
+# %% ../nbs/03a_export.ipynb #1deadd32
 def greedy_hf(model, # a transformers causal LM
               ids:list, # the prompt's token ids
               n:int, # tokens to generate
@@ -186,6 +198,7 @@ def greedy_hf(model, # a transformers causal LM
             out = model(torch.tensor([[t]], device=model.device), cache=out.cache, use_cache=True)
     return toks, logits
 
+# %% ../nbs/03a_export.ipynb #e440db7e
 def greedy_gguf(llm, # a `llama_cpp.Llama` made with `logits_all=True`
                 ids:list, # the prompt's token ids
                 n:int, # tokens to generate
@@ -202,6 +215,7 @@ def greedy_gguf(llm, # a `llama_cpp.Llama` made with `logits_all=True`
         llm.eval([t])
     return toks, logits
 
+# %% ../nbs/03a_export.ipynb #12b01f3a
 SAME_MODEL_R = 0.98   # least logit correlation of two backends running the same weights (see the prose)
 
 def compare(hf:tuple, # `greedy_hf`'s result
@@ -236,6 +250,7 @@ def parity_prompts(params:dict, # the step's parameters
     if params['gguf_prompts']: texts.append(('seed raw prompt', '中国的首都是哪里？'))   # the Anima README's example, no template
     return [(name, t, tok(t)['input_ids']) for name, t in texts]
 
+# %% ../nbs/03a_export.ipynb #1f4923f4
 def parity_report(model_dir:Path, # the merged model
                   files:dict, # type -> GGUF file
                   params:dict, # the step's parameters
@@ -286,6 +301,7 @@ def answer_like(llm, # a `llama_cpp.Llama` (logits of every position)
                     'seconds': round(time.perf_counter() - t0, 4), 'batch_size': 1})
     return out
 
+# %% ../nbs/03a_export.ipynb #f37d4c7e
 def gguf_answer_file(params:dict, # the step's parameters
                      path:Path, # the GGUF file to answer with
                      kind:str, # its type
@@ -312,6 +328,7 @@ def model_parameters(params:dict) -> int:
     with torch.device('meta'): m = AutoModelForCausalLM.from_config(cfg)
     return sum(p.numel() for p in m.parameters())
 
+# %% ../nbs/03a_export.ipynb #f863d588
 def sizes(params:dict) -> dict:
     "Bytes per requested type, what the export needs in all, and the free disk under `outputs/`."
     n, types = model_parameters(params), gguf_types(params['gguf_types'])
@@ -319,6 +336,7 @@ def sizes(params:dict) -> dict:
     return dict(parameters=n, gb={t: round(gguf_bytes(n, t) / 1e9, 3) for t in types},
                 needed_gb=round(disk_needed(n, types) / 1e9, 3), free_gb=round(free / 1e9, 3))
 
+# %% ../nbs/03a_export.ipynb #706d5766
 def problems(params:dict) -> list:
     "What is wrong with the export step's values, before anything is converted."
     w = '03a_export: '
@@ -334,6 +352,7 @@ def problems(params:dict) -> list:
         found.append(f"{w}gguf_converter: no convert_hf_to_gguf.py in {resolve_path(params['gguf_converter'])}")
     return found
 
+# %% ../nbs/03a_export.ipynb #cf03a1a9
 def input_problems(params:dict) -> list:
     "The merged model the step reads, and room for what it writes."
     try: merged_record(params['run_name'])
@@ -355,12 +374,14 @@ def preflight(params:dict, # the step's resolved parameters
 # %% ../nbs/03a_export.ipynb #1b7f7a43
 EXPORT_OUTPUTS = ('files.json', 'parity.json')
 
+# %% ../nbs/03a_export.ipynb #531a2c18
 def _kept(out:Path, kind:str, made:str) -> dict|None:
     "The record of a GGUF file an earlier run finished from the same merged model, when the file is still whole."
     rec = (read_json(out/'files.json') if (out/'files.json').exists() else {}).get(kind)
     f = out/rec['file'] if rec else None
     return rec if rec and rec.get('model_made') == made and f.exists() and f.stat().st_size == rec['bytes'] else None
 
+# %% ../nbs/03a_export.ipynb #32a47711
 def export_files(params:dict, # the step's parameters
                  out:Path, # the step's folder
                  rec:dict, # `merged_record`
@@ -384,6 +405,7 @@ def export_files(params:dict, # the step's parameters
         echo(f"{kind}: {path.name}, {done[kind]['bytes'] / 1e6:.1f} MB in {done[kind]['seconds']} s")
     return {k: v for k, v in done.items() if k in types or k == 'f16' and 'f16' in types}
 
+# %% ../nbs/03a_export.ipynb #7a3421a8
 def run_export(params:dict) -> dict: # the step's resolved parameters
     "The export step: check, convert and quantize, measure parity; the summary."
     check_step_params(params, 'export')
@@ -414,6 +436,7 @@ def run_export(params:dict) -> dict: # the step's resolved parameters
                             *([out/answered['file']] if answered else [])).record(**summary)
     return summary
 
+# %% ../nbs/03a_export.ipynb #d4ee53c4
 def read_export(run_name:str) -> dict|None:
     "The export step's summary of `run_name` (None when it has not completed)."
     m = read_manifest(run_dir(run_name, 'export', create=False))
@@ -431,6 +454,7 @@ def cli_params(argv=None) -> tuple:
     return step_cli_params('export', 'python -m anima_nb.export', argv,
                            force_help='(no effect: files of the same merged model are kept)')
 
+# %% ../nbs/03a_export.ipynb #6b4aa2dc
 def main(argv=None):
     "Entry point of `python -m anima_nb.export`."
     params, _ = cli_params(argv)

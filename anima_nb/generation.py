@@ -16,10 +16,12 @@ __all__ = ['EVAL_SUFFIX', 'RESPONSE_MARK', 'eval_prompt', 'extract_answer', 'gen
 EVAL_SUFFIX = '请回答尽量详细和完善，详细的阐释回答的原因，并给出尽量完整的相关的背景信息。请使用中文回答问题。'
 RESPONSE_MARK = '### Response: '
 
+# %% ../nbs/04a_generation.ipynb #3de6831b
 def eval_prompt(translation:str) -> str:
     "The prompt of the published answers for one translated question."
     return alpaca_prompt(translation + EVAL_SUFFIX)
 
+# %% ../nbs/04a_generation.ipynb #d693a7a8
 def extract_answer(text:str) -> str:
     "The answer in a decoded prompt + completion: what follows the first `### Response: `."
     i = text.find(RESPONSE_MARK)
@@ -49,6 +51,7 @@ def _n_generated(row, eos_id) -> tuple:
     row = row.tolist()
     return (row.index(eos_id) + 1, True) if eos_id in row else (len(row), False)
 
+# %% ../nbs/04a_generation.ipynb #cc725619
 def generate_batch(model, # the model to generate with
                    tok, # its tokenizer, padding on the left
                    prompts:list, # the prompts, e.g. from `eval_prompt`

@@ -11,9 +11,11 @@ from .data import load_questions, questions_path, questions_problems, read_answe
 from .models import train_record, merged_record, recorded_model, load_adapter_model, load_tokenizer, resolve_model
 from .generation import EVAL_SUFFIX, RESPONSE_MARK, eval_prompt, extract_answer, gen_settings, gen_kwargs, generate_batch
 
+KERNEL_IMPORTS = ('torch', 'transformers', 'peft', 'pandas')   # the libraries this step's kernel uses: imported ahead by `anima-run` (06_pipeline)
+
 # %% auto #0
-__all__ = ['SEED_EXAMPLE', 'MODEL_SOURCES', 'run_step', 'STEP_OUTPUTS', 'load_model', 'chat', 'raw_generate', 'example_model',
-           'is_chinese', 'answer_questions', 'problems', 'infer', 'preflight', 'read_outputs']
+__all__ = ['KERNEL_IMPORTS', 'SEED_EXAMPLE', 'MODEL_SOURCES', 'run_step', 'STEP_OUTPUTS', 'load_model', 'chat', 'raw_generate',
+           'example_model', 'is_chinese', 'answer_questions', 'problems', 'infer', 'preflight', 'read_outputs']
 
 # %% ../nbs/04_inference.ipynb #9204f869
 def load_model(run_name:str, # the run whose model answers
@@ -45,6 +47,7 @@ def chat(model, # the model to answer with
 # %% ../nbs/04_inference.ipynb #3d5dea1d
 SEED_EXAMPLE = dict(prompt='中国的首都是哪里？', max_new_tokens=30)   # the Anima README's inference example
 
+# %% ../nbs/04_inference.ipynb #5508b293
 def raw_generate(model, # the model to continue the prompt with
                  tok, # its tokenizer
                  prompt:str, # the text to continue, as it is: no template
@@ -55,6 +58,7 @@ def raw_generate(model, # the model to continue the prompt with
     with torch.no_grad(): ids = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id)
     return tok.batch_decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)[0]
 
+# %% ../nbs/04_inference.ipynb #2203504a
 def example_model(run_name:str, # the run whose model continues the prompt
                   source:str='adapter'): # 'adapter' (float base + adapter, as the README) or 'merged'
     "`(model, tokenizer)` as the seed README loads them: base in float16 on a GPU (float32 on CPU) + the adapter."
@@ -117,6 +121,7 @@ def problems(params:dict) -> list:
             + ([f"04_inference: top_p={params['top_p']!r} must be at most 1"] if sampling and params['top_p'] > 1 else [])
             + questions_problems(params['questions'], '04_inference: '))
 
+# %% ../nbs/04_inference.ipynb #e0a29408
 def infer(params:dict, # the inference step's parameters
           model=None, # a model already loaded (default: the run's, per `model_source`)
           tok=None, # its tokenizer, padding on the left

@@ -55,10 +55,12 @@ JUDGE_PROMPTS = {
              "scores and determine which assistant performed better."),
 }
 
+# %% ../nbs/05a_judge.ipynb #37df0c4c
 def prompt_category(category:str) -> str:
     "The FastChat reviewer for a Vicuna question category: `coding`, `math`, or `general` for everything else."
     return category if category in ('coding', 'math') else 'general'
 
+# %% ../nbs/05a_judge.ipynb #a89d6969
 def judge_messages(question:str, # the question asked
                    answer_1:str, # the answer shown first
                    answer_2:str, # the answer shown second
@@ -77,13 +79,16 @@ def parse_score_fastchat(review:str) -> list:
     except (ValueError, AttributeError): pass
     return [-1, -1]
 
+# %% ../nbs/05a_judge.ipynb #70a6261b
 _NUM = r'(\d+(?:\.\d+)?)'
 _TUPLE = re.compile(r'\(\s*' + _NUM + r'\s*,\s*' + _NUM + r'\s*\)')
 _ASSISTANT = {i: re.compile(r'^[\s*#-]*Assistant ' + str(i) + r'\**\s*[:：]\s*\**\s*' + _NUM + r'(?:\s*/\s*10)?', re.M)
               for i in (1, 2)}
 
+# %% ../nbs/05a_judge.ipynb #3386a466
 def _valid(pair): return pair if all(0 <= x <= 10 for x in pair) else [-1, -1]
 
+# %% ../nbs/05a_judge.ipynb #08a18832
 def parse_score_better(review:str) -> list:
     "FastChat's parser, then the last `(a, b)` tuple, then the last `Assistant 1: a` / `Assistant 2: b` lines."
     first_line = parse_score_fastchat(review)
@@ -105,6 +110,7 @@ def request_key(model:str, # the judge model
                       sort_keys=True, ensure_ascii=False, separators=(',', ':'))
     return hashlib.sha256(blob.encode('utf-8')).hexdigest()
 
+# %% ../nbs/05a_judge.ipynb #b388b314
 class JudgeCache:
     "Append-only JSONL store of judge responses, keyed by `request_key`."
     def __init__(self, path):
@@ -131,6 +137,7 @@ class JudgeCache:
 # %% ../nbs/05a_judge.ipynb #5b74a417
 RETRYABLE_STATUS = {408, 409, 429}
 
+# %% ../nbs/05a_judge.ipynb #a4b85197
 def retry_after(err) -> float|None:
     "Seconds the server asked us to wait (`retry-after-ms` or `retry-after`), if it said."
     headers = getattr(getattr(err, 'response', None), 'headers', None) or {}
@@ -140,6 +147,7 @@ def retry_after(err) -> float|None:
         except (TypeError, ValueError): pass
     return None
 
+# %% ../nbs/05a_judge.ipynb #24ca7835
 def is_retryable(err) -> bool:
     "429, 408, 409, 5xx, timeouts and connection errors are retried; other errors are final."
     import openai
@@ -147,6 +155,7 @@ def is_retryable(err) -> bool:
     if isinstance(err, openai.APIStatusError): return err.status_code in RETRYABLE_STATUS or err.status_code >= 500
     return False
 
+# %% ../nbs/05a_judge.ipynb #55ee03f8
 def backoff_delay(attempt:int, # retries so far (0 before the first retry)
                   base:float=1.0, # seconds of the first window
                   cap:float=60.0, # the longest window, in seconds
@@ -157,8 +166,10 @@ def backoff_delay(attempt:int, # retries so far (0 before the first retry)
 # %% ../nbs/05a_judge.ipynb #a0dc2ad4
 PRICES_PER_1K = {'gpt-4': (0.03, 0.06), 'gpt-4-0314': (0.03, 0.06), 'gpt-4-0613': (0.03, 0.06)}
 
+# %% ../nbs/05a_judge.ipynb #09548850
 class JudgeError(RuntimeError): pass
 
+# %% ../nbs/05a_judge.ipynb #cf070b58
 class BaseJudge:
     "Cache lookup, usage accounting and the concurrent `judge_many`, shared by the live and replay judges."
     def __init__(self, model='gpt-4', # the judge model
@@ -281,6 +292,7 @@ class OpenAIJudge(BaseJudge):
         return {'content': (choice.message.content if choice else None) or '', 'usage': usage,
                 'finish_reason': choice.finish_reason if choice else None}
 
+# %% ../nbs/05a_judge.ipynb #be79a51c
 class ReplayJudge(BaseJudge):
     "A judge that only answers from a cache file: no network, and a miss is an error."
     def __init__(self, path, # the judge cache to answer from
@@ -336,6 +348,7 @@ def bigram_f1(a:str, # an answer
     p, r = common / sum(ga.values()), common / sum(gb.values())
     return 2 * p * r / (p + r)
 
+# %% ../nbs/05a_judge.ipynb #584c21e9
 class OverlapJudge(BaseJudge):
     "An offline judge: each answer scores 1 + 9 × its bigram F1 against the question's reference answer."
     def __init__(self, references:dict, # question text -> reference answer

@@ -11,12 +11,15 @@ from .data import alpaca_prompt
 from .models import *
 from .estimates import model_arch, weight_bytes
 
+KERNEL_IMPORTS = ('torch', 'transformers', 'peft', 'bitsandbytes', 'safetensors.torch')   # the libraries this step's kernel uses: imported ahead by `anima-run` (06_pipeline)
+
 # %% auto #0
-__all__ = ['MERGE_DTYPES', 'MERGE_MODES', 'TOLERANCE', 'QLORA_TOLERANCE', 'FIDELITY_QUESTIONS', 'FIDELITY_TOKENS', 'REFERENCES',
-           'REPORT_SCHEMA', 'FIDELITY_SCHEMA', 'run_step', 'STEP_OUTPUTS', 'read_outputs', 'check_merge_args',
-           'is_quantized', 'refuse_quantized', 'problems', 'nf4_roundtrip_', 'fidelity_prompts', 'probe', 'compare',
-           'within_tolerance', 'merged_model', 'fidelity', 'failures', 'model_bytes', 'check_disk', 'disk_problems',
-           'preflight', 'save_merged', 'fidelity_report', 'merge', 'report_table', 'write_report', 'read_report']
+__all__ = ['KERNEL_IMPORTS', 'MERGE_DTYPES', 'MERGE_MODES', 'TOLERANCE', 'QLORA_TOLERANCE', 'FIDELITY_QUESTIONS',
+           'FIDELITY_TOKENS', 'REFERENCES', 'REPORT_SCHEMA', 'FIDELITY_SCHEMA', 'run_step', 'STEP_OUTPUTS',
+           'read_outputs', 'check_merge_args', 'is_quantized', 'refuse_quantized', 'problems', 'nf4_roundtrip_',
+           'fidelity_prompts', 'probe', 'compare', 'within_tolerance', 'merged_model', 'fidelity', 'failures',
+           'model_bytes', 'check_disk', 'disk_problems', 'preflight', 'save_merged', 'fidelity_report', 'merge',
+           'report_table', 'write_report', 'read_report']
 
 # %% ../nbs/03_merge.ipynb #89f54eb4
 MERGE_DTYPES = FLOAT_DTYPES
@@ -36,15 +39,18 @@ def check_merge_args(merge_dtype:str, # one of `MERGE_DTYPES`
         raise ValueError(f"merge_dtype {merge_dtype!r} is not one of {MERGE_DTYPES}. " + why)
     if merge_mode not in MERGE_MODES: raise ValueError(f"merge_mode {merge_mode!r} is not one of {MERGE_MODES}")
 
+# %% ../nbs/03_merge.ipynb #24a4b60e
 def is_quantized(model) -> bool:
     "Does `model` hold any weight quantized by bitsandbytes?"
     return any(type(p).__name__ in ('Params4bit', 'Int8Params') for p in model.parameters())
 
+# %% ../nbs/03_merge.ipynb #e69b4ddc
 def refuse_quantized(model):
     "Raise with an explanation when `model` is quantized."
     if is_quantized(model): raise ValueError(_WHY)
     return model
 
+# %% ../nbs/03_merge.ipynb #4d1a87b3
 def problems(params:dict) -> list:
     "What is wrong with the merge step's values, before anything is loaded."
     found = []
@@ -63,6 +69,7 @@ def _quantized_linears(model):
         if type(module) is torch.nn.Linear and module is not head and not any(s in name for s in skip):
             yield name, module
 
+# %% ../nbs/03_merge.ipynb #eea43347
 def nf4_roundtrip_(model, # the full-precision model, changed in place
                    train_params:dict, # the training run's parameters (`quant_type`, `double_quant`, compute dtype)
                    blocksize:int=64) -> int: # weights per quantization block
@@ -88,6 +95,7 @@ def fidelity_prompts(n:int=None) -> list:
     questions = read_json(resolve_path('pkg:sample_questions.json'))[:n or FIDELITY_QUESTIONS]
     return [alpaca_prompt(q['translation']) for q in questions]
 
+# %% ../nbs/03_merge.ipynb #5fa49e84
 def probe(model, # the model to run
           tok, # its tokenizer
           prompts, # the prompts, e.g. `fidelity_prompts()`
@@ -109,6 +117,7 @@ def _agree(a, b) -> int:
     "How many leading tokens `a` and `b` share."
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
+# %% ../nbs/03_merge.ipynb #8e3575fa
 def compare(got:list, # the probe of the model under test
             ref:list) -> dict: # the probe of the reference, on the same prompts
     "Max and mean absolute logit difference of two probes, the logits' scale, and greedy-token agreement."
@@ -120,6 +129,7 @@ def compare(got:list, # the probe of the model under test
                 greedy_tokens_equal=sum(agree), greedy_tokens=sum(len(r['tokens']) for r in ref),
                 greedy_identical=all(g['tokens'] == r['tokens'] for g, r in zip(got, ref)))
 
+# %% ../nbs/03_merge.ipynb #b9b24688
 def within_tolerance(c:dict, # a comparison, as `compare` returns it
                      tol:float) -> bool: # the bound, relative to the logit scale
     "Is the largest difference of comparison `c` within `tol` times the logit scale (at least 1)?"
@@ -139,6 +149,7 @@ def merged_model(rec:dict, # the training run's record, as `train_record` reads 
         ref_unmerged = probe(model, tok, fidelity_prompts())
     return model.merge_and_unload(), tok, ref_full, ref_unmerged
 
+# %% ../nbs/03_merge.ipynb #8dc6327f
 def fidelity(merged, # the merged model
              tok, # its tokenizer
              ref_qlora, # probe of the training model: 4-bit base + adapter
@@ -157,6 +168,7 @@ def fidelity(merged, # the merged model
                 checked=['unmerged'] + (['qlora'] if qtol else []), qlora_tolerance=qtol, passed=ok,
                 **{f'vs_{k}': v for k, v in vs.items()})
 
+# %% ../nbs/03_merge.ipynb #41c4c25c
 def failures(r:dict) -> list:
     "What a failed fidelity check exceeded, in words."
     out = []
@@ -176,6 +188,7 @@ def model_bytes(name:str, # the base model (hub id, local path or `local:NAME`)
     "Bytes of the base model's weights in `dtype`, from its config alone (`weight_bytes`, `01b_estimates`)."
     return weight_bytes(model_arch(name, revision=revision, local_only=local_only), dtype, vocab_size)
 
+# %% ../nbs/03_merge.ipynb #690df678
 def check_disk(path, # where the files will go (it need not exist yet)
                need:int, # bytes to write
                margin:float=1.1): # factor of headroom
@@ -188,6 +201,7 @@ def check_disk(path, # where the files will go (it need not exist yet)
                       f"(+{margin-1:.0%} margin), {size_text(free)} are free.")
     return free
 
+# %% ../nbs/03_merge.ipynb #5944162f
 def disk_problems(params:dict, # the merge step's parameters
                   base_model:str) -> list: # the base the adapter was trained on
     "Too little free disk for the merged model, when the base's size is known without a download."
@@ -228,6 +242,7 @@ def _free():
     gc.collect()
     if torch.cuda.is_available(): torch.cuda.empty_cache()
 
+# %% ../nbs/03_merge.ipynb #733cfbcf
 def fidelity_report(rec:dict, # the training run's record, as `train_record` reads it
                     params:dict) -> tuple: # the merge step's parameters
     "Merge per `params` (and with the other mode when `compare_modes`); the report and the chosen merged model."
@@ -246,6 +261,7 @@ def fidelity_report(rec:dict, # the training run's record, as `train_record` rea
         else: report['other_modes'].append(res)
     return report, merged, tok
 
+# %% ../nbs/03_merge.ipynb #aa17d3b6
 def merge(params:dict) -> dict:
     "The merge step: merge the run's adapter into a full-precision base, check fidelity, save model and report."
     refuse(problems(params), '03_merge')
@@ -303,11 +319,13 @@ def _check_report(report:dict, where:str) -> dict:
     for r in [report['chosen'], *report['other_modes']]: check_row(r, FIDELITY_SCHEMA, f'{where}, mode')
     return report
 
+# %% ../nbs/03_merge.ipynb #9f29bd6c
 def write_report(out, # the merge step's folder
                  report:dict) -> Path: # as `fidelity_report` makes it
     "Write the fidelity report into the step folder `out`, after checking its shape."
     return write_record(out, 'report.json', report, _check_report)
 
+# %% ../nbs/03_merge.ipynb #ff6c8d7e
 def read_report(run_name:str) -> dict|None:
     "The fidelity report of `run_name`'s merge, checked; None when the merge has not written one."
     return read_record(run_name, 'merge', 'report.json', _check_report)

@@ -15,13 +15,14 @@ logging.getLogger('bitsandbytes.backends.cpu.ops').setLevel(logging.ERROR)
 
 # %% auto #0
 __all__ = ['DEMO_MODEL', 'TINY_LLAMA', 'DEMO_EVAL_ROWS', 'DEMO_PRETRAIN', 'LAYOUTS', 'FLOAT_DTYPES', 'MARK',
-           'train_demo_tokenizer', 'demo_pretraining_texts', 'pretrain_demo_base', 'build_demo_model', 'demo_model_dir',
-           'model_width', 'resolve_model', 'sentencepiece_spaces', 'load_tokenizer', 'compute_dtype', 'layout_of',
-           'quant_storage', 'bnb_config', 'max_memory', 'grow_embeddings', 'no_cpu_repack', 'has_flex_attention',
-           'attention_implementation', 'load_base_model', 'load_full_base', 'lora_targets', 'lora_config', 'add_lora',
-           'portable_base', 'save_adapter', 'train_record', 'base_of', 'demo_adapter', 'saved_embedding_rows',
-           'load_adapter_model', 'merged_record', 'recorded_model', 'mark_checkpoint', 'log_metrics',
-           'complete_checkpoints', 'newest_checkpoint', 'train_from', 'checkpoint_plan', 'record_params']
+           'train_demo_tokenizer', 'demo_pretraining_texts', 'pack_blocks', 'train_blocks', 'pretrain_demo_base',
+           'build_demo_model', 'demo_model_dir', 'model_width', 'resolve_model', 'sentencepiece_spaces',
+           'load_tokenizer', 'compute_dtype', 'layout_of', 'quant_storage', 'bnb_config', 'max_memory',
+           'grow_embeddings', 'no_cpu_repack', 'has_flex_attention', 'attention_implementation', 'load_base_model',
+           'load_full_base', 'lora_targets', 'lora_config', 'add_lora', 'portable_base', 'save_adapter', 'train_record',
+           'base_of', 'demo_adapter', 'saved_embedding_rows', 'load_adapter_model', 'merged_record', 'recorded_model',
+           'mark_checkpoint', 'log_metrics', 'complete_checkpoints', 'newest_checkpoint', 'train_from',
+           'checkpoint_plan', 'record_params']
 
 # %% ../nbs/01a_models.ipynb #ec129f1b
 DEMO_MODEL = 'local:tiny-llama'
@@ -39,6 +40,7 @@ def _corpus_lines():
            "Write a response that appropriately completes the request.\n\n"
            "### Instruction:\n\n### Input:\n\n### Response: ")
 
+# %% ../nbs/01a_models.ipynb #9af1bf1d
 def train_demo_tokenizer(out_dir, # where the tokenizer is saved
                          vocab_size=3000, # pieces, the 256 byte-fallback pieces included
                          keep_sp_model=False): # also keep SentencePiece's own `tokenizer.model`
@@ -72,6 +74,7 @@ def demo_pretraining_texts(held_out:int=DEMO_EVAL_ROWS, # rows held out by the t
     return [r['instruction'] + (f"\n{r['input']}" if r['input'] else '') + f"\n{r['output']}"
             for i, r in enumerate(rows) if i not in held]
 
+# %% ../nbs/01a_models.ipynb #28364008
 class _Progress:
     "A line on the terminal every `every` seconds of a `Trainer` run: step, loss, elapsed (a cached build is silent)."
     def __init__(self, label, every=5.0): self.label, self.every, self.t0, self.last, self.step = label, every, time.time(), 0.0, None
@@ -82,20 +85,25 @@ class _Progress:
         loss = '' if loss is None else f', loss {loss:.3f}'
         print(f"{self.label}: step {step}/{total}{loss}, {now - self.t0:.0f} s", file=sys.__stderr__, flush=True)
 
-def pretrain_demo_base(model, # a `LlamaForCausalLM`, trained in place
-                       tok, # its tokenizer
-                       texts:list, # documents: each becomes `<s> text </s>`
-                       steps=300, # optimizer steps
-                       learning_rate=3e-3, # peak learning rate (cosine schedule, 20 warm-up steps)
-                       block=128, # tokens per packed row
-                       batch=16, # rows per step
-                       seed=0) -> dict: # seed of the data order
-    "Full-parameter pre-training of `model` on `texts` packed into blocks, with transformers' `Trainer` on the CPU."
+# %% ../nbs/01a_models.ipynb #8704d003
+def pack_blocks(tok, # the demo tokenizer
+                texts:list, # documents: each becomes `<s> text </s>`
+                block=128) -> tuple: # tokens per row
+    "`(rows, tokens)`: the documents' token ids end to end, cut into rows of `block` (the incomplete last row dropped)."
+    ids = [t for text in texts for t in tok(text)['input_ids'] + [tok.eos_token_id]]
+    return [ids[i:i + block] for i in range(0, len(ids) - block + 1, block)], len(ids)
+
+# %% ../nbs/01a_models.ipynb #b10c0002
+def train_blocks(model, # a `LlamaForCausalLM`, trained in place
+                 rows:list, # token-id rows of equal length (`pack_blocks`)
+                 steps=300, # optimizer steps
+                 learning_rate=3e-3, # peak learning rate (cosine schedule, 20 warm-up steps)
+                 batch=16, # rows per step
+                 seed=0) -> dict: # seed of the data order
+    "Full-parameter training of `model` on `rows` with transformers' `Trainer` on the CPU."
     from datasets import Dataset
     from transformers import Trainer, TrainingArguments, TrainerCallback, default_data_collator
     from transformers.trainer_callback import PrinterCallback
-    ids = [t for text in texts for t in tok(text)['input_ids'] + [tok.eos_token_id]]
-    rows = [ids[i:i + block] for i in range(0, len(ids) - block + 1, block)]
     data = Dataset.from_dict({'input_ids': rows, 'labels': rows})
     progress = _Progress('demo base: pre-training')
     class Report(TrainerCallback):
@@ -113,10 +121,24 @@ def pretrain_demo_base(model, # a `LlamaForCausalLM`, trained in place
         trainer.train()
     losses = [r['loss'] for r in trainer.state.log_history if 'loss' in r]
     progress(steps, steps, losses[-1], force=True)
-    return dict(documents=len(texts), tokens=len(ids), blocks=len(rows), steps=steps,
-                epochs=round(steps * batch / len(rows), 2), first_loss=losses[0], final_loss=losses[-1],
-                seconds=round(time.time() - t0, 1), threads=__import__('torch').get_num_threads())
+    return dict(blocks=len(rows), steps=steps, epochs=round(steps * batch / len(rows), 2), first_loss=losses[0],
+                final_loss=losses[-1], seconds=round(time.time() - t0, 1), threads=__import__('torch').get_num_threads())
 
+# %% ../nbs/01a_models.ipynb #b10c0009
+def pretrain_demo_base(model, # a `LlamaForCausalLM`, trained in place
+                       tok, # its tokenizer
+                       texts:list, # documents: each becomes `<s> text </s>`
+                       steps=300, # optimizer steps
+                       learning_rate=3e-3, # peak learning rate (cosine schedule, 20 warm-up steps)
+                       block=128, # tokens per packed row
+                       batch=16, # rows per step
+                       seed=0) -> dict: # seed of the data order
+    "Full-parameter pre-training of `model` on `texts` packed into blocks, with transformers' `Trainer` on the CPU."
+    rows, tokens = pack_blocks(tok, texts, block)
+    return dict(documents=len(texts), tokens=tokens,
+                **train_blocks(model, rows, steps=steps, learning_rate=learning_rate, batch=batch, seed=seed))
+
+# %% ../nbs/01a_models.ipynb #3bed20d5
 def build_demo_model(out_dir, # where the model and tokenizer are saved
                      seed=0, # seed of the random initial weights
                      vocab_size=3000, # tokenizer pieces
@@ -142,18 +164,21 @@ def build_demo_model(out_dir, # where the model and tokenizer are saved
     shutil.rmtree(out_dir/'_tok')
     return out_dir
 
+# %% ../nbs/01a_models.ipynb #213d82fa
 def demo_model_dir() -> Path:
     "The demo model's folder: `outputs/.cache/tiny-llama-<hash of the build recipe>`."
     recipe = json.dumps(dict(arch=TINY_LLAMA, pretrain=DEMO_PRETRAIN, held_out=DEMO_EVAL_ROWS, vocab=3000,
                              data=sha256_file(ASSETS/'sample_instructions.json')), sort_keys=True)
     return outputs_dir()/'.cache'/f"tiny-llama-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
 
+# %% ../nbs/01a_models.ipynb #2f9a552b
 def model_width(path) -> int|None: # a model folder (anything else: None)
     "The hidden size in a local model folder's `config.json`; None for a hub id or a folder without one."
     cfg = Path(str(path))/'config.json'
     try: return json.loads(cfg.read_text()).get('hidden_size') if cfg.is_file() else None
     except (OSError, ValueError): return None
 
+# %% ../nbs/01a_models.ipynb #a502cbe2
 def resolve_model(name:str, # a hub id, a local folder, or the demo model
                   build=True) -> str: # build the demo model if it is not there yet
     "Where to load `name` from (the demo model is built on first use into `outputs/.cache/`); sets the threads for it."
@@ -178,7 +203,6 @@ def resolve_model(name:str, # a hub id, a local folder, or the demo model
         RUNTIME['demo_base_built'] = dict(folder=dest.name, seconds=round(time.time() - t0, 1),
                                           pretraining_seconds=pre.get('seconds'), threads=pre.get('threads'))
     return str(dest)
-
 
 # %% ../nbs/01a_models.ipynb #a7c20015
 def sentencepiece_spaces(tok): # a transformers tokenizer
@@ -212,17 +236,20 @@ def compute_dtype(params:dict):
     import torch
     return torch.bfloat16 if params['bf16'] else torch.float32
 
+# %% ../nbs/01a_models.ipynb #746422ac
 LAYOUTS = ('ddp', 'fsdp', 'layer_split')
 
 def layout_of(params:dict) -> str:
     "The device layout of `params`: `ddp` (also for one device), `fsdp` or `layer_split`."
     return params.get('layout') or 'ddp'
 
+# %% ../nbs/01a_models.ipynb #ad2f33ff
 def quant_storage(params:dict):
     "What the packed 4-bit weights are stored as: bytes, or under FSDP the compute dtype (so they can be sharded)."
     import torch
     return compute_dtype(params) if layout_of(params) == 'fsdp' else torch.uint8
 
+# %% ../nbs/01a_models.ipynb #7db0f59c
 def bnb_config(params:dict):
     "The `BitsAndBytesConfig` of `params` (4-bit NF4/FP4 with optional double quantization, or 8-bit), or None."
     from transformers import BitsAndBytesConfig
@@ -243,6 +270,7 @@ def _device_map(params:dict):
     if layout_of(params) == 'layer_split': return 'auto'     # accelerate spreads the layers over the devices
     return {'': int(os.environ.get('LOCAL_RANK', 0))} if torch.cuda.is_available() else {'': 'cpu'}
 
+# %% ../nbs/01a_models.ipynb #d9b8a737
 def max_memory(params:dict) -> dict|None:
     "The per-device memory cap of a layer split (`max_memory_per_device` on every visible GPU), or None."
     import torch
@@ -250,6 +278,7 @@ def max_memory(params:dict) -> dict|None:
     if layout_of(params) != 'layer_split' or not cap or not torch.cuda.is_available(): return None
     return {i: cap for i in range(torch.cuda.device_count())}
 
+# %% ../nbs/01a_models.ipynb #5483cea4
 def grow_embeddings(model, # a transformers causal LM
                     vocab_size:int): # rows wanted; fewer or equal changes nothing
     "Grow input and output embeddings to `vocab_size` rows, new rows set to the mean of the old ones (as `qlora.py`)."
@@ -262,18 +291,21 @@ def grow_embeddings(model, # a transformers causal LM
             if emb is not None: emb.weight[n:] = emb.weight[:n].mean(0, keepdim=True)
     return model
 
+# %% ../nbs/01a_models.ipynb #b4724574
 def no_cpu_repack(model):
     "Stop bitsandbytes from repacking 4-bit weights in place for its CPU inference kernel (it fails or corrupts them)."
     for module in model.modules():
         if hasattr(module, 'support_avx512bf16_for_cpu'): module.support_avx512bf16_for_cpu = False
     return model
 
+# %% ../nbs/01a_models.ipynb #cc7381c6
 def has_flex_attention() -> bool:
     "Does this torch have `flex_attention` (torch 2.5 and later)?"
     import importlib.util
     try: return importlib.util.find_spec('torch.nn.attention.flex_attention') is not None
     except ModuleNotFoundError: return False
 
+# %% ../nbs/01a_models.ipynb #df6db763
 def attention_implementation(params:dict, # training's parameters: `flatten`, `bf16`
                              device:str=None, # 'cuda' or 'cpu' (default: where this process computes)
                              flash:bool=None, # flash-attn importable (default: look for it)
@@ -286,6 +318,7 @@ def attention_implementation(params:dict, # training's parameters: `flatten`, `b
     if flash and params.get('bf16'): return 'flash_attention_2'        # flash-attn takes fp16/bf16 only
     return 'flex_attention' if (has_flex_attention() if flex is None else flex) else 'sdpa'
 
+# %% ../nbs/01a_models.ipynb #1a670b66
 def load_base_model(model_name_or_path:str, # hub id, local folder or the demo model
                     params:dict, # the step's parameters: `bits`, `quant_type`, `double_quant`, `bf16`
                     quantized=True, # quantize per `params`; else load in the compute dtype
@@ -328,6 +361,7 @@ def lora_targets(model, # the base model
     return sorted({name.split('.')[-1] for name, module in model.named_modules()
                    if isinstance(module, torch.nn.Linear) and 'lm_head' not in name})
 
+# %% ../nbs/01a_models.ipynb #6252ae30
 def lora_config(model, # the base model
                 params:dict): # the step's parameters: `lora_r`, `lora_alpha`, `lora_dropout`, `lora_modules`
     "The peft `LoraConfig` of `params` for `model`."
@@ -335,6 +369,7 @@ def lora_config(model, # the base model
     return LoraConfig(r=params['lora_r'], lora_alpha=params['lora_alpha'], lora_dropout=params['lora_dropout'],
                       bias='none', target_modules=lora_targets(model, params['lora_modules']), task_type='CAUSAL_LM')
 
+# %% ../nbs/01a_models.ipynb #d876fbea
 def add_lora(model, # the (quantized) base model
              params:dict, # the step's parameters
              prepare=True): # prepare for k-bit training and gradient checkpointing first
@@ -377,6 +412,7 @@ def portable_base(folder): # an adapter folder peft has just written
         if card.exists(): atomic_write_text(card, card.read_text(encoding='utf-8').replace(old, new))
     return folder
 
+# %% ../nbs/01a_models.ipynb #b9345a7d
 def save_adapter(model, # the peft model
                  tok, # its tokenizer
                  dest, # the adapter folder
@@ -410,6 +446,7 @@ def train_record(run_name:str) -> dict:
                          f"(lora_r={recorded.get('lora_r')}, lora_alpha={recorded.get('lora_alpha')})")
     return {**manifest, 'adapter_dir': str(d/'adapter')}
 
+# %% ../nbs/01a_models.ipynb #78d91442
 def base_of(rec:dict) -> tuple:
     "`(base model name, revision)` of a training record."
     summary, recorded = rec.get('summary', {}), rec['params']
@@ -446,6 +483,7 @@ def saved_embedding_rows(adapter_dir) -> int|None:
         keys = [k for k in st.keys() if 'embed_tokens' in k]
         return st.get_slice(keys[0]).get_shape()[0] if keys else None
 
+# %% ../nbs/01a_models.ipynb #7e3f4a41
 def load_adapter_model(rec:dict, # a training record (`train_record`)
                        quantized=True, # the 4-bit base as trained; else full precision in `dtype`
                        dtype=None): # one of `FLOAT_DTYPES` when not quantized
@@ -472,6 +510,7 @@ def merged_record(run_name:str) -> dict:
         raise ValueError(f"{d/'manifest.json'}: merge_dtype {merge_dtype!r} is not one of {FLOAT_DTYPES}")
     return {**manifest, 'model_dir': str(d/'model')}
 
+# %% ../nbs/01a_models.ipynb #29c049d4
 def recorded_model(run_name:str, # the run
                    source:str='merged') -> dict: # 'merged' (03_merge's model) or 'adapter' (02_train's)
     "The record (`model_record`) the step that made the run's merged model or adapter kept: read, not hashed again."
@@ -489,18 +528,21 @@ def mark_checkpoint(folder, # a checkpoint the Trainer has just finished writing
     "Make a finished checkpoint readable under the umask (safetensors writes 0600) and mark it complete."
     write_json(share_tree(portable_base(folder))/MARK, {'step': step})
 
+# %% ../nbs/01a_models.ipynb #7eaf066f
 def log_metrics(path, # the step's `metrics.jsonl`
                 step:int, # the Trainer's global step
                 logs:dict): # what the Trainer logged
     "Append one row of training or evaluation metrics, with its step and time."
     append_jsonl(path, {'step': step, 'time': round(time.time(), 3), **logs})
 
+# %% ../nbs/01a_models.ipynb #bade9292
 def complete_checkpoints(ckpt_dir) -> list:
     "Complete checkpoint folders under `ckpt_dir`, oldest first."
     d = Path(ckpt_dir)
     found = [p for p in d.glob('checkpoint-*') if p.is_dir() and (p/MARK).exists()] if d.exists() else []
     return sorted(found, key=lambda p: int(p.name.split('-')[-1]))
 
+# %% ../nbs/01a_models.ipynb #928d8ca3
 def newest_checkpoint(ckpt_dir, # the run's `checkpoints` folder
                       clean=False): # remove partial checkpoint folders
     "The newest complete checkpoint (or None); with `clean`, unmarked (partial) checkpoint folders are removed."
@@ -522,6 +564,7 @@ def train_from(trainer, # a transformers `Trainer` (training's or DPO's)
     else: trainer.train(resume_from_checkpoint=str(start) if start else None)
     return trainer
 
+# %% ../nbs/01a_models.ipynb #10ab5c58
 def checkpoint_plan(out, # the step's folder (its `manifest.json` and `checkpoints/`)
                     params:dict, # the parameters given now
                     run_only=(), # parameters that do not make the run what it is
@@ -565,6 +608,7 @@ def checkpoint_plan(out, # the step's folder (its `manifest.json` and `checkpoin
                     reason=f"resume from {done[-1].name} ({old['status']} run)")
     return dict(action='start', reason='nothing to resume' if old else 'never ran', deletes=logs)
 
+# %% ../nbs/01a_models.ipynb #e1e9056e
 def record_params(out, # the step's folder
                   params:dict, # the parameters given now
                   changes:list) -> dict: # what changed (`param_changes`): only parameters nothing learned depends on

@@ -14,11 +14,12 @@ from .merge import read_report
 from .elo import read_ratings
 
 # %% auto #0
-__all__ = ['CHAIN', 'NEEDS', 'SKIP_FLAGS', 'select_steps', 'chain_for', 'declarers', 'parse_value', 'coerce', 'parse_sets',
-           'load_config', 'gather_params', 'param_types', 'check_names', 'step_inputs', 'resolve_step', 'check_used',
-           'run_needs', 'linear_needs', 'plan_steps', 'StepFailed', 'run_notebook', 'step_record', 'summarize',
-           'format_summary', 'prepare', 'step_module', 'preflight', 'installed_packages', 'run_pipeline', 'cli',
-           'threads_option', 'verify_run', 'main', 'execute_notebook', 'docs_sources']
+__all__ = ['CHAIN', 'NEEDS', 'KERNEL_ARGS', 'SKIP_FLAGS', 'select_steps', 'chain_for', 'declarers', 'parse_value', 'coerce',
+           'parse_sets', 'load_config', 'gather_params', 'param_types', 'check_names', 'step_inputs', 'resolve_step',
+           'check_used', 'run_needs', 'linear_needs', 'plan_steps', 'StepFailed', 'run_notebook', 'step_record',
+           'summarize', 'format_summary', 'prepare', 'step_module', 'kernel_imports', 'WarmKernel', 'preflight',
+           'installed_packages', 'run_pipeline', 'cli', 'threads_option', 'verify_run', 'main', 'execute_notebook',
+           'docs_sources']
 
 # %% ../nbs/06_pipeline.ipynb #5124a586
 CHAIN = STEP_NOTEBOOKS
@@ -34,6 +35,7 @@ def select_steps(steps=None, # step or notebook names, comma-separated or a list
     if bad: raise ValueError(f"Unknown step(s) {bad}: choose from {', '.join(chain)}")
     return [s for s in chain if s in {by_name[w] for w in want}]
 
+# %% ../nbs/06_pipeline.ipynb #44b9df31
 def chain_for(steps=None) -> dict:
     "The chain, with the optional steps (`OPTIONAL_STEPS`, e.g. DPO) that `steps` names added at its end."
     want = {s.strip() for s in (steps.split(',') if isinstance(steps, str) else steps or ())}
@@ -66,6 +68,7 @@ def parse_value(text:str, # the value as typed
         raise ValueError(f"{s!r} reads as {v!r} in YAML 1.1: write the number in plain decimal (60, 1e-4, 0.5)")
     return coerce(v, t)
 
+# %% ../nbs/06_pipeline.ipynb #3b1de16d
 def coerce(v, # a value read from YAML
            t): # the declared type
     "`v` as `t` when `v` is a string that spells a number of a numeric type `t`; else `v` unchanged."
@@ -74,6 +77,7 @@ def coerce(v, # a value read from YAML
         except ValueError: return v
     return v
 
+# %% ../nbs/06_pipeline.ipynb #69ad2991
 def parse_sets(items, # `name=value` strings
                types:dict) -> dict: # name -> declared type
     "`['name=value', ...]` as a dict, each value parsed for the type of `name` in `types`."
@@ -96,6 +100,7 @@ def load_config(path) -> dict:
         raise ValueError(f"{path}: expected a mapping of parameter names to values, got {type(values).__name__}")
     return values
 
+# %% ../nbs/06_pipeline.ipynb #1a4bb47a
 def gather_params(types:dict, # name -> declared type, over all steps
                   profile=None, # `--profile`: a profile name or file
                   run_name=None, # `--run-name`
@@ -116,6 +121,7 @@ def param_types(declared:dict) -> dict:
     "Name -> type over all steps' declarations."
     return {k: d[k]['type'] for d in declared.values() for k in d}
 
+# %% ../nbs/06_pipeline.ipynb #61451e89
 def check_names(values:dict, # name -> value, as `gather_params` makes them
                 declared:dict): # step -> its `notebook_schema`
     "Refuse names no step declares and values of the wrong type, naming the accepted names."
@@ -136,6 +142,7 @@ def step_inputs(values:dict, # every value given to the chain
     unused = unused_params(step, resolved) if step and resolved else {}
     return {k: v for k, v in values.items() if k in declared and k not in unused}
 
+# %% ../nbs/06_pipeline.ipynb #a4742a39
 def resolve_step(values:dict, # every value given to the chain
                  declared:dict, # the step's `notebook_schema`
                  where='this step', # names the step in the errors
@@ -144,6 +151,7 @@ def resolve_step(values:dict, # every value given to the chain
     params = resolve_params(step_inputs(values, declared), declared, where)
     return params if step is None else resolve_params(step_inputs(values, declared, step, params), declared, where)
 
+# %% ../nbs/06_pipeline.ipynb #1f543779
 def check_used(values:dict, # every value given to the chain
                declared:dict, # step -> its `notebook_schema`, for the steps of the chain
                resolved:dict): # step -> its resolved values
@@ -166,6 +174,7 @@ def run_needs(resolved:dict) -> dict:
     replay = elo.get('judge') == 'replay' and not elo.get('answers')
     return {**NEEDS, 'elo': () if replay else NEEDS['elo']}
 
+# %% ../nbs/06_pipeline.ipynb #513de89e
 def linear_needs(chain) -> dict:
     "Each step of `chain` reads from the one before it."
     steps = list(chain)
@@ -177,6 +186,7 @@ def _newer_input(step, manifests:dict, needs:dict) -> str|None:
     started = (manifests.get(step) or {}).get('started') or ''
     return next((s for s in needs.get(step, ()) if ((manifests.get(s) or {}).get('finished') or '') > started), None)
 
+# %% ../nbs/06_pipeline.ipynb #dadd1ff7
 def plan_steps(steps:list, # the selected steps, in chain order
                resolved:dict, # step -> the parameters it would run with
                manifests:dict, # step -> its manifest (None: never ran)
@@ -222,13 +232,17 @@ class StepFailed(RuntimeError):
     def record(self) -> dict:
         return dict(cell_index=self.cell_index, exec_count=self.exec_count, ename=self.ename, evalue=self.evalue)
 
+# %% ../nbs/06_pipeline.ipynb #f16fcbd7
+KERNEL_ARGS = ['--IPKernelApp.log_level=CRITICAL']   # every step kernel's command-line arguments
+
 def run_notebook(step, # the step, named in a failure
                  nb_path, # the notebook to run
                  out_path, # where the executed copy goes
                  params:dict, # the parameters papermill injects
                  cwd=None, # the kernel's working directory (default: the project root)
                  log_output=False, # stream the notebook's output
-                 progress=False) -> Path: # show papermill's progress bar
+                 progress=False, # show papermill's progress bar
+                 km=None) -> Path: # a kernel already started for it (`WarmKernel.ready`; None: papermill starts one)
     "Execute `nb_path` with papermill into `out_path` with `params`; raise `StepFailed` on an error."
     import papermill as pm
     out_path = Path(out_path); out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -236,7 +250,7 @@ def run_notebook(step, # the step, named in a failure
     try:
         pm.execute_notebook(str(nb_path), str(partial), parameters=params, cwd=str(cwd or project_root()),
                             log_output=log_output, progress_bar=progress, request_save_on_cell_execute=True,
-                            extra_arguments=['--IPKernelApp.log_level=CRITICAL'])
+                            extra_arguments=KERNEL_ARGS, **({'km': km} if km is not None else {}))
     except pm.PapermillExecutionError as e:
         os.replace(partial, out_path)
         raise StepFailed(step, out_path, e.cell_index, e.exec_count, e.source, e.ename, e.evalue) from None
@@ -252,6 +266,7 @@ def _seconds(m:dict):
     try: return (dt.datetime.fromisoformat(m['finished']) - dt.datetime.fromisoformat(m['started'])).total_seconds()
     except (KeyError, TypeError, ValueError): return None
 
+# %% ../nbs/06_pipeline.ipynb #6bc44680
 def step_record(step, # the step (unused: the record is the manifest's)
                 m:dict|None) -> dict: # the step's own manifest (None: it never ran)
     "What the run manifest keeps of a step's own manifest."
@@ -265,6 +280,7 @@ def _bench_line(folder:Path) -> dict|None:
     s = read_manifest(folder)['summary']
     return dict(overall=s['overall'], num_fewshot=s['num_fewshot'], data=s['data'], comparable=s['comparable'])
 
+# %% ../nbs/06_pipeline.ipynb #781131d7
 def summarize(run_name:str, # the run
               chain=None) -> dict: # step -> notebook (default: `CHAIN`)
     "What a run produced, read with each step's reader from its folders: statuses, coverage, loss, fidelity, ratings."
@@ -300,8 +316,11 @@ def summarize(run_name:str, # the run
 
 # %% ../nbs/06_pipeline.ipynb #df802774
 def _pct(x): return f'{100 * x:.1f}%'
+
+# %% ../nbs/06_pipeline.ipynb #b1d9c668
 def _num(x, f='.3f'): return '-' if x is None else format(x, f)
 
+# %% ../nbs/06_pipeline.ipynb #c0d3d06d
 def format_summary(s:dict) -> str:
     "The summary as text for the terminal and `summary.md`."
     lines = [f"Run {s['run']}: {s['folder']}", '  steps     ' + ', '.join(f'{k} {v}' for k, v in s['status'].items())]
@@ -369,6 +388,7 @@ def _offline_for(profile):
         for k in ('HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE'): os.environ.setdefault(k, '1')
     return local
 
+# %% ../nbs/06_pipeline.ipynb #26bd55f4
 def prepare(values:dict, # every value given to the chain, as `gather_params` makes them
             steps=None, # the steps to run (None: all)
             force=False, # run every selected step
@@ -389,10 +409,56 @@ def prepare(values:dict, # every value given to the chain, as `gather_params` ma
     if default: refuse(preflight(plan, resolved, force), 'the run')
     return dict(values=values, chain=chain, nbs=nbs, declared=declared, resolved=resolved, manifests=manifests, plan=plan)
 
+# %% ../nbs/06_pipeline.ipynb #317573fa
 def step_module(step:str): # a key of `ALL_STEPS`
     "A step's module, imported when a plan first needs it: `--params`, or a plan that trains nothing, never loads the Trainer."
     return importlib.import_module(f'anima_nb.{step}')
 
+# %% ../nbs/06_pipeline.ipynb #a1c0e002
+def kernel_imports(step:str) -> tuple: # a step of `ALL_STEPS` (any other: none)
+    "Modules to import in a step's kernel ahead of it: the step's module and its `KERNEL_IMPORTS`."
+    if step not in ALL_STEPS: return ()
+    mod = step_module(step)
+    return (mod.__name__, *getattr(mod, 'KERNEL_IMPORTS', ()))
+
+# %% ../nbs/06_pipeline.ipynb #a1c0e004
+class WarmKernel:
+    "A step's kernel, started and importing the step's libraries while the step before it runs."
+    def __init__(self, notebook, # the step notebook (its kernelspec names the kernel)
+                 imports=(), # modules to import in it
+                 cwd=None): # its working directory (default: the project root, as `run_notebook`)
+        from jupyter_client.manager import AsyncKernelManager
+        from jupyter_client.blocking import BlockingKernelClient
+        from jupyter_core.utils import run_sync
+        self._sync = run_sync
+        name = read_json(notebook).get('metadata', {}).get('kernelspec', {}).get('name') or 'python3'
+        self.km = AsyncKernelManager(kernel_name=name)
+        run_sync(self.km.start_kernel)(cwd=str(cwd or project_root()),
+                                       extra_arguments=[*KERNEL_ARGS, '--HistoryManager.hist_file=:memory:'])
+        self.kc = BlockingKernelClient(); self.kc.load_connection_info(self.km.get_connection_info())
+        self.kc.start_channels()
+        self.msg = self.kc.execute('\n'.join(f'import {m}' for m in imports) or 'pass', silent=True, store_history=False)
+
+    def ready(self, timeout=600.0): # seconds to wait for the imports
+        "The kernel manager once the imports are done, for `run_notebook`; None (the kernel shut down) if they failed."
+        import queue
+        ok, t0 = False, time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            try: reply = self.kc.get_shell_msg(timeout=1.0)
+            except queue.Empty:
+                if not self._sync(self.km.is_alive)(): break
+                continue
+            if reply['parent_header'].get('msg_id') == self.msg: ok = reply['content']['status'] == 'ok'; break
+        self.kc.stop_channels()
+        if not ok: self.close()
+        return self.km if ok else None
+
+    def close(self):
+        "Shut the kernel down (nothing happens when it is gone already)."
+        with contextlib.suppress(Exception):
+            if self._sync(self.km.is_alive)(): self._sync(self.km.shutdown_kernel)(now=True)
+
+# %% ../nbs/06_pipeline.ipynb #e53c1dbb
 def preflight(plan:list, # as `plan_steps` makes it
               resolved:dict, # step -> the parameters it would run with
               force=False) -> list: # `--force` was given
@@ -413,10 +479,12 @@ def installed_packages() -> dict:
     from importlib import metadata
     return dict(sorted({d.metadata['Name']: d.version for d in metadata.distributions() if d.metadata['Name']}.items()))
 
+# %% ../nbs/06_pipeline.ipynb #39757768
 def _notebooks(s, pre, nbdir) -> tuple:
     "The notebook step `s` runs and where its executed copy goes."
     return pre['nbs']/f"{pre['chain'][s]}.ipynb", nbdir/f"{pre['chain'][s]}.ipynb"
 
+# %% ../nbs/06_pipeline.ipynb #1c033959
 def _step_entry(s, pre, values, nbdir, status, reason) -> dict:
     "A step's entry in the run manifest, before it runs: the notebooks named relative to the checkout or install and the run."
     source, executed = _notebooks(s, pre, nbdir)
@@ -425,18 +493,21 @@ def _step_entry(s, pre, values, nbdir, status, reason) -> dict:
                 given=step_inputs(values, pre['declared'][s], s, pre['resolved'][s]), params=pre['resolved'][s], status=status, reason=reason,
                 seconds=0.0, **step_record(s, pre['manifests'][s]))
 
+# %% ../nbs/06_pipeline.ipynb #93f9f1aa
 def _initial_status(step, todo:dict) -> tuple:
     "`(status, reason)` of a step in the run manifest before anything runs."
     if step not in todo: return 'not selected', ''
     return ('pending' if todo[step]['action'] == 'run' else 'skipped'), todo[step]['reason']
 
+# %% ../nbs/06_pipeline.ipynb #9f77cbe3
 def run_pipeline(values:dict, # every value given to the chain, as `gather_params` makes them
                  steps=None, # the steps to run (None: all)
                  force=False, # run every selected step
                  log_output=False, # stream the notebooks' output
                  chain=None, # step -> notebook (default: `CHAIN`)
                  nbs=None, # the folder of the notebooks (default: `notebooks_dir()`)
-                 echo=print) -> dict: # where the progress lines go
+                 echo=print, # where the progress lines go
+                 warm=True) -> dict: # start each step's kernel while the step before it runs (`WarmKernel`)
     "Run the planned steps of the chain with papermill; return the summary (raise `StepFailed` on a failed step)."
     pre = prepare(values, steps, force, chain, nbs)
     run, plan = values['run_name'], pre['plan']
@@ -453,29 +524,40 @@ def run_pipeline(values:dict, # every value given to the chain, as `gather_param
         manifest.data.update(plan=plan, steps={s: _step_entry(s, pre, values, nbdir, *_initial_status(s, todo))
                                                for s in pre['chain']})
         manifest.save()
-        for i, p in enumerate(plan, 1):
-            s, rec = p['step'], manifest.data['steps'][p['step']]
-            tag = f"[{i}/{len(plan)}] {s:<9}"
-            if p['action'] == 'skip': echo(f"{tag} skipped: {p['reason']}"); continue
-            echo(f"{tag} running {pre['chain'][s]}.ipynb ({p['reason']})")
-            rec.update(status='running', started=_now()); manifest.save()
-            t0 = time.perf_counter()
-            os.environ['ANIMA_NB_RESTART'] = '1' if force else '0'          # training's restart is an action
-            source, executed = _notebooks(s, pre, nbdir)
-            try: run_notebook(s, source, executed, rec['given'], log_output=log_output,
-                              progress=sys.stderr.isatty())
-            except BaseException as e:                     # a failed cell, a dead kernel, or Ctrl-C
-                failure = e.record() if isinstance(e, StepFailed) else dict(ename=type(e).__name__, evalue=str(e))
-                rec.update(status='failed', seconds=round(time.perf_counter() - t0, 1), finished=_now(),
-                           failure=failure, **step_record(s, read_manifest(root/s)))
-                for q in plan[i:]: manifest.data['steps'][q['step']]['status'] = 'not run'
-                manifest.fail(e); echo(f"{tag} FAILED after {rec['seconds']} s")
-                append_jsonl(root/'runs.jsonl', {**history, 'finished': _now(), 'status': 'failed', 'failed_step': s,
-                                                 'plan': plan, 'error': manifest.data.get('error')})
-                raise
-            rec.update(status='complete', seconds=round(time.perf_counter() - t0, 1), finished=_now(),
-                       **step_record(s, read_manifest(root/s)))
-            manifest.add_output(executed).save(); echo(f"{tag} done in {rec['seconds']} s")
+        os.environ['ANIMA_NB_RESTART'] = '1' if force else '0'              # training's restart is an action
+        runs = [p['step'] for p in plan if p['action'] == 'run']
+        kernels = {}
+        try:
+            for i, p in enumerate(plan, 1):
+                s, rec = p['step'], manifest.data['steps'][p['step']]
+                tag = f"[{i}/{len(plan)}] {s:<9}"
+                if p['action'] == 'skip': echo(f"{tag} skipped: {p['reason']}"); continue
+                echo(f"{tag} running {pre['chain'][s]}.ipynb ({p['reason']})")
+                rec.update(status='running', started=_now()); manifest.save()
+                t0 = time.perf_counter()
+                source, executed = _notebooks(s, pre, nbdir)
+                wk = kernels.pop(s, None)
+                km = wk.ready() if wk else None
+                nxt = runs[runs.index(s) + 1] if runs.index(s) + 1 < len(runs) else None
+                if warm and nxt: kernels[nxt] = WarmKernel(_notebooks(nxt, pre, nbdir)[0], kernel_imports(nxt))
+                try: run_notebook(s, source, executed, rec['given'], log_output=log_output,
+                                  progress=sys.stderr.isatty(), km=km)
+                except BaseException as e:                     # a failed cell, a dead kernel, or Ctrl-C
+                    failure = e.record() if isinstance(e, StepFailed) else dict(ename=type(e).__name__, evalue=str(e))
+                    rec.update(status='failed', seconds=round(time.perf_counter() - t0, 1), finished=_now(),
+                               failure=failure, **step_record(s, read_manifest(root/s)))
+                    for q in plan[i:]: manifest.data['steps'][q['step']]['status'] = 'not run'
+                    manifest.fail(e); echo(f"{tag} FAILED after {rec['seconds']} s")
+                    append_jsonl(root/'runs.jsonl', {**history, 'finished': _now(), 'status': 'failed', 'failed_step': s,
+                                                     'plan': plan, 'error': manifest.data.get('error')})
+                    raise
+                finally:
+                    if wk: wk.close()
+                rec.update(status='complete', seconds=round(time.perf_counter() - t0, 1), finished=_now(),
+                           **step_record(s, read_manifest(root/s)))
+                manifest.add_output(executed).save(); echo(f"{tag} done in {rec['seconds']} s")
+        finally:
+            for k in kernels.values(): k.close()
         summary = summarize(run, pre['chain'])
         write_json(root/'summary.json', portable_paths(summary, root))
         atomic_write_text(root/'summary.md', format_summary(portable_paths(summary, root)) + '\n')   # shareable: relative paths
@@ -505,10 +587,13 @@ def cli(argv=None) -> argparse.Namespace:
     parser.add_argument('--params', action='store_true', help='list the parameters and the steps that declare them')
     parser.add_argument('--verify', metavar='RUN', help="re-hash the files and models RUN's manifests recorded; say what changed")
     parser.add_argument('--log-output', action='store_true', help="stream the notebooks' output")
+    parser.add_argument('--no-warm', action='store_true', help="start each step's kernel only when the step starts "
+                                                               "(default: while the step before it runs)")
     parser.add_argument('--threads', type=int, help=f'torch threads per process (also `--set threads=N` or ${THREADS_ENV}; '
                                                     'default: one for a small model, else every usable core)')
     return parser.parse_args(argv)
 
+# %% ../nbs/06_pipeline.ipynb #ca391576
 def threads_option(args:argparse.Namespace) -> argparse.Namespace:
     "Take `--threads N` (or `--set threads=N`) into `$ANIMA_NB_THREADS`, which every step process and its children read."
     sets = [s for s in args.set if s.partition('=')[0].strip() != 'threads']
@@ -519,6 +604,7 @@ def threads_option(args:argparse.Namespace) -> argparse.Namespace:
         thread_policy(None)                                  # refuses a value that is not a whole number >= 1
     return argparse.Namespace(**{**vars(args), 'set': sets})
 
+# %% ../nbs/06_pipeline.ipynb #082d23a5
 def _recorded_hashes(manifest:dict):
     "`(what, path, sha256)` for every input file and local model a step manifest recorded with a hash."
     def files(rec):
@@ -529,6 +615,7 @@ def _recorded_hashes(manifest:dict):
     for m in manifest.get('models', []):
         if m.get('sha256'): yield f"{m['role']} model", m['model'], m['sha256']
 
+# %% ../nbs/06_pipeline.ipynb #aaf29e44
 def verify_run(run_name:str) -> list:
     "Every file and model the run's step manifests hashed, hashed again: `same`, `changed` or `missing`."
     root, rows = outputs_dir()/run_name, []
@@ -541,10 +628,12 @@ def verify_run(run_name:str) -> list:
                              'same' if now == sha else 'changed'))
     return rows
 
+# %% ../nbs/06_pipeline.ipynb #8a311389
 def _short(v, n=24) -> str:
     s = json.dumps(v, ensure_ascii=False, default=str) if not isinstance(v, str) else v
     return s if len(s) <= n else s[:n - 1] + '…'
 
+# %% ../nbs/06_pipeline.ipynb #509d0605
 def _params_table(declared:dict, # step -> its schema
                   profile='demo') -> str: # the profile whose values are shown
     "Every parameter: type, the steps that declare it, its declared default, its value under `profile`, and help."
@@ -555,6 +644,7 @@ def _params_table(declared:dict, # step -> its schema
     return '\n'.join([head] + [f"{k:<26} {t:<5} {','.join(ss):<22} {_short(dflt):<24} {_short(values.get(k, dflt)):<24} {h}"
                                 for k, (ss, t, dflt, h) in sorted(rows.items())])
 
+# %% ../nbs/06_pipeline.ipynb #81b444bd
 def main(argv=None) -> int:
     "Entry point of `anima-run` and `python -m anima_nb.pipeline`."
     args = cli(argv)
@@ -578,7 +668,8 @@ def main(argv=None) -> int:
             return 0
         print(f"anima-run: run {values['run_name']!r}, profile {values['profile']!r} -> "
               f"{outputs_dir()/values['run_name']}", flush=True)
-        summary = run_pipeline(values, args.steps, args.force, args.log_output, echo=lambda s: print(s, flush=True))
+        summary = run_pipeline(values, args.steps, args.force, args.log_output, echo=lambda s: print(s, flush=True),
+                               warm=not args.no_warm)
     except StepFailed as e:
         print(f'anima-run: {e}', file=sys.stderr); return 1
     except (TypeError, ValueError, FileNotFoundError, RuntimeError) as e:
@@ -608,6 +699,7 @@ def _skipped(source:str) -> bool:
     first = source.lstrip().split('\n', 1)[0]
     return first.startswith('#|') and bool(set(first[2:].split()) & set(SKIP_FLAGS))
 
+# %% ../nbs/06_pipeline.ipynb #1fcb2554
 def execute_notebook(path, # the notebook to run
                      dest, # where the executed copy goes
                      cwd=None, # the kernel's working folder (default: the notebook's)
@@ -624,6 +716,7 @@ def execute_notebook(path, # the notebook to run
     nbformat.write(nb, str(dest))
     return Path(dest)
 
+# %% ../nbs/06_pipeline.ipynb #00aebb72
 def docs_sources(run_name:str='demo', # the run whose executed notebooks the step pages show
                  dest='_site_nbs', # the folder to fill (replaced)
                  chain=None, # step -> notebook (default: `CHAIN`)
@@ -644,6 +737,7 @@ def docs_sources(run_name:str='demo', # the run whose executed notebooks the ste
         for name in run: execute_notebook(src/f'{name}.ipynb', dest/f'{name}.ipynb', cwd=src)
     return dest
 
+# %% ../nbs/06_pipeline.ipynb #2662fc8a
 @contextlib.contextmanager
 def _scratch_env():
     "`ANIMA_NB_OUTPUTS` set to a temporary folder sharing the demo model cache, for the kernels started meanwhile."

@@ -22,10 +22,12 @@ def verdict(score_a:float, # the score of the answer shown first
     "Who won a judged pair: `model_a`, `model_b` or `tie`."
     return 'model_a' if score_a > score_b else 'model_b' if score_b > score_a else 'tie'
 
+# %% ../nbs/05b_ratings.ipynb #9583bc66
 def outcome(row:dict) -> float:
     "Score of `model_a` in a battle row: 1, 0 or 0.5."
     return {'model_a': 1.0, 'model_b': 0.0, 'tie': 0.5}[row['verdict']]
 
+# %% ../nbs/05b_ratings.ipynb #64470cf4
 def battle_row(question_id, # the question judged
                category, # its category
                model_a, # the model whose answer was shown first
@@ -49,6 +51,7 @@ def expected_score(ra:float, # rating of A
     "Probability that a player rated `ra` beats one rated `rb` under the Elo model."
     return 1 / (1 + base ** ((rb - ra) / scale))
 
+# %% ../nbs/05b_ratings.ipynb #7366d0be
 def elo_update(ra:float, # rating of A
                rb:float, # rating of B
                score_a:float, # what A scored: 1, 0 or 0.5
@@ -59,6 +62,7 @@ def elo_update(ra:float, # rating of A
     delta = k * (score_a - expected_score(ra, rb, scale, base))
     return ra + delta, rb - delta
 
+# %% ../nbs/05b_ratings.ipynb #4730a401
 def online_elo(battles:list, # the battles table, in the order played
                models, # every model rated
                init:float=1000, # the starting rating
@@ -85,6 +89,7 @@ def games_array(battles:list, # the battles table
             np.array([ix[b['model_b']] for b in battles], dtype=int),
             np.array([outcome(b) for b in battles], dtype=float))
 
+# %% ../nbs/05b_ratings.ipynb #ee1feff0
 def bt_fit(ia, # index of `model_a` per battle
            ib, # index of `model_b` per battle
            s, # score of `model_a` per battle: 1, 0 or 0.5
@@ -105,6 +110,7 @@ def bt_fit(ia, # index of `model_a` per battle
     r = beta * scale / math.log(base)
     return r - r.mean() + init
 
+# %% ../nbs/05b_ratings.ipynb #a35b5e92
 def bradley_terry(battles:list, # the battles table
                   models:list, # the models rated
                   bootstrap:int=1000, # resamples for the intervals (0: none, the interval is the rating)
@@ -151,6 +157,7 @@ def first_slot_stats(battles:list, # the battles table
                 first_slot_win_rate=round(c['model_a'] / decisive, 4) if decisive else None,
                 first_share={m: round(first[m] / played[m], 4) if played[m] else None for m in models})
 
+# %% ../nbs/05b_ratings.ipynb #d10791ee
 def pair_matrices(battles:list, # the battles table
                   models:list) -> tuple: # the models, in the order of rows and columns
     "`(wins, counts)`: wins[i, j] = points of model i against model j (ties half), counts[i, j] = their battles."
@@ -190,12 +197,14 @@ def length_feature(battles:list, # the battles table
     scale = float(scale or d.std() or 1.0)
     return np.tanh(d / scale), scale
 
+# %% ../nbs/05b_ratings.ipynb #80bc95db
 def missing_lengths(battles:list, # the battles table
                     lengths:dict) -> int: # model -> {str(question_id): answer length}
     "How many battles lack the length of one of their two answers."
     return sum(str(b['question_id']) not in lengths.get(b['model_a'], {}) or
                str(b['question_id']) not in lengths.get(b['model_b'], {}) for b in battles)
 
+# %% ../nbs/05b_ratings.ipynb #e9b0472b
 def controlled_design(battles:list, # the battles table
                       models:list, # the models; the last is the reference (β = 0)
                       length=None) -> np.ndarray: # `length_feature` values, or None
@@ -209,6 +218,7 @@ def controlled_design(battles:list, # the battles table
     if length is not None: X[:, n] = length
     return X
 
+# %% ../nbs/05b_ratings.ipynb #bc99510e
 def glm_fit(X:np.ndarray, # `controlled_design`
             y:np.ndarray, # score of the first answer: 1, 0 or 0.5
             n_models:int, # how many models (the first n-1 columns are theirs)
@@ -226,6 +236,7 @@ def glm_fit(X:np.ndarray, # `controlled_design`
 # %% ../nbs/05b_ratings.ipynb #c0a1b003
 def _sigmoid(x): return 1 / (1 + np.exp(-x))
 
+# %% ../nbs/05b_ratings.ipynb #58849ec9
 def controlled_ratings(battles:list, # the battles table, each in the order shown
                        models:list, # the models rated; the last is the fit's reference
                        lengths:dict=None, # model -> {str(question_id): answer length}; None: position only
@@ -262,6 +273,7 @@ def controlled_ratings(battles:list, # the battles table, each in the order show
         length=None if lengths is None else dict(coef=float(coef[1]), se=float(se[1]), scale_chars=len_scale),
         battles=len(y), bootstrap=bootstrap, separated=separated)
 
+# %% ../nbs/05b_ratings.ipynb #64865564
 def ranking(table:dict) -> list:
     "Models from the highest rating down, of a `{model: {rating, ...}}` table."
     return [m for m, _ in sorted(table.items(), key=lambda kv: -kv[1]['rating'])]

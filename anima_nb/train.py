@@ -13,17 +13,20 @@ from .estimates import *
 from .distribution import *
 from .distribution import _rank, _world
 
+KERNEL_IMPORTS = ('torch', 'transformers', 'peft', 'bitsandbytes', 'datasets', 'transformers.trainer', 'matplotlib.pyplot')   # the libraries this step's kernel uses: imported ahead by `anima-run` (06_pipeline)
+
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'TRUNCATIONS', 'LOSS_WEIGHTINGS', 'BNB_ADAMW', 'RUN_ONLY', 'TRAIN_OUTPUTS', 'run_step', 'STEP_OUTPUTS',
-           'encode_source', 'encode_target', 'encode_pair', 'encode_pairs', 'Collator', 'example_ids', 'token_losses',
-           'loss_units', 'summed_loss', 'make_collator', 'split_dataset', 'encode_dataset', 'typical_example_tokens',
-           'estimate', 'rng_state', 'set_rng_state', 'report_targets', 'set_tf32', 'sharded_optim', 'training_args',
-           'plot_loss', 'base_revision', 'peak_rss_gb', 'resume_plan', 'problems', 'layout_problems', 'train',
-           'training_data', 'preflight', 'read_outputs', 'cli_params', 'main']
+__all__ = ['KERNEL_IMPORTS', 'IGNORE_INDEX', 'TRUNCATIONS', 'LOSS_WEIGHTINGS', 'BNB_ADAMW', 'RUN_ONLY', 'TRAIN_OUTPUTS',
+           'run_step', 'STEP_OUTPUTS', 'encode_source', 'encode_target', 'encode_pair', 'encode_pairs', 'Collator',
+           'example_ids', 'token_losses', 'loss_units', 'summed_loss', 'make_collator', 'split_dataset',
+           'encode_dataset', 'typical_example_tokens', 'estimate', 'rng_state', 'set_rng_state', 'report_targets',
+           'set_tf32', 'sharded_optim', 'training_args', 'plot_loss', 'base_revision', 'peak_rss_gb', 'resume_plan',
+           'problems', 'layout_problems', 'train', 'training_data', 'preflight', 'read_outputs', 'cli_params', 'main']
 
 # %% ../nbs/02_train.ipynb #390c7f00
 IGNORE_INDEX = -100
 
+# %% ../nbs/02_train.ipynb #ad324cdb
 def _tail_start(text:str) -> int:
     "Where the template tail begins: the last `\\n\\n### Response:` (else the last `### ` header), else the end."
     for mark in ('\n\n### Response:', '### Response:', '\n\n### '):
@@ -31,6 +34,7 @@ def _tail_start(text:str) -> int:
         if i >= 0: return i
     return len(text)
 
+# %% ../nbs/02_train.ipynb #f4d742d4
 TRUNCATIONS = ('right', 'middle')
 
 def encode_source(text:str, # the prompt
@@ -50,6 +54,7 @@ def encode_source(text:str, # the prompt
     kept = ids[:head] + ids[tail_tok:] if head > 0 else ids[len(ids) - (max_len - 1):]
     return [tok.bos_token_id] + kept, True
 
+# %% ../nbs/02_train.ipynb #d4aa305e
 def encode_target(text:str, # the response
                   tok, # the tokenizer
                   max_len:int # most tokens kept, eos included
@@ -72,6 +77,7 @@ def encode_pair(pair:dict, # a `{source, target}` pair
     labels = (src if train_on_source else [IGNORE_INDEX] * len(src)) + tgt
     return dict(input_ids=src + tgt, labels=labels, source_truncated=s_cut, target_truncated=t_cut)
 
+# %% ../nbs/02_train.ipynb #41a0409a
 def encode_pairs(pairs:list, # `{source, target}` pairs
                  tok, # the tokenizer
                  params:dict # the step's parameters: lengths, `train_on_source`, `source_truncation`
@@ -96,6 +102,7 @@ class Collator:
 # %% ../nbs/02_train.ipynb #a7c70005
 LOSS_WEIGHTINGS = ('example', 'token')
 
+# %% ../nbs/02_train.ipynb #4199609a
 def example_ids(labels, # a micro-batch's labels
                 position_ids=None): # a flattened micro-batch's position ids; None for padded rows
     "For every predicted position (labels shifted by one), the index of its example within the micro-batch."
@@ -107,6 +114,7 @@ def example_ids(labels, # a micro-batch's labels
         ids = starts.cumsum(-1) - 1 + before
     return ids[:, 1:]
 
+# %% ../nbs/02_train.ipynb #32ca54c6
 def token_losses(logits, # the model's logits
                  labels): # the micro-batch's labels
     "Cross-entropy of every predicted token, in fp32, and the mask of the positions that count."
@@ -126,6 +134,7 @@ def loss_units(labels, # a micro-batch's labels
     if weighting == 'token': return int(mask.sum())
     return int(example_ids(labels, position_ids)[mask].unique().numel())
 
+# %% ../nbs/02_train.ipynb #9dbcf54b
 def summed_loss(logits, # the model's logits
                 labels, # the micro-batch's labels
                 position_ids, # its position ids when flattened, else None
@@ -166,6 +175,7 @@ def _encode_batch(batch, tok, source_max_len, target_max_len, train_on_source, s
     out['length'] = [len(s) + len(t) for s, t in zip(batch['source'], batch['target'])]
     return out
 
+# %% ../nbs/02_train.ipynb #0ef45ea4
 def encode_dataset(ds, # a `datasets.Dataset` of pairs
                    tok, # the tokenizer
                    params:dict): # the step's parameters: lengths, `train_on_source`, `source_truncation`
@@ -184,6 +194,7 @@ def typical_example_tokens(run_name:str) -> float|None:
     return (min(quant['source']['mean'], limits['source_max_len'])
             + min(quant['target']['mean'], limits['target_max_len']))
 
+# %% ../nbs/02_train.ipynb #a152f1bb
 def estimate(params:dict, # the step's resolved parameters
              processes:int=1 # data-parallel processes (devices)
             ) -> dict:
@@ -208,6 +219,7 @@ def _trim_jsonl(path, max_step:int):
     if not Path(path).exists(): return
     write_jsonl(path, [r for r in read_jsonl(path, tolerate_torn_tail=True) if r.get('step', 0) <= max_step])
 
+# %% ../nbs/02_train.ipynb #8d91059c
 def rng_state() -> dict:
     "The random states training draws from: Python's, NumPy's, torch's (and CUDA's)."
     import random, numpy as np, torch
@@ -215,6 +227,7 @@ def rng_state() -> dict:
     if torch.cuda.is_available(): state['cuda'] = torch.cuda.get_rng_state_all()
     return state
 
+# %% ../nbs/02_train.ipynb #3b131256
 def set_rng_state(state:dict): # as `rng_state` returns it
     "Put back the random states `rng_state` took."
     import random, numpy as np, torch
@@ -229,18 +242,21 @@ def report_targets(report_to:str) -> tuple[list, list]:
     have = set(get_available_reporting_integrations())
     return [r for r in want if r in have], [r for r in want if r not in have]
 
+# %% ../nbs/02_train.ipynb #d3398c2b
 def set_tf32(on:bool) -> bool:
     "Let fp32 matmuls and convolutions on CUDA use TF32 (as upstream did); what is now in force."
     import torch
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
     return torch.backends.cuda.matmul.allow_tf32
 
+# %% ../nbs/02_train.ipynb #3cde8780
 BNB_ADAMW = ('paged_adamw_32bit', 'paged_adamw_8bit', 'paged_adamw', 'adamw_bnb_8bit', 'adamw_8bit')
 
 def sharded_optim(params:dict) -> str:
     "The optimizer to use: under FSDP, torch's AdamW in place of bitsandbytes' (paged) ones, which cannot step shards."
     return 'adamw_torch' if layout_of(params) == 'fsdp' and params['optim'] in BNB_ADAMW else params['optim']
 
+# %% ../nbs/02_train.ipynb #db47193f
 def training_args(params:dict, # the step's resolved parameters
                   output_dir): # where the Trainer writes checkpoints
     "`TrainingArguments` for `params`, writing checkpoints to `output_dir`."
@@ -289,6 +305,7 @@ def base_revision(model_name_or_path:str):
         return Path(p).parent.name if isinstance(p, str) else None
     except Exception: return None
 
+# %% ../nbs/02_train.ipynb #9eb4d74c
 def peak_rss_gb() -> float:
     "Peak resident memory of this process so far, in GB."
     import resource
@@ -304,6 +321,7 @@ def resume_plan(params:dict, # the run's resolved parameters
     return checkpoint_plan(run_dir(params['run_name'], 'train', create=False), params, RUN_ONLY, restart,
                            logs=('metrics.jsonl', 'samples.jsonl', 'loss.png'), extendable=('max_steps',))
 
+# %% ../nbs/02_train.ipynb #2940b955
 def _prepare_dir(out, plan:dict):
     "On the first process: the checkpoint to resume from (logs trimmed to it), or a folder cleared for a fresh start."
     ckpt = out/'checkpoints'
@@ -332,6 +350,7 @@ def problems(params:dict) -> list:
                  'layout': LAYOUTS, 'alpaca_rules': ALPACA_RULES})
     return found + layout_problems(params) + dataset_problems(params['dataset'], '02_train: ')
 
+# %% ../nbs/02_train.ipynb #eb4c19dc
 def layout_problems(params:dict) -> list:
     "What is wrong with the layout: its settings, and (for a real run) how the processes were launched."
     found, w, cap = [], '02_train: ', params.get('max_memory_per_device')
@@ -354,6 +373,7 @@ def layout_problems(params:dict) -> list:
         found.append(f"{w}processes={params['processes']} but {_world()} were launched (processes is for the dry run)")
     return found
 
+# %% ../nbs/02_train.ipynb #91f8c9a9
 TRAIN_OUTPUTS = ('adapter', 'metrics.jsonl', 'samples.jsonl', 'loss.png', 'estimate.json', 'checkpoints')
 
 def train(params:dict, # the step's resolved parameters
@@ -387,6 +407,7 @@ def train(params:dict, # the step's resolved parameters
                     model_record('adapter', out/'adapter'))
     return summary
 
+# %% ../nbs/02_train.ipynb #385c2a54
 def training_data(params:dict, # the step's resolved parameters
                   tok # the tokenizer
                  ) -> dict:
@@ -399,6 +420,7 @@ def training_data(params:dict, # the step's resolved parameters
                 truncated=dict(source_truncated=sum(train_ex['source_truncated']),
                                target_truncated=sum(train_ex['target_truncated'])))
 
+# %% ../nbs/02_train.ipynb #3dd64ab7
 def _train(params:dict, out:Path, main:bool, plan:dict) -> dict:
     from accelerate import PartialState
     from transformers.trainer_callback import ProgressCallback
@@ -492,6 +514,7 @@ def cli_params(argv=None, # the arguments; None reads `sys.argv`
     params, force = step_cli_params('train', 'anima-train', argv, "delete this run's checkpoints and logs and start again")
     return (params, force) if with_force else params
 
+# %% ../nbs/02_train.ipynb #94a6da83
 def main(argv=None):
     "Entry point of `python -m anima_nb.train` and `anima-train`."
     params, force = cli_params(argv, with_force=True)

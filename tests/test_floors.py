@@ -54,14 +54,16 @@ from anima_nb.core import ALL_STEPS
 @pytest.mark.parametrize('step', sorted(ALL_STEPS))
 def test_every_step_keeps_the_contract(step):
     """Every step module answers the pipeline the same way: `problems(params)`, `preflight(params, ctx)`, `run_step`,
-    `STEP_OUTPUTS` and `read_outputs(run_name)` (None for a run the step has not completed)."""
-    import importlib, inspect
+    `STEP_OUTPUTS`, `read_outputs(run_name)` (None for a run the step has not completed) and `KERNEL_IMPORTS`, the
+    libraries its kernel is warmed with (each one installed, or the warm-up would fail and the step start cold)."""
+    import importlib, importlib.util, inspect
     mod = importlib.import_module(f'anima_nb.{step}')
     assert list(inspect.signature(mod.problems).parameters) == ['params']
     assert list(inspect.signature(mod.preflight).parameters) == ['params', 'ctx']
     assert list(inspect.signature(mod.run_step).parameters)[0] == 'params'
     assert isinstance(mod.STEP_OUTPUTS, tuple) and mod.STEP_OUTPUTS
     assert list(inspect.signature(mod.read_outputs).parameters) == ['run_name'] and mod.read_outputs('no-such-run') is None
+    assert isinstance(mod.KERNEL_IMPORTS, tuple) and all(importlib.util.find_spec(m) for m in mod.KERNEL_IMPORTS)
 
 def test_pipeline_preflight_has_no_step_of_its_own():
     "The pipeline asks each step; it holds no step's special case."
