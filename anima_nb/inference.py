@@ -159,7 +159,8 @@ def preflight(params:dict, # the step's resolved parameters
 run_step = infer                                      # parameters -> what the step made
 STEP_OUTPUTS = ('answers.jsonl',)                      # under outputs/<run>/inference/
 
-def read_outputs(run_name:str) -> list|None:
-    "The answers of `run_name`'s inference step, checked; None before the step wrote them."
+def read_outputs(run_name:str) -> dict|None:
+    "The inference record of `run_name`: its manifest's summary (`answers`, `chinese`, `stopped_on_eos`, ...) and the checked `rows`; None before the step completed."
     path = answers_path(run_name)
-    return read_answers(path) if path.exists() else None
+    m = read_manifest(path.parent)
+    return {**m['summary'], 'rows': read_answers(path)} if m and m.get('status') == 'complete' and path.exists() else None

@@ -9,15 +9,12 @@ from pathlib import Path
 from .core import *
 from .core import _now
 from .models import DEMO_MODEL, resolve_model
-from .data import read_profile
-from .merge import read_report
-from .elo import read_ratings
 
 # %% auto #0
 __all__ = ['CHAIN', 'NEEDS', 'KERNEL_ARGS', 'SKIP_FLAGS', 'select_steps', 'chain_for', 'declarers', 'parse_value', 'coerce',
            'parse_sets', 'load_config', 'gather_params', 'param_types', 'check_names', 'step_inputs', 'resolve_step',
            'check_used', 'run_needs', 'linear_needs', 'plan_steps', 'StepFailed', 'run_notebook', 'step_record',
-           'summarize', 'format_summary', 'prepare', 'step_module', 'kernel_imports', 'WarmKernel', 'preflight',
+           'step_module', 'summarize', 'format_summary', 'prepare', 'kernel_imports', 'WarmKernel', 'preflight',
            'installed_packages', 'run_pipeline', 'cli', 'threads_option', 'verify_run', 'main', 'execute_notebook',
            'docs_sources']
 
@@ -274,23 +271,27 @@ def step_record(step, # the step (unused: the record is the manifest's)
     return dict(step_status=m.get('status'), step_started=m.get('started'), step_finished=m.get('finished'),
                 step_seconds=_seconds(m), git=m.get('git'), versions=m.get('versions'), error=m.get('error'))
 
+# %% ../nbs/06_pipeline.ipynb #317573fa
+def step_module(step:str): # a key of `ALL_STEPS`
+    "A step's module, imported when a plan first needs it: `--params`, or a plan that trains nothing, never loads the Trainer."
+    return importlib.import_module(f'anima_nb.{step}')
+
 # %% ../nbs/06_pipeline.ipynb #17967c0e
-def _bench_line(folder:Path) -> dict|None:
-    "Overall accuracies of the benchmarks step, as its manifest records them."
-    s = read_manifest(folder)['summary']
+def _bench_line(results:dict) -> dict:
+    "Overall accuracies of the benchmarks step, from its record (`results.json`, as its `read_outputs` gives it)."
+    s = results['summary']
     return dict(overall=s['overall'], num_fewshot=s['num_fewshot'], data=s['data'], comparable=s['comparable'])
 
 # %% ../nbs/06_pipeline.ipynb #781131d7
 def summarize(run_name:str, # the run
               chain=None) -> dict: # step -> notebook (default: `CHAIN`)
-    "What a run produced, read with each step's reader from its folders: statuses, coverage, loss, fidelity, ratings."
+    "What a run produced, read with each step's own `read_outputs` from its folders: statuses, coverage, loss, fidelity, ratings."
     chain, root = chain or CHAIN, outputs_dir()/run_name
     manifests = {s: read_manifest(root/s) for s in chain}
-    done = {s for s, m in manifests.items() if m and m['status'] == 'complete'}
-    profile = read_profile(run_name) if 'data' in done else None
-    report = read_report(run_name) if 'merge' in done else None
-    ratings = read_ratings(run_name) if 'elo' in done else None
-    train = manifests['train']['summary'] if 'train' in done else None
+    out = {s: step_module(s).read_outputs(run_name) for s, m in manifests.items()     # None: not completed
+           if s in ALL_STEPS and m and m['status'] == 'complete'}
+    profile, report, ratings, answers = out.get('data'), out.get('merge'), out.get('elo'), out.get('inference')
+    train = (out.get('train') or {}).get('summary')
     chosen = report['chosen'] if report else None
     return dict(
         run=run_name, folder=str(root),
@@ -304,14 +305,13 @@ def summarize(run_name:str, # the run
                               reference=chosen['reference'], tolerance=chosen['tolerance'],
                               vs_qlora=chosen['vs_qlora']['max_abs_diff'], vs_full=chosen['vs_full']['max_abs_diff'],
                               greedy=[chosen['vs_qlora']['greedy_tokens_equal'], chosen['vs_qlora']['greedy_tokens']]),
-        answers=manifests['inference']['summary']['answers'] if 'inference' in done else None,
-        answer_kinds=({k: manifests['inference']['summary'].get(k) for k in ('chinese', 'stopped_on_eos')}
-                      if 'inference' in done else None),
+        answers=answers and answers['answers'],
+        answer_kinds=answers and {k: answers.get(k) for k in ('chinese', 'stopped_on_eos')},
         elo=ratings and dict(bradley_terry=ratings['bradley_terry'], online_elo=ratings['online_elo'],
                              published=ratings.get('published'), battles=ratings['battles'],
                              controlled=(ratings.get('controlled') or {}).get('length_position')),
-        export=read_manifest(root/'export')['summary'] if 'export' in done else None,
-        benchmarks=_bench_line(root/'benchmarks') if 'benchmarks' in done else None,
+        export=out.get('export'),
+        benchmarks=out.get('benchmarks') and _bench_line(out['benchmarks']),
         plots=[str(p) for s in chain for p in sorted((root/s).glob('*.png'))])
 
 # %% ../nbs/06_pipeline.ipynb #df802774
@@ -408,11 +408,6 @@ def prepare(values:dict, # every value given to the chain, as `gather_params` ma
     plan = plan_steps(selected, resolved, manifests, force, run_needs(resolved) if default else linear_needs(chain))
     if default: refuse(preflight(plan, resolved, force), 'the run')
     return dict(values=values, chain=chain, nbs=nbs, declared=declared, resolved=resolved, manifests=manifests, plan=plan)
-
-# %% ../nbs/06_pipeline.ipynb #317573fa
-def step_module(step:str): # a key of `ALL_STEPS`
-    "A step's module, imported when a plan first needs it: `--params`, or a plan that trains nothing, never loads the Trainer."
-    return importlib.import_module(f'anima_nb.{step}')
 
 # %% ../nbs/06_pipeline.ipynb #a1c0e002
 def kernel_imports(step:str) -> tuple: # a step of `ALL_STEPS` (any other: none)
