@@ -71,3 +71,25 @@ def test_pipeline_preflight_has_no_step_of_its_own():
     from anima_nb.pipeline import preflight
     src = inspect.getsource(preflight)
     assert not [s for s in ALL_STEPS if f"'{s}'" in src], src
+
+def _directives(src:str) -> list: return [l.strip() for l in src.split('\n') if l.strip().startswith('#|')]
+def _is_export(src:str) -> bool: return any(d.split()[1:2] == ['export'] or d.startswith('#| export') for d in _directives(src))
+
+@pytest.mark.parametrize('nb', sorted(p.name for p in (ROOT/'nbs').glob('[!_]*.ipynb')))
+def test_notebooks_read_as_documents(nb):
+    """One definition (a function or a class) per export cell, and under each, before the next export cell, a visible
+    code cell that shows or asserts what it does."""
+    import json
+    cells = [c for c in json.loads((ROOT/'nbs'/nb).read_text())['cells'] if c['cell_type'] == 'code']
+    bad = []
+    for i, c in enumerate(cells):
+        src = ''.join(c['source'])
+        if not _is_export(src): continue
+        tree = ast.parse('\n'.join(l for l in src.split('\n') if not l.strip().startswith('#|')))
+        defs = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+        if len(defs) > 1: bad.append(f"cell {c['id']} defines {defs}")
+        if not defs: continue
+        after = [''.join(d['source']) for d in cells[i + 1:]]
+        shown = next((s for s in after if _is_export(s) or not any(x.startswith('#| hide') for x in _directives(s))), None)
+        if shown is None or _is_export(shown): bad.append(f"cell {c['id']} ({defs[0]}): nothing shows it before the next export cell")
+    assert not bad, f'{nb}: ' + '; '.join(bad)
