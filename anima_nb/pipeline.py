@@ -534,7 +534,9 @@ def run_pipeline(values:dict, # every value given to the chain, as `gather_param
                 wk = kernels.pop(s, None)
                 km = wk.ready() if wk else None
                 nxt = runs[runs.index(s) + 1] if runs.index(s) + 1 < len(runs) else None
-                if warm and nxt: kernels[nxt] = WarmKernel(_notebooks(nxt, pre, nbdir)[0], kernel_imports(nxt))
+                if warm and nxt:
+                    try: kernels[nxt] = WarmKernel(_notebooks(nxt, pre, nbdir)[0], kernel_imports(nxt))
+                    except Exception: pass                     # no kernel ahead: that step starts its own, as papermill does
                 try: run_notebook(s, source, executed, rec['given'], log_output=log_output,
                                   progress=sys.stderr.isatty(), km=km)
                 except BaseException as e:                     # a failed cell, a dead kernel, or Ctrl-C
