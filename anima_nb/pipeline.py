@@ -247,7 +247,7 @@ def run_notebook(step, # the step, named in a failure
     try:
         pm.execute_notebook(str(nb_path), str(partial), parameters=params, cwd=str(cwd or project_root()),
                             log_output=log_output, progress_bar=progress, request_save_on_cell_execute=True,
-                            extra_arguments=KERNEL_ARGS, **({'km': km} if km is not None else {}))
+                            extra_arguments=KERNEL_ARGS, km=km)
     except pm.PapermillExecutionError as e:
         os.replace(partial, out_path)
         raise StepFailed(step, out_path, e.cell_index, e.exec_count, e.source, e.ename, e.evalue) from None
@@ -414,7 +414,7 @@ def kernel_imports(step:str) -> tuple: # a step of `ALL_STEPS` (any other: none)
     "Modules to import in a step's kernel ahead of it: the step's module and its `KERNEL_IMPORTS`."
     if step not in ALL_STEPS: return ()
     mod = step_module(step)
-    return (mod.__name__, *getattr(mod, 'KERNEL_IMPORTS', ()))
+    return (mod.__name__, *mod.KERNEL_IMPORTS)
 
 # %% ../nbs/06_pipeline.ipynb #a1c0e004
 class WarmKernel:
@@ -521,6 +521,7 @@ def run_pipeline(values:dict, # every value given to the chain, as `gather_param
         manifest.save()
         os.environ['ANIMA_NB_RESTART'] = '1' if force else '0'              # training's restart is an action
         runs = [p['step'] for p in plan if p['action'] == 'run']
+        after = dict(zip(runs, runs[1:]))                                   # step -> the step that runs next
         kernels = {}
         try:
             for i, p in enumerate(plan, 1):
@@ -533,8 +534,7 @@ def run_pipeline(values:dict, # every value given to the chain, as `gather_param
                 source, executed = _notebooks(s, pre, nbdir)
                 wk = kernels.pop(s, None)
                 km = wk.ready() if wk else None
-                nxt = runs[runs.index(s) + 1] if runs.index(s) + 1 < len(runs) else None
-                if warm and nxt:
+                if warm and (nxt := after.get(s)):
                     try: kernels[nxt] = WarmKernel(_notebooks(nxt, pre, nbdir)[0], kernel_imports(nxt))
                     except Exception: pass                     # no kernel ahead: that step starts its own, as papermill does
                 try: run_notebook(s, source, executed, rec['given'], log_output=log_output,
