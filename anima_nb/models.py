@@ -61,7 +61,7 @@ def train_demo_tokenizer(out_dir, # where the tokenizer is saved
 
 # %% ../nbs/01a_models.ipynb #ec43ff4b
 DEMO_EVAL_ROWS = 32    # the demo profile's eval_dataset_size: rows of the sample data the demo base never sees
-DEMO_PRETRAIN = dict(steps=600, learning_rate=3e-3, block=128, batch=16, seed=0)
+DEMO_PRETRAIN = dict(steps=300, learning_rate=1e-2, block=128, batch=16, seed=0)
 
 def demo_pretraining_texts(held_out:int=DEMO_EVAL_ROWS, # rows held out by the training step's split
                            seed:int=42) -> list: # that split's seed (02_train: 42, as upstream)

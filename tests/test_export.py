@@ -2,7 +2,7 @@
 import json, os, shutil
 from pathlib import Path
 import pytest
-from anima_nb.core import step_params, read_json, read_manifest, run_dir, load_profile, resolve_path
+from anima_nb.core import step_params, read_json, read_jsonl, read_manifest, run_dir, load_profile, resolve_path
 from anima_nb import export as E
 from anima_nb.models import merged_record, resolve_model, DEMO_MODEL
 
@@ -73,6 +73,23 @@ def test_template_in_the_file_renders_the_training_prompt(outputs):
     for q in ('天空为什么是蓝色的？', 'say "hi" {{ not jinja }}'):
         assert tpl.render(messages=[dict(role='user', content=q)], eos_token='</s>') == alpaca_prompt(q)
 
+def divergence(model_dir, row:dict, other:str) -> tuple:
+    "Where `other` leaves transformers' greedy answer to `row`: (the gap between its two best logits there, `other` took the second)."
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok, model = AutoTokenizer.from_pretrained(model_dir), AutoModelForCausalLM.from_pretrained(model_dir)
+    ids = tok(row['prompt'], return_tensors='pt').input_ids
+    out = model.generate(ids, max_new_tokens=row['settings']['max_new_tokens'], do_sample=False, output_scores=True,
+                         repetition_penalty=row['settings']['repetition_penalty'], return_dict_in_generate=True)
+    new = out.sequences[0, ids.shape[1]:].tolist()
+    for i, scores in enumerate(out.scores):
+        text = tok.decode(new[:i + 1], skip_special_tokens=True)
+        if '\ufffd' in text or other.startswith(text): continue        # still together (or inside a split character)
+        top = scores[0].topk(2)
+        second = tok.decode(new[:i] + [top.indices[1].item()], skip_special_tokens=True)
+        return (top.values[0] - top.values[1]).item(), other.startswith(second.rstrip('\ufffd'))
+    raise AssertionError('the answers differ but the greedy path never leaves the other one')
+
 @pytest.mark.slow
 def test_gguf_answers_play_in_the_elo_step(outputs, tmp_path, monkeypatch):
     "f16 answers through llama.cpp equal the transformers ones; the Elo step plays the file against the run's answers."
@@ -82,7 +99,14 @@ def test_gguf_answers_play_in_the_elo_step(outputs, tmp_path, monkeypatch):
     merged('ga')
     infer(step_params('inference', run_name='ga', questions='pkg:sample_questions.json', max_new_tokens=12))
     s = E.run_export(step_params('export', run_name='ga', gguf_types='f16', gguf_prompts=1, gguf_answers='f16'))
-    assert s['answers'] == dict(file='answers-f16.jsonl', answers=40, equal_to_transformers=40)
+    assert s['answers']['file'] == 'answers-f16.jsonl' and s['answers']['answers'] == 40
+    ours = read_jsonl(outputs/'ga'/'inference'/'answers.jsonl')
+    theirs = read_jsonl(outputs/'ga'/'export'/'answers-f16.jsonl')
+    differ = [(a, b) for a, b in zip(ours, theirs) if a['answer'] != b['answer']]
+    assert s['answers']['equal_to_transformers'] == 40 - len(differ) >= 36
+    for a, b in differ:                     # f16's rounding may only settle a near tie the other way
+        gap, runner_up_taken = divergence(outputs/'ga'/'merge'/'model', a, b['answer'])
+        assert gap < 1e-2 and runner_up_taken, (a['answer'], b['answer'], gap)
     with ChatServer(verdict=lambda msgs: '7 6\nfine') as srv:
         monkeypatch.setenv('OPENAI_API_KEY', 'test-key-not-secret')
         rep = run_elo(step_params('elo', run_name='ga', judge='openai', judge_base_url=srv.url, schedule='balanced',

@@ -185,7 +185,7 @@ def test_failed_step_stops_the_chain_and_names_step_cell_and_notebook(outputs, t
 
 # The real notebooks on the demo profile, with less work: 4 training steps, one merge mode, fewer resamples for the
 # rating intervals. The README's command itself (the full demo) is timed by tests/bench/bench_demo.py.
-FAST = ['--set', 'max_steps=4', '--set', 'compare_modes=false', '--set', 'bootstrap_rounds=200', '--set', 'permutations=20']
+FAST = ['--set', 'max_steps=12', '--set', 'compare_modes=false', '--set', 'bootstrap_rounds=200', '--set', 'permutations=20']
 
 @pytest.mark.slow
 def test_demo_chain_end_to_end(outputs):
@@ -200,7 +200,7 @@ def test_demo_chain_end_to_end(outputs):
         assert st['status'] == 'complete' and st['step_status'] == 'complete', (s, st)
         assert st['params']['run_name'] == 'demo' and st['git'] and st['versions'] and st['seconds'] > 0
         assert read_manifest(run/s)['params'] == st['params']
-    assert m['steps']['train']['params']['max_steps'] == 4
+    assert m['steps']['train']['params']['max_steps'] == 12
     S = read_json(run/'summary.json')
     assert set(S['status'].values()) == {'complete'}
     assert S['train']['final_loss'] is not None and S['merge']['passed'] is True and S['data']['rows'] > 0
@@ -210,9 +210,9 @@ def test_demo_chain_end_to_end(outputs):
     assert any(p.endswith('loss.png') for p in S['plots']) and (run/'summary.md').exists()
     assert 'Bradley-Terry' in r.stdout and 'training' in r.stdout
     # a finished run extends: more steps resume from the last checkpoint, the plan says so and nothing is refused
-    more = [a if a != 'max_steps=4' else 'max_steps=6' for a in FAST]
+    more = [a if a != 'max_steps=12' else 'max_steps=14' for a in FAST]
     p = anima_run('--profile', 'demo', *more, '--plan')
-    assert p.returncode == 0 and 'extend max_steps 4 -> 6: resume from checkpoint-4' in p.stdout, p.stdout + p.stderr
+    assert p.returncode == 0 and 'extend max_steps 12 -> 14: resume from checkpoint-12' in p.stdout, p.stdout + p.stderr
     # others may read what the run wrote as far as the umask allows: no file 0600, no folder 0700
     from anima_nb.core import umask
     modes = {p.relative_to(run): p.stat().st_mode & 0o777 for p in run.rglob('*') if not p.is_symlink()}
