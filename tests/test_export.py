@@ -73,22 +73,6 @@ def test_template_in_the_file_renders_the_training_prompt(outputs):
     for q in ('天空为什么是蓝色的？', 'say "hi" {{ not jinja }}'):
         assert tpl.render(messages=[dict(role='user', content=q)], eos_token='</s>') == alpaca_prompt(q)
 
-def divergence(model_dir, row:dict, other:str) -> tuple:
-    "Where `other` leaves transformers' greedy answer to `row`: (the gap between its two best logits there, `other` took the second)."
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    tok, model = AutoTokenizer.from_pretrained(model_dir), AutoModelForCausalLM.from_pretrained(model_dir)
-    ids = tok(row['prompt'], return_tensors='pt').input_ids
-    out = model.generate(ids, max_new_tokens=row['settings']['max_new_tokens'], do_sample=False, output_scores=True,
-                         repetition_penalty=row['settings']['repetition_penalty'], return_dict_in_generate=True)
-    new = out.sequences[0, ids.shape[1]:].tolist()
-    for i, scores in enumerate(out.scores):
-        text = tok.decode(new[:i + 1], skip_special_tokens=True)
-        if '\ufffd' in text or other.startswith(text): continue        # still together (or inside a split character)
-        top = scores[0].topk(2)
-        second = tok.decode(new[:i] + [top.indices[1].item()], skip_special_tokens=True)
-        return (top.values[0] - top.values[1]).item(), other.startswith(second.rstrip('\ufffd'))
-    raise AssertionError('the answers differ but the greedy path never leaves the other one')
-
 @pytest.mark.slow
 def test_gguf_answers_play_in_the_elo_step(outputs, tmp_path, monkeypatch):
     "f16 answers through llama.cpp equal the transformers ones but at near ties; the Elo step plays the file against the run's answers."
@@ -101,11 +85,22 @@ def test_gguf_answers_play_in_the_elo_step(outputs, tmp_path, monkeypatch):
     assert s['answers']['file'] == 'answers-f16.jsonl' and s['answers']['answers'] == 40
     ours = read_jsonl(outputs/'ga'/'inference'/'answers.jsonl')
     theirs = read_jsonl(outputs/'ga'/'export'/'answers-f16.jsonl')
-    differ = [(a, b) for a, b in zip(ours, theirs) if a['answer'] != b['answer']]
+    differ = [a for a, b in zip(ours, theirs) if a['answer'] != b['answer']]
     assert s['answers']['equal_to_transformers'] == 40 - len(differ) >= 36
-    for a, b in differ:                     # f16's rounding may only settle a near tie the other way
-        gap, runner_up_taken = divergence(outputs/'ga'/'merge'/'model', a, b['answer'])
-        assert gap < 1e-2 and runner_up_taken, (a['answer'], b['answer'], gap)
+    if differ:                              # f16's rounding may only settle a near tie the other way: the parity's test
+        import llama_cpp
+        from transformers import AutoModelForCausalLM
+        from anima_nb.models import load_tokenizer
+        model_dir = outputs/'ga'/'merge'/'model'
+        tok, model = load_tokenizer(model_dir), AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        llm = llama_cpp.Llama(str(outputs/'ga'/'export'/'ga-f16.gguf'), n_ctx=512, logits_all=True, verbose=False, seed=0)
+        try:
+            for a in differ:
+                st = a['settings']
+                args = (tok(a['prompt'])['input_ids'], st['max_new_tokens'], tok.eos_token_id, st['repetition_penalty'])
+                c = E.compare(E.greedy_hf(model, *args), E.greedy_gguf(llm, *args))
+                assert c['first_divergence'] is not None and c['near_tie'], (a['answer'], c)
+        finally: llm.close()
     with ChatServer(verdict=lambda msgs: '7 6\nfine') as srv:
         monkeypatch.setenv('OPENAI_API_KEY', 'test-key-not-secret')
         rep = run_elo(step_params('elo', run_name='ga', judge='openai', judge_base_url=srv.url, schedule='balanced',

@@ -9,10 +9,10 @@ before and after fine-tuning, how many of the 40 answers are Chinese text and ho
 Run: .venv/bin/python tests/bench/bench_pretraining.py [--schedules 300:1e-2:0,600:3e-3:0] [--work DIR] [--out F.json]
      [anima-run args, e.g. --set max_steps=12]
 """
-import os, sys, json, time, argparse, subprocess, tempfile
+import sys, json, time, argparse, tempfile
 from pathlib import Path
+from bench_demo import run_chain      # the chain in a subprocess, as the README runs it
 
-ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = '600:3e-3:0,400:6e-3:0,300:1e-2:0,300:1e-2:1,300:6e-3:0,250:1e-2:0'
 
 def parse_schedules(text:str) -> list:
@@ -35,13 +35,9 @@ def build_base(folder:Path, pretrain:dict) -> dict:
     return json.loads((folder/'pretraining.json').read_text())
 
 def chain_from(base:Path, outputs:Path, extra:list) -> dict:
-    "Run the demo chain up to the answers from `base`; its summary."
-    exe = Path(sys.executable).with_name('anima-run')
-    cmd = [str(exe)] if exe.exists() else [sys.executable, '-m', 'anima_nb.pipeline']
-    env = {**os.environ, 'ANIMA_NB_OUTPUTS': str(outputs)}
-    r = subprocess.run([*cmd, '--profile', 'demo', '--steps', 'data,train,merge,inference', '--set',
-                        f'model_name_or_path={base}', *extra], env=env, cwd=ROOT, capture_output=True, text=True)
-    if r.returncode != 0: raise RuntimeError(f'the chain from {base} failed:\n{r.stdout[-2000:]}{r.stderr[-3000:]}')
+    "Run the demo chain up to the answers from `base` (`bench_demo.run_chain`); its summary."
+    r = run_chain(outputs, ['--steps', 'data,train,merge,inference', '--set', f'model_name_or_path={base}', *extra])
+    if r['rc'] != 0: raise RuntimeError(f"the chain from {base} failed:\n{r['log'][-4000:]}")
     return json.loads((outputs/'demo'/'summary.json').read_text())
 
 def main(argv=None):
