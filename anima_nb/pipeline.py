@@ -4,19 +4,19 @@
 
 # %% ../nbs/06_pipeline.ipynb #33513ea9
 from __future__ import annotations
-import os, re, sys, io, json, time, argparse, importlib, errno, contextlib, datetime as dt
+import os, re, sys, io, json, time, argparse, importlib, errno, contextlib, functools, datetime as dt
 from pathlib import Path
 from .core import *
 from .core import _now
 from .models import DEMO_MODEL, resolve_model
 
 # %% auto #0
-__all__ = ['CHAIN', 'NEEDS', 'KERNEL_ARGS', 'SKIP_FLAGS', 'select_steps', 'chain_for', 'declarers', 'parse_value', 'coerce',
-           'parse_sets', 'load_config', 'gather_params', 'param_types', 'check_names', 'step_inputs', 'resolve_step',
-           'check_used', 'run_needs', 'linear_needs', 'plan_steps', 'StepFailed', 'run_notebook', 'step_record',
-           'step_module', 'summarize', 'format_summary', 'prepare', 'kernel_imports', 'WarmKernel', 'preflight',
-           'installed_packages', 'run_pipeline', 'cli', 'threads_option', 'verify_run', 'main', 'execute_notebook',
-           'docs_sources']
+__all__ = ['CHAIN', 'NEEDS', 'KERNEL_ARGS', 'SAVE_EVERY', 'SKIP_FLAGS', 'select_steps', 'chain_for', 'declarers', 'parse_value',
+           'coerce', 'parse_sets', 'load_config', 'gather_params', 'param_types', 'check_names', 'step_inputs',
+           'resolve_step', 'check_used', 'run_needs', 'linear_needs', 'plan_steps', 'StepFailed', 'saving_engine',
+           'run_notebook', 'step_record', 'step_module', 'summarize', 'format_summary', 'prepare', 'kernel_imports',
+           'WarmKernel', 'preflight', 'installed_packages', 'run_pipeline', 'cli', 'threads_option', 'verify_run',
+           'main', 'execute_notebook', 'docs_sources']
 
 # %% ../nbs/06_pipeline.ipynb #5124a586
 CHAIN = STEP_NOTEBOOKS
@@ -231,6 +231,26 @@ class StepFailed(RuntimeError):
 
 # %% ../nbs/06_pipeline.ipynb #f16fcbd7
 KERNEL_ARGS = ['--IPKernelApp.log_level=CRITICAL']   # every step kernel's command-line arguments
+SAVE_EVERY = 30     # seconds between writes of a running step's executed copy (papermill's own cadence inside a cell)
+
+@functools.cache
+def saving_engine() -> str:
+    "Register (once) and name a papermill engine that writes the running notebook at most every `SAVE_EVERY` seconds."
+    from papermill.engines import papermill_engines, NBClientEngine, NotebookExecutionManager
+    class Saves(NotebookExecutionManager):
+        final = False
+        def save(self, **kwargs):
+            if self.final or (self.now() - self.last_save_time).total_seconds() >= SAVE_EVERY: super().save(**kwargs)
+        def notebook_complete(self, **kwargs):
+            self.final = True                      # the end is always written, whatever came before
+            super().notebook_complete(**kwargs)
+    class Engine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
+            nb_man.__class__ = Saves               # papermill made the manager; only its saving changes
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+    papermill_engines.register('anima_nb', Engine)
+    return 'anima_nb'
 
 def run_notebook(step, # the step, named in a failure
                  nb_path, # the notebook to run
@@ -243,11 +263,11 @@ def run_notebook(step, # the step, named in a failure
     "Execute `nb_path` with papermill into `out_path` with `params`; raise `StepFailed` on an error."
     import papermill as pm
     out_path = Path(out_path); out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(f'.{out_path.stem}.partial.ipynb')   # saved after every cell; renamed at the end
+    partial = out_path.with_name(f'.{out_path.stem}.partial.ipynb')   # saved as it runs; renamed at the end
     try:
         pm.execute_notebook(str(nb_path), str(partial), parameters=params, cwd=str(cwd or project_root()),
                             log_output=log_output, progress_bar=progress, request_save_on_cell_execute=True,
-                            extra_arguments=KERNEL_ARGS, km=km)
+                            engine_name=saving_engine(), extra_arguments=KERNEL_ARGS, km=km)
     except pm.PapermillExecutionError as e:
         os.replace(partial, out_path)
         raise StepFailed(step, out_path, e.cell_index, e.exec_count, e.source, e.ename, e.evalue) from None

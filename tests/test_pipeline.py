@@ -166,6 +166,37 @@ def test_plan_compares_as_json():
     done = _done({s: {**RES[s], 'modules': ['q', 'v']} for s in STEPS})
     assert set(_acts(plan_steps(STEPS, res, done)).values()) == {'skip'}
 
+# --- the executed copy while a step runs ----------------------------------------------------------------------------
+
+def test_running_copy_is_written_at_most_every_save_every_seconds(tmp_path, monkeypatch):
+    "A step's executed copy shows how far it got, written at most every `SAVE_EVERY` seconds; the end is always written."
+    import nbformat, papermill.engines
+    from anima_nb import pipeline as P
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f'part {i}') for i in range(10)] + [
+        nbformat.v4.new_code_cell("import time; print('first cell', 'done'); time.sleep(1.5)"),
+        nbformat.v4.new_code_cell("import os, json\n"
+                                  "seen = os.path.exists(partial) and [o['text'] for c in json.load(open(partial))['cells']\n"
+                                  "                                    for o in c.get('outputs', []) if 'text' in o]\n"
+                                  "print('seen:', bool(seen))")])
+    nb.metadata['kernelspec'] = dict(name='python3', display_name='Python 3', language='python')
+    src = tmp_path/'step.ipynb'; nbformat.write(nb, src)
+    writes = []
+    real = papermill.engines.write_ipynb
+    monkeypatch.setattr(papermill.engines, 'write_ipynb', lambda nb, path: (writes.append(path), real(nb, path)))
+    def run(every):
+        monkeypatch.setattr(P, 'SAVE_EVERY', every); writes.clear()
+        out = P.run_notebook('probe', src, tmp_path/f'out{every}'/'step.ipynb',
+                             {'partial': str(tmp_path/f'out{every}'/'.step.partial.ipynb')}, cwd=tmp_path)
+        text = ''.join(o.get('text', '') for c in nbformat.read(out, 4).cells if c.cell_type == 'code' for o in c.outputs)
+        assert 'first cell done' in text and not (out.parent/'.step.partial.ipynb').exists()
+        return text, len(writes)
+    text, n = run(1)                   # the first cell takes longer than the cadence: the second sees its output
+    assert 'seen: True' in text and 2 <= n < 6, n
+    text, n = run(1000)                # written as it starts (no outputs yet) and at the end, nothing between
+    assert 'seen: False' in text and n == 2, n
+    text, n = run(0)                   # papermill's own behaviour: every cell's start and end, markdown too
+    assert n >= 2 * len(nb.cells), n
+
 # --- a failing step -------------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
