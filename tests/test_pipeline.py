@@ -1,9 +1,9 @@
-"The papermill chain: refused names, YAML + --set, the run-or-skip plan, a failing step, and the demo chain end to end."
-import os, re, subprocess, sys
+"The papermill chain: refused names, YAML + --set, the run-or-skip plan, a failing step, the demo chain end to end and killed anywhere."
+import json, os, random, re, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
-from conftest import ROOT
-from anima_nb.core import read_json, read_jsonl, read_manifest, load_profile, notebook_schema
+from conftest import ROOT, make_outputs
+from anima_nb.core import read_json, read_jsonl, read_manifest, load_profile, notebook_schema, LEFTOVERS
 from anima_nb.pipeline import (CHAIN, gather_params, param_types, check_names, step_inputs, prepare,
                                plan_steps, select_steps, run_needs, StepFailed)
 
@@ -12,10 +12,13 @@ DECL = {s: notebook_schema(NBS/f'{nb}.ipynb') for s, nb in CHAIN.items()}
 TYPES = param_types(DECL)
 BIN = Path(sys.executable).parent
 
-def anima_run(*args, timeout=600):
-    "Run the CLI as the README does (`anima-run`, else `python -m anima_nb.pipeline`) from the project root."
-    exe = [str(BIN/'anima-run')] if (BIN/'anima-run').exists() else [sys.executable, '-m', 'anima_nb.pipeline']
-    return subprocess.run(exe + list(args), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+def command(*args) -> list:
+    "The CLI as the README runs it (`anima-run`, else `python -m anima_nb.pipeline`)."
+    return ([str(BIN/'anima-run')] if (BIN/'anima-run').exists() else [sys.executable, '-m', 'anima_nb.pipeline']) + list(args)
+
+def anima_run(*args, timeout=600, env=None):
+    "Run the CLI from the project root."
+    return subprocess.run(command(*args), cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 def run_files(outputs, run='demo'):
     return sorted(p.name for p in (outputs/run).iterdir()) if (outputs/run).exists() else []
@@ -214,13 +217,24 @@ def test_failed_step_stops_the_chain_and_names_step_cell_and_notebook(outputs, t
 
 # --- the demo chain end to end --------------------------------------------------------------------------------------
 
-# The real notebooks on the demo profile, with less work: 4 training steps, one merge mode, fewer resamples for the
-# rating intervals. The README's command itself (the full demo) is timed by tests/bench/bench_demo.py.
-FAST = ['--set', 'max_steps=12', '--set', 'compare_modes=false', '--set', 'bootstrap_rounds=200', '--set', 'permutations=20']
+# The real notebooks on the demo profile, with less work: 12 training steps (a checkpoint every 4), one merge mode,
+# fewer resamples for the rating intervals. The README's command itself (the full demo) is timed by
+# tests/bench/bench_demo.py. The chain runs once for this file: the end-to-end test goes on from it, and the kill test
+# compares its own run, killed and rerun, with it.
+FAST = ['--set', 'max_steps=12', '--set', 'save_steps=4', '--set', 'compare_modes=false', '--set', 'bootstrap_rounds=200',
+        '--set', 'permutations=20']
+
+@pytest.fixture(scope='module')
+def chain(tmp_path_factory):
+    "The demo chain run once: its outputs folder, the command's result and the summary it wrote, read before any test goes on."
+    out = make_outputs(tmp_path_factory.mktemp('chain')/'outputs')
+    r = anima_run('--profile', 'demo', *FAST, env={**os.environ, 'ANIMA_NB_OUTPUTS': str(out)})
+    return dict(out=out, result=r, summary=read_json(out/'demo'/'summary.json') if r.returncode == 0 else None)
 
 @pytest.mark.slow
-def test_demo_chain_end_to_end(outputs):
-    r = anima_run('--profile', 'demo', *FAST)
+def test_demo_chain_end_to_end(chain, monkeypatch):
+    r, outputs = chain['result'], chain['out']
+    monkeypatch.setenv('ANIMA_NB_OUTPUTS', str(outputs))          # what follows runs on the chain's folder
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     run = outputs/'demo'
     assert sorted(p.name for p in (run/'notebooks').iterdir()) == [f'{nb}.ipynb' for nb in CHAIN.values()]
@@ -322,6 +336,51 @@ def test_demo_chain_end_to_end(outputs):
     (run/'merge'/'model'/'generation_config.json').write_text('{}')
     v = anima_run('--verify', 'demo')
     assert v.returncode == 1 and 'changed  merged model' in v.stdout, v.stdout + v.stderr
+
+# --- killed anywhere -------------------------------------------------------------------------------------------------
+
+KILL_WITHIN = {'data': 4.0, 'train': 10.0, 'merge': 6.0, 'inference': 6.0, 'elo': 3.0}   # seconds into the step, at most
+KILLS = ['data', 'train', 'train', 'merge', 'inference', 'elo']                          # training twice: it costs most
+
+def comparable(summary:dict) -> dict:
+    "A run's summary without what differs between two runs of the same work: its name and times (paths are relative)."
+    s = json.loads(json.dumps(summary))
+    s.pop('run'); s.pop('folder'); s['train'].pop('seconds')
+    return s
+
+def running(outputs, run, step) -> bool:
+    try: return read_json(outputs/run/'manifest.json')['steps'][step]['status'] == 'running'
+    except (OSError, ValueError, KeyError): return False
+
+def leftovers(folder) -> list:
+    return sorted(str(p) for pat in LEFTOVERS + ('.lock',) for p in Path(folder).rglob(pat))
+
+@pytest.mark.slow
+def test_kill_anywhere_then_rerun(chain):
+    "One run SIGKILLed at a seeded moment of every step in turn (training twice), each time rerun with the same command; it completes with the uninterrupted chain's summary."
+    assert chain['summary'], 'the uninterrupted chain failed'
+    outputs = chain['out']
+    env = {**os.environ, 'ANIMA_NB_OUTPUTS': str(outputs)}
+    cmd = command('--profile', 'demo', '--run-name', 'killed', *FAST)
+    rng, killed = random.Random(42), []
+    for step in KILLS:
+        p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+        t0 = time.time()
+        while not running(outputs, 'killed', step):
+            assert p.poll() is None, f'the run ended before {step} started'
+            assert time.time() - t0 < 300
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0, KILL_WITHIN[step]))
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL); p.wait(); killed.append(step)
+    final = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert comparable(read_json(outputs/'killed'/'summary.json')) == comparable(chain['summary'])
+    assert leftovers(outputs/'killed') == [], leftovers(outputs/'killed')
+    print(f'kill points: {len(KILLS)} tried, {len(killed)} killed mid-step ({", ".join(killed)}), all survived: the '
+          f'final summary equals the uninterrupted run\'s, 0 files left behind')
+    assert len(killed) >= len(KILLS) - 1                 # the seeded moments fall inside the steps
 
 def test_preflight_reports_every_problem_before_anything_runs(outputs, tmp_path, monkeypatch):
     "Bad values of three steps and a missing key: one refusal naming them all, exit 2, nothing written."

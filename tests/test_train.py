@@ -22,8 +22,9 @@ def env() -> dict:
     return {**os.environ, 'HF_HUB_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false',
             'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'}
 
-def run_cli(*args, timeout=240):
-    r = subprocess.run([sys.executable, '-m', 'anima_nb.train', *args], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout)
+def run_cli(*args, timeout=240, outputs=None):
+    e = {**env(), 'ANIMA_NB_OUTPUTS': str(outputs)} if outputs else env()
+    r = subprocess.run([sys.executable, '-m', 'anima_nb.train', *args], cwd=ROOT, env=e, capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
 
@@ -267,11 +268,21 @@ def test_rerun_never_loses_checkpoints(outputs):
     assert 'deleting checkpoint-2, checkpoint-4, metrics.jsonl' in r.stderr
     assert read_manifest(d)['params']['learning_rate'] == 5e-4 and read_manifest(d)['status'] == 'complete'
 
+# Eight steps with dropout on (the RNG state must be restored too), uninterrupted: what a resumed or extended run must equal
+WHOLE8 = cli_args(max_steps=8, eval_steps=100, lora_dropout=0.1)
+
+@pytest.fixture(scope='module')
+def whole8(tmp_path_factory):
+    "The adapter of an uninterrupted 8-step run."
+    from conftest import make_outputs
+    out = make_outputs(tmp_path_factory.mktemp('whole8')/'outputs')
+    run_cli(*WHOLE8, '--run_name', 'whole8', outputs=out)
+    return adapter_tensors(out/'whole8'/'train'/'adapter')
+
 @pytest.mark.slow
-def test_kill_and_resume_matches_uninterrupted(outputs):
+def test_kill_and_resume_matches_uninterrupted(outputs, whole8):
     "SIGKILL after the step-4 checkpoint, resume: the final adapter equals an uninterrupted run's (tolerance 1e-6; on CPU it is bit-identical)."
-    args = cli_args(max_steps=12, eval_steps=100, lora_dropout=0.1)        # dropout on: the RNG state must be restored too
-    run_cli(*args, '--run_name', 'whole')
+    args = WHOLE8
     ck = run_dir('cut', 'train')/'checkpoints'
     p = subprocess.Popen([sys.executable, '-m', 'anima_nb.train', *args, '--run_name', 'cut'], cwd=ROOT, env=env(),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -285,13 +296,13 @@ def test_kill_and_resume_matches_uninterrupted(outputs):
     (ck/'checkpoint-99').mkdir()                              # a torn checkpoint: no COMPLETE mark, must be ignored
     run_cli(*args, '--run_name', 'cut')                      # the plain command again: it resumes
     m = read_manifest(ck.parent)
-    assert m['status'] == 'complete' and m['summary']['steps'] == 12 and m['summary']['resumed_from'] is not None
+    assert m['status'] == 'complete' and m['summary']['steps'] == 8 and m['summary']['resumed_from'] is not None
     assert not (ck/'checkpoint-99').exists()
-    a, b = adapter_tensors(run_dir('whole', 'train')/'adapter'), adapter_tensors(ck.parent/'adapter')
+    a, b = whole8, adapter_tensors(ck.parent/'adapter')
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
     steps = [r['step'] for r in read_jsonl(ck.parent/'metrics.jsonl') if 'loss' in r]
-    assert steps == list(range(1, 13))
+    assert steps == list(range(1, 9))
 
 def _spin(stop):
     while not stop.is_set(): sum(range(10_000))
@@ -389,17 +400,16 @@ def test_flattened_logits_equal_per_example(impl):
     assert torch.allclose(torch.cat(alone), flat, atol=1e-5), (torch.cat(alone) - flat).abs().max()
 
 @pytest.mark.slow
-def test_extend_a_finished_run(outputs):
+def test_extend_a_finished_run(outputs, whole8):
     "Train 4 steps, then ask for 8: it resumes from checkpoint-4, deletes nothing, and equals 8 steps from the start (constant LR)."
     run_cli(*cli_args(max_steps=4, eval_steps=100, lora_dropout=0.1), '--run_name', 'ext')
     d = run_dir('ext', 'train')
-    r = run_cli(*cli_args(max_steps=8, eval_steps=100, lora_dropout=0.1), '--run_name', 'ext')
+    r = run_cli(*WHOLE8, '--run_name', 'ext')
     assert 'extend max_steps 4 -> 8: resume from checkpoint-4' in r.stderr and 'deleting' not in r.stderr
     m = read_manifest(d)
     assert m['status'] == 'complete' and m['summary']['steps'] == 8 and m['summary']['resumed_from'] == 'checkpoint-4'
     assert 'checkpoint-8' in {p.name for p in (d/'checkpoints').iterdir()}       # older ones go by save_total_limit only
-    run_cli(*cli_args(max_steps=8, eval_steps=100, lora_dropout=0.1), '--run_name', 'whole8')
-    a, b = adapter_tensors(run_dir('whole8', 'train')/'adapter'), adapter_tensors(d/'adapter')
+    a, b = whole8, adapter_tensors(d/'adapter')
     assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
     assert [x['step'] for x in read_jsonl(d/'metrics.jsonl') if 'loss' in x] == list(range(1, 9))
     assert T.resume_plan(demo_params(max_steps=8, eval_steps=100, lora_dropout=0.1, run_name='ext'))['action'] == 'complete'

@@ -15,7 +15,8 @@ Checks, in order, each timed and recorded whether it passes or fails (a failure 
   accumulation 2;
 - dpo: two DPO steps on the demo run (`anima-run --steps dpo`);
 - benchmark: `bench_anima33b_step.py` at LLaMA-33B's full depth (three configurations, length-grouped order).
-Writes `gpu_check.json` and `gpu_check.md` (a table) to $OUT, or the working directory.
+Writes `gpu_check.json` and `gpu_check.md` (a table) to $OUT, or the working directory, with the attention and step
+benchmarks' own records beside them (`gpu_check_attention_<dtype>.json`, `gpu_check_anima33b_step.json`).
 
 Run (device, about 9 minutes): python tests/bench/gpu_check.py
 Run (CPU, the same checks at tiny scale, what only CUDA has marked n/a): python tests/bench/gpu_check.py --cpu-smoke
@@ -116,13 +117,13 @@ def check_flattened_training(ctx) -> dict:
                 attn_implementation=est.get('attn_implementation_here'), seconds=m['summary']['seconds'])
 
 def check_attention(ctx) -> dict:
-    out, runs = Path(ctx['outputs'])/'attention', {}
-    out.mkdir(exist_ok=True)
+    runs = {}
     for dtype in ('float32', 'bfloat16'):
         shape = ['--heads', '52', '--repeats', '5'] if ctx['cuda'] else ['--heads', '1', '--repeats', '1', '--step', 'median']
+        out = ctx['dest']/f'gpu_check_attention_{dtype}.json'          # the benchmark's whole record, kept beside ours
         _run([sys.executable, str(ROOT/'tests'/'bench'/'bench_attention.py'), *shape, '--dtype', dtype,
-              '--out', str(out/f'{dtype}.json')], ctx['outputs'], 600)
-        res = json.loads((out/f'{dtype}.json').read_text())
+              '--out', str(out)], ctx['outputs'], 600)
+        res = json.loads(out.read_text())
         runs[dtype] = dict(tokens=res['tokens'], pass_kind=res['pass_kind'],
                            seconds={r['impl']: r['seconds'] for r in res['runs']},
                            relative_to_dense={r['impl']: r['relative_to_dense'] for r in res['runs']})
@@ -152,7 +153,7 @@ def check_dpo(ctx) -> dict:
     return {k: m['summary'].get(k) for k in ('steps', 'seconds')}
 
 def check_benchmark(ctx) -> dict:
-    out = Path(ctx['outputs'])/'bench.json'
+    out = ctx['dest']/'gpu_check_anima33b_step.json'                   # the benchmark's whole record, kept beside ours
     shape = [] if ctx['cuda'] else ['--layers', '2', '--hidden', '64', '--ffn', '128', '--heads', '4', '--vocab', '512',
                                     '--max-len', '24']
     _run([sys.executable, str(ROOT/'tests'/'bench'/'bench_anima33b_step.py'), *shape, '--steps', '2', '--warmup', '1',
@@ -187,7 +188,7 @@ def main(argv=None) -> int:
     if (ROOT/'outputs'/'.cache').exists() and smoke:          # the demo base, built once on this machine
         (outputs/'.cache').symlink_to(ROOT/'outputs'/'.cache', target_is_directory=True)
     os.environ['ANIMA_NB_OUTPUTS'] = str(outputs)           # the run folders are read back in this process too
-    ctx = dict(cuda=torch.cuda.is_available() and not smoke, outputs=outputs)
+    ctx = dict(cuda=torch.cuda.is_available() and not smoke, outputs=outputs, dest=dest.resolve())
     results, t_all = [], time.perf_counter()
     for check in CHECKS:
         name, t0 = check.__name__.removeprefix('check_'), time.perf_counter()
