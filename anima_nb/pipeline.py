@@ -11,7 +11,7 @@ from .core import _now
 from .models import DEMO_MODEL, resolve_model
 
 # %% auto #0
-__all__ = ['CHAIN', 'NEEDS', 'KERNEL_ARGS', 'SAVE_EVERY', 'SKIP_FLAGS', 'select_steps', 'chain_for', 'declarers', 'parse_value',
+__all__ = ['CHAIN', 'NEEDS', 'SAVE_EVERY', 'KERNEL_ARGS', 'SKIP_FLAGS', 'select_steps', 'chain_for', 'declarers', 'parse_value',
            'coerce', 'parse_sets', 'load_config', 'gather_params', 'param_types', 'check_names', 'step_inputs',
            'resolve_step', 'check_used', 'run_needs', 'linear_needs', 'plan_steps', 'StepFailed', 'saving_engine',
            'run_notebook', 'step_record', 'step_module', 'summarize', 'format_summary', 'prepare', 'kernel_imports',
@@ -229,8 +229,7 @@ class StepFailed(RuntimeError):
     def record(self) -> dict:
         return dict(cell_index=self.cell_index, exec_count=self.exec_count, ename=self.ename, evalue=self.evalue)
 
-# %% ../nbs/06_pipeline.ipynb #f16fcbd7
-KERNEL_ARGS = ['--IPKernelApp.log_level=CRITICAL']   # every step kernel's command-line arguments
+# %% ../nbs/06_pipeline.ipynb #a7c2e5d1
 SAVE_EVERY = 30     # seconds between writes of a running step's executed copy (papermill's own cadence inside a cell)
 
 @functools.cache
@@ -245,6 +244,7 @@ def saving_engine() -> str:
             self.final = True                      # the end is always written, whatever came before
             super().notebook_complete(**kwargs)
     class Engine(NBClientEngine):
+        manager = Saves
         @classmethod
         def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
             nb_man.__class__ = Saves               # papermill made the manager; only its saving changes
@@ -252,6 +252,9 @@ def saving_engine() -> str:
     papermill_engines.register('anima_nb', Engine)
     return 'anima_nb'
 
+
+# %% ../nbs/06_pipeline.ipynb #f16fcbd7
+KERNEL_ARGS = ['--IPKernelApp.log_level=CRITICAL']   # every step kernel's command-line arguments
 def run_notebook(step, # the step, named in a failure
                  nb_path, # the notebook to run
                  out_path, # where the executed copy goes
