@@ -23,6 +23,11 @@ def imports(path:Path, top_only:bool) -> set:
             found |= {a.name.split('.')[1] for a in n.names if a.name.startswith('anima_nb.')}
     return found - {'', '_modidx'}
 
+def test_every_test_file_has_its_turn():
+    "The order the test files go out in (`conftest.ORDER`) names every test file, once."
+    from conftest import ORDER
+    assert sorted(ORDER) == sorted(p.name for p in (ROOT/'tests').glob('test_*.py')) and len(set(ORDER)) == len(ORDER)
+
 def test_every_module_has_a_floor():
     assert {p.stem for p in (ROOT/'anima_nb').glob('*.py')} - {'__init__', '_modidx'} == set(FLOOR)
 
