@@ -28,6 +28,10 @@ def run_cli(*args, timeout=240, outputs=None):
     assert r.returncode == 0, r.stderr[-3000:]
     return r
 
+def run_here(*args):
+    "What `run_cli` runs, in this process: the same entry point and arguments, without starting Python and importing again."
+    T.main(list(args))
+
 def adapter_tensors(d):
     from safetensors.torch import load_file
     return load_file(str(Path(d)/'adapter_model.safetensors'))
@@ -78,25 +82,21 @@ def test_refuses_bad_parameters(outputs):
     with pytest.raises(SystemExit): T.cli_params(['--bf16', 'maybe'])
     assert T.cli_params(['--profile', 'anima33b', '--max_steps', '5'])['max_steps'] == 5
 
-def test_anima_train_refuses_a_run_another_process_holds(outputs):
-    """One writer per run: while a process that did not start us (here, one like anima-run) holds the run, anima-train
-    says so in one line, exits 2, and writes nothing; once it lets go, the same command trains."""
+def test_anima_train_refuses_a_run_another_process_holds(outputs, capsys):
+    """One writer per run: while another process (here, one like anima-run) holds the run, anima-train says so in one
+    line, exits 2, and writes nothing; once it lets go, the same command trains."""
     holder = subprocess.Popen([sys.executable, '-c', 'import sys, time\nfrom anima_nb.core import RunLock, run_dir\n'
                                "with RunLock(run_dir('held')): print('held', flush=True); time.sleep(60)"],
                               env={**env(), 'ANIMA_NB_OUTPUTS': str(outputs)}, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == 'held'
-        r = subprocess.run([sys.executable, '-m', 'anima_nb.train', '--run_name', 'held', *cli_args(max_steps=2)],
-                           cwd=ROOT, env={**env(), 'ANIMA_NB_OUTPUTS': str(outputs)}, capture_output=True, text=True,
-                           timeout=240)
-        assert r.returncode == 2, r.stderr[-2000:]
-        assert f'in use by process {holder.pid}' in r.stderr and 'Traceback' not in r.stderr
+        with pytest.raises(SystemExit) as e: run_here('--run_name', 'held', *cli_args(max_steps=2))
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count('\n') == 1 and f'in use by process {holder.pid}' in err, err
         assert sorted(p.name for p in (outputs/'held').iterdir()) == ['.lock']
     finally:
         holder.kill(); holder.wait()
-    r = subprocess.run([sys.executable, '-m', 'anima_nb.train', '--run_name', 'held', *cli_args(max_steps=2)],
-                       cwd=ROOT, env={**env(), 'ANIMA_NB_OUTPUTS': str(outputs)}, capture_output=True, text=True, timeout=240)
-    assert r.returncode == 0, r.stderr[-2000:]
+    run_here('--run_name', 'held', *cli_args(max_steps=2))
     assert read_manifest(outputs/'held'/'train')['status'] == 'complete' and not (outputs/'held'/'.lock').exists()
 
 # ---- collator --------------------------------------------------------------------------------------------------------
@@ -258,7 +258,7 @@ def test_rerun_never_loses_checkpoints(outputs):
     d = run_dir('keep', 'train')
     before = {p.name: p.stat().st_mtime_ns for p in (d/'checkpoints').iterdir()}
     first = read_manifest(d)
-    run_cli(*args, '--run_name', 'keep')
+    run_here(*args, '--run_name', 'keep')
     assert read_manifest(d)['started'] == first['started'] and {p.name: p.stat().st_mtime_ns for p in (d/'checkpoints').iterdir()} == before
     r = subprocess.run([sys.executable, '-m', 'anima_nb.train', *args, '--run_name', 'keep', '--learning_rate', '5e-4'],
                        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=240)
@@ -294,7 +294,7 @@ def test_kill_and_resume_matches_uninterrupted(outputs, whole8):
     os.kill(p.pid, signal.SIGKILL); p.wait()
     assert read_manifest(ck.parent)['status'] == 'running'
     (ck/'checkpoint-99').mkdir()                              # a torn checkpoint: no COMPLETE mark, must be ignored
-    run_cli(*args, '--run_name', 'cut')                      # the plain command again: it resumes
+    run_here(*args, '--run_name', 'cut')                     # the plain command again: it resumes
     m = read_manifest(ck.parent)
     assert m['status'] == 'complete' and m['summary']['steps'] == 8 and m['summary']['resumed_from'] is not None
     assert not (ck/'checkpoint-99').exists()
@@ -402,7 +402,7 @@ def test_flattened_logits_equal_per_example(impl):
 @pytest.mark.slow
 def test_extend_a_finished_run(outputs, whole8):
     "Train 4 steps, then ask for 8: it resumes from checkpoint-4, deletes nothing, and equals 8 steps from the start (constant LR)."
-    run_cli(*cli_args(max_steps=4, eval_steps=100, lora_dropout=0.1), '--run_name', 'ext')
+    run_here(*cli_args(max_steps=4, eval_steps=100, lora_dropout=0.1), '--run_name', 'ext')
     d = run_dir('ext', 'train')
     r = run_cli(*WHOLE8, '--run_name', 'ext')
     assert 'extend max_steps 4 -> 8: resume from checkpoint-4' in r.stderr and 'deleting' not in r.stderr
@@ -422,7 +422,7 @@ def test_resume_at_the_last_checkpoint_trains_no_more(outputs):
     d = run_dir('fin', 'train')
     whole = adapter_tensors(d/'adapter')
     m = read_manifest(d); m['status'] = 'running'; write_json(d/'manifest.json', m)     # as a kill would leave it
-    run_cli(*args, '--run_name', 'fin')
+    run_here(*args, '--run_name', 'fin')
     m = read_manifest(d)
     assert m['status'] == 'complete' and m['summary']['steps'] == 4 and m['summary']['resumed_from'] == 'checkpoint-4'
     assert sorted(p.name for p in (d/'checkpoints').iterdir())[-1] == 'checkpoint-4'
