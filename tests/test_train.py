@@ -221,8 +221,10 @@ def test_dry_run_anima33b(outputs):
 # ---- runs ------------------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_papermill_demo_run(outputs, tmp_path):
+    # papermill's Python API; the executed copy written once, at the end or on the failing cell (saving it at every cell
+    # cost this process 10 s of CPU, and it is the notebook under test, not papermill's saving)
     pm.execute_notebook(str(ROOT/'nbs'/'02_train.ipynb'), str(tmp_path/'out.ipynb'), parameters={'max_steps': 20},
-                        cwd=str(ROOT), kernel_name='python3', progress_bar=False)
+                        cwd=str(ROOT), kernel_name='python3', progress_bar=False, request_save_on_cell_execute=False)
     d = run_dir('demo', 'train')
     m = read_manifest(d)
     assert m['status'] == 'complete' and m['summary']['steps'] == 20
@@ -243,7 +245,7 @@ def test_papermill_demo_run(outputs, tmp_path):
     assert len(ckpts) <= load_profile('demo')['save_total_limit'] and all((d/'checkpoints'/c/T.MARK).exists() for c in ckpts)
     # another learning rate is refused, naming papermill's switch; `-p restart True` starts again, and is not recorded
     run = lambda **p: pm.execute_notebook(str(ROOT/'nbs'/'02_train.ipynb'), str(tmp_path/'again.ipynb'), parameters=p,
-                                          cwd=str(ROOT), kernel_name='python3', progress_bar=False)
+                                          cwd=str(ROOT), kernel_name='python3', progress_bar=False, request_save_on_cell_execute=False)
     with pytest.raises(pm.PapermillExecutionError, match='restart'): run(max_steps=20, learning_rate=5e-4)
     assert read_manifest(d)['params']['learning_rate'] != 5e-4 and len(list((d/'checkpoints').iterdir())) == len(ckpts)
     run(max_steps=4, learning_rate=5e-4, restart=True)
