@@ -28,6 +28,11 @@ def fsdp_cmd(run_name, offload=False, **kw) -> list:
     return [ACCELERATE, 'launch', '--config_file', str(T.fsdp_config_file(offload)), '--num_processes', '2',
             '-m', 'anima_nb.train', *args(run_name, **{'layout': 'fsdp', 'per_device_train_batch_size': 2, **kw})]
 
+def run_here(argv, outputs):
+    "One process's training in this process: `python -m anima_nb.train`'s entry point, without starting Python again."
+    from unittest.mock import patch
+    with patch.dict(os.environ, {'ANIMA_NB_OUTPUTS': str(outputs)}): T.main(argv)
+
 def run(cmd, outputs, timeout=300):
     r = subprocess.run(cmd, cwd=ROOT, env=env(outputs), capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, r.stderr[-4000:]
@@ -46,7 +51,7 @@ def runs(tmp_path_factory):
     from conftest import make_outputs
     out = make_outputs(tmp_path_factory.mktemp('fsdp')/'outputs')
     t0 = time.time()
-    run([sys.executable, '-m', 'anima_nb.train', *args('single', per_device_train_batch_size=4)], out)
+    run_here(args('single', per_device_train_batch_size=4), out)
     ck = out/'fsdp'/'train'/'checkpoints'
     p = subprocess.Popen(fsdp_cmd('fsdp'), cwd=ROOT, env=env(out), stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
@@ -202,7 +207,7 @@ def test_accumulation_reduces_once_per_step(tmp_path):
     from conftest import make_outputs
     out = make_outputs(tmp_path/'outputs')
     steps = dict(max_steps=3, eval_steps=100, save_steps=100)
-    run([sys.executable, '-m', 'anima_nb.train', *args('one', per_device_train_batch_size=8, **steps)], out)
+    run_here(args('one', per_device_train_batch_size=8, **steps), out)
     every = counted_run(fsdp_cmd('acc1', per_device_train_batch_size=4, **steps), out, tmp_path/'c1')
     once = counted_run(fsdp_cmd('acc4', per_device_train_batch_size=1, gradient_accumulation_steps=4, **steps), out, tmp_path/'c4')
     offload = counted_run(fsdp_cmd('off', offload=True, per_device_train_batch_size=1, gradient_accumulation_steps=4, **steps),

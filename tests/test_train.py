@@ -28,9 +28,10 @@ def run_cli(*args, timeout=240, outputs=None):
     assert r.returncode == 0, r.stderr[-3000:]
     return r
 
-def run_here(*args):
+def run_here(*args, outputs=None):
     "What `run_cli` runs, in this process: the same entry point and arguments, without starting Python and importing again."
-    T.main(list(args))
+    from unittest.mock import patch
+    with patch.dict(os.environ, {'ANIMA_NB_OUTPUTS': str(outputs)} if outputs else {}): T.main(list(args))
 
 def adapter_tensors(d):
     from safetensors.torch import load_file
@@ -253,10 +254,10 @@ def test_papermill_demo_run(outputs, tmp_path):
     assert (m['params']['learning_rate'], m['summary']['steps'], 'restart' in m['params']) == (5e-4, 4, False)
 
 @pytest.mark.slow
-def test_rerun_never_loses_checkpoints(outputs):
+def test_rerun_never_loses_checkpoints(outputs, capsys):
     "A complete run is not redone; other hyper-parameters are refused while checkpoints exist; --force restarts."
     args = cli_args(max_steps=4, eval_steps=100)
-    run_cli(*args, '--run_name', 'keep')
+    run_here(*args, '--run_name', 'keep')
     d = run_dir('keep', 'train')
     before = {p.name: p.stat().st_mtime_ns for p in (d/'checkpoints').iterdir()}
     first = read_manifest(d)
@@ -266,8 +267,9 @@ def test_rerun_never_loses_checkpoints(outputs):
                        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=240)
     assert r.returncode != 0 and f"learning_rate: {load_profile('demo')['learning_rate']} -> 0.0005" in r.stderr and '--force' in r.stderr
     assert sorted(p.name for p in (d/'checkpoints').iterdir()) == sorted(before)
-    r = run_cli(*args, '--run_name', 'keep', '--learning_rate', '5e-4', '--force')
-    assert 'deleting checkpoint-2, checkpoint-4, metrics.jsonl' in r.stderr
+    capsys.readouterr()
+    run_here(*args, '--run_name', 'keep', '--learning_rate', '5e-4', '--force')
+    assert 'deleting checkpoint-2, checkpoint-4, metrics.jsonl' in capsys.readouterr().err
     assert read_manifest(d)['params']['learning_rate'] == 5e-4 and read_manifest(d)['status'] == 'complete'
 
 # Eight steps with dropout on (the RNG state must be restored too), uninterrupted: what a resumed or extended run must equal
@@ -278,7 +280,7 @@ def whole8(tmp_path_factory):
     "The adapter of an uninterrupted 8-step run."
     from conftest import make_outputs
     out = make_outputs(tmp_path_factory.mktemp('whole8')/'outputs')
-    run_cli(*WHOLE8, '--run_name', 'whole8', outputs=out)
+    run_here(*WHOLE8, '--run_name', 'whole8', outputs=out)
     return adapter_tensors(out/'whole8'/'train'/'adapter')
 
 @pytest.mark.slow
@@ -402,12 +404,14 @@ def test_flattened_logits_equal_per_example(impl):
     assert torch.allclose(torch.cat(alone), flat, atol=1e-5), (torch.cat(alone) - flat).abs().max()
 
 @pytest.mark.slow
-def test_extend_a_finished_run(outputs, whole8):
+def test_extend_a_finished_run(outputs, whole8, capsys):
     "Train 4 steps, then ask for 8: it resumes from checkpoint-4, deletes nothing, and equals 8 steps from the start (constant LR)."
     run_here(*cli_args(max_steps=4, eval_steps=100, lora_dropout=0.1), '--run_name', 'ext')
     d = run_dir('ext', 'train')
-    r = run_cli(*WHOLE8, '--run_name', 'ext')
-    assert 'extend max_steps 4 -> 8: resume from checkpoint-4' in r.stderr and 'deleting' not in r.stderr
+    capsys.readouterr()
+    run_here(*WHOLE8, '--run_name', 'ext')
+    err = capsys.readouterr().err
+    assert 'extend max_steps 4 -> 8: resume from checkpoint-4' in err and 'deleting' not in err
     m = read_manifest(d)
     assert m['status'] == 'complete' and m['summary']['steps'] == 8 and m['summary']['resumed_from'] == 'checkpoint-4'
     assert 'checkpoint-8' in {p.name for p in (d/'checkpoints').iterdir()}       # older ones go by save_total_limit only
@@ -420,7 +424,7 @@ def test_extend_a_finished_run(outputs, whole8):
 def test_resume_at_the_last_checkpoint_trains_no_more(outputs):
     "Killed after its final checkpoint, before its manifest said complete: the rerun trains 0 steps and keeps the weights."
     args = cli_args(max_steps=4, eval_steps=100)
-    run_cli(*args, '--run_name', 'fin')
+    run_here(*args, '--run_name', 'fin')
     d = run_dir('fin', 'train')
     whole = adapter_tensors(d/'adapter')
     m = read_manifest(d); m['status'] = 'running'; write_json(d/'manifest.json', m)     # as a kill would leave it
