@@ -255,6 +255,7 @@ def saving_engine() -> str:
 
 # %% ../nbs/06_pipeline.ipynb #f16fcbd7
 KERNEL_ARGS = ['--IPKernelApp.log_level=CRITICAL']   # every step kernel's command-line arguments
+
 def run_notebook(step, # the step, named in a failure
                  nb_path, # the notebook to run
                  out_path, # where the executed copy goes
