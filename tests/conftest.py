@@ -44,6 +44,13 @@ def make_outputs(out:Path) -> Path:
     (out/'.cache').symlink_to(cache, target_is_directory=True)
     return out
 
+def train_here(*args, outputs=None):
+    """`python -m anima_nb.train *args` run in this process (its entry point, `anima_nb.train.main`), into `outputs` when
+    given: the same code without starting Python and importing torch, transformers and peft again."""
+    from unittest.mock import patch
+    from anima_nb.train import main
+    with patch.dict(os.environ, {'ANIMA_NB_OUTPUTS': str(outputs)} if outputs else {}): main(list(args))
+
 @pytest.fixture
 def outputs(tmp_path, monkeypatch):
     "A fresh outputs folder for one test."

@@ -2,7 +2,7 @@
 import os, sys, json, subprocess, time
 from pathlib import Path
 import psutil, pytest
-from conftest import ROOT
+from conftest import ROOT, train_here
 from anima_nb.core import step_params, run_dir, read_manifest, read_jsonl
 from anima_nb import train as T, models
 
@@ -28,11 +28,6 @@ def fsdp_cmd(run_name, offload=False, **kw) -> list:
     return [ACCELERATE, 'launch', '--config_file', str(T.fsdp_config_file(offload)), '--num_processes', '2',
             '-m', 'anima_nb.train', *args(run_name, **{'layout': 'fsdp', 'per_device_train_batch_size': 2, **kw})]
 
-def run_here(argv, outputs):
-    "One process's training in this process: `python -m anima_nb.train`'s entry point, without starting Python again."
-    from unittest.mock import patch
-    with patch.dict(os.environ, {'ANIMA_NB_OUTPUTS': str(outputs)}): T.main(argv)
-
 def run(cmd, outputs, timeout=300):
     r = subprocess.run(cmd, cwd=ROOT, env=env(outputs), capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, r.stderr[-4000:]
@@ -51,7 +46,7 @@ def runs(tmp_path_factory):
     from conftest import make_outputs
     out = make_outputs(tmp_path_factory.mktemp('fsdp')/'outputs')
     t0 = time.time()
-    run_here(args('single', per_device_train_batch_size=4), out)
+    train_here(*args('single', per_device_train_batch_size=4), outputs=out)
     ck = out/'fsdp'/'train'/'checkpoints'
     p = subprocess.Popen(fsdp_cmd('fsdp'), cwd=ROOT, env=env(out), stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
@@ -207,7 +202,7 @@ def test_accumulation_reduces_once_per_step(tmp_path):
     from conftest import make_outputs
     out = make_outputs(tmp_path/'outputs')
     steps = dict(max_steps=3, eval_steps=100, save_steps=100)
-    run_here(args('one', per_device_train_batch_size=8, **steps), out)
+    train_here(*args('one', per_device_train_batch_size=8, **steps), outputs=out)
     every = counted_run(fsdp_cmd('acc1', per_device_train_batch_size=4, **steps), out, tmp_path/'c1')
     once = counted_run(fsdp_cmd('acc4', per_device_train_batch_size=1, gradient_accumulation_steps=4, **steps), out, tmp_path/'c4')
     offload = counted_run(fsdp_cmd('off', offload=True, per_device_train_batch_size=1, gradient_accumulation_steps=4, **steps),

@@ -3,7 +3,7 @@ import os, sys, json, time, signal, shutil, subprocess
 from pathlib import Path
 import pytest
 import papermill as pm
-from conftest import ROOT
+from conftest import ROOT, train_here
 from anima_nb.core import load_profile, step_schema, step_params, notebook_schema, read_json, read_jsonl, read_manifest, run_dir, write_json
 from anima_nb.data import alpaca_prompt
 from anima_nb import train as T, models
@@ -21,17 +21,6 @@ def cli_args(**kw) -> list:
 def env() -> dict:
     return {**os.environ, 'HF_HUB_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false',
             'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'}
-
-def run_cli(*args, timeout=240, outputs=None):
-    e = {**env(), 'ANIMA_NB_OUTPUTS': str(outputs)} if outputs else env()
-    r = subprocess.run([sys.executable, '-m', 'anima_nb.train', *args], cwd=ROOT, env=e, capture_output=True, text=True, timeout=timeout)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return r
-
-def run_here(*args, outputs=None):
-    "What `run_cli` runs, in this process: the same entry point and arguments, without starting Python and importing again."
-    from unittest.mock import patch
-    with patch.dict(os.environ, {'ANIMA_NB_OUTPUTS': str(outputs)} if outputs else {}): T.main(list(args))
 
 def adapter_tensors(d):
     from safetensors.torch import load_file
@@ -91,13 +80,13 @@ def test_anima_train_refuses_a_run_another_process_holds(outputs, capsys):
                               env={**env(), 'ANIMA_NB_OUTPUTS': str(outputs)}, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == 'held'
-        with pytest.raises(SystemExit) as e: run_here('--run_name', 'held', *cli_args(max_steps=2))
+        with pytest.raises(SystemExit) as e: train_here('--run_name', 'held', *cli_args(max_steps=2))
         err = capsys.readouterr().err
         assert e.value.code == 2 and err.count('\n') == 1 and f'in use by process {holder.pid}' in err, err
         assert sorted(p.name for p in (outputs/'held').iterdir()) == ['.lock']
     finally:
         holder.kill(); holder.wait()
-    run_here('--run_name', 'held', *cli_args(max_steps=2))
+    train_here('--run_name', 'held', *cli_args(max_steps=2))
     assert read_manifest(outputs/'held'/'train')['status'] == 'complete' and not (outputs/'held'/'.lock').exists()
 
 # ---- collator --------------------------------------------------------------------------------------------------------
@@ -257,18 +246,18 @@ def test_papermill_demo_run(outputs, tmp_path):
 def test_rerun_never_loses_checkpoints(outputs, capsys):
     "A complete run is not redone; other hyper-parameters are refused while checkpoints exist; --force restarts."
     args = cli_args(max_steps=4, eval_steps=100)
-    run_here(*args, '--run_name', 'keep')
+    train_here(*args, '--run_name', 'keep')
     d = run_dir('keep', 'train')
     before = {p.name: p.stat().st_mtime_ns for p in (d/'checkpoints').iterdir()}
     first = read_manifest(d)
-    run_here(*args, '--run_name', 'keep')
+    train_here(*args, '--run_name', 'keep')
     assert read_manifest(d)['started'] == first['started'] and {p.name: p.stat().st_mtime_ns for p in (d/'checkpoints').iterdir()} == before
     r = subprocess.run([sys.executable, '-m', 'anima_nb.train', *args, '--run_name', 'keep', '--learning_rate', '5e-4'],
                        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=240)
     assert r.returncode != 0 and f"learning_rate: {load_profile('demo')['learning_rate']} -> 0.0005" in r.stderr and '--force' in r.stderr
     assert sorted(p.name for p in (d/'checkpoints').iterdir()) == sorted(before)
     capsys.readouterr()
-    run_here(*args, '--run_name', 'keep', '--learning_rate', '5e-4', '--force')
+    train_here(*args, '--run_name', 'keep', '--learning_rate', '5e-4', '--force')
     assert 'deleting checkpoint-2, checkpoint-4, metrics.jsonl' in capsys.readouterr().err
     assert read_manifest(d)['params']['learning_rate'] == 5e-4 and read_manifest(d)['status'] == 'complete'
 
@@ -280,7 +269,7 @@ def whole8(tmp_path_factory):
     "The adapter of an uninterrupted 8-step run."
     from conftest import make_outputs
     out = make_outputs(tmp_path_factory.mktemp('whole8')/'outputs')
-    run_here(*WHOLE8, '--run_name', 'whole8', outputs=out)
+    train_here(*WHOLE8, '--run_name', 'whole8', outputs=out)
     return adapter_tensors(out/'whole8'/'train'/'adapter')
 
 @pytest.mark.slow
@@ -298,7 +287,7 @@ def test_kill_and_resume_matches_uninterrupted(outputs, whole8):
     os.kill(p.pid, signal.SIGKILL); p.wait()
     assert read_manifest(ck.parent)['status'] == 'running'
     (ck/'checkpoint-99').mkdir()                              # a torn checkpoint: no COMPLETE mark, must be ignored
-    run_here(*args, '--run_name', 'cut')                     # the plain command again: it resumes
+    train_here(*args, '--run_name', 'cut')                   # the plain command again: it resumes
     m = read_manifest(ck.parent)
     assert m['status'] == 'complete' and m['summary']['steps'] == 8 and m['summary']['resumed_from'] is not None
     assert not (ck/'checkpoint-99').exists()
@@ -406,10 +395,10 @@ def test_flattened_logits_equal_per_example(impl):
 @pytest.mark.slow
 def test_extend_a_finished_run(outputs, whole8, capsys):
     "Train 4 steps, then ask for 8: it resumes from checkpoint-4, deletes nothing, and equals 8 steps from the start (constant LR)."
-    run_here(*cli_args(max_steps=4, eval_steps=100, lora_dropout=0.1), '--run_name', 'ext')
+    train_here(*cli_args(max_steps=4, eval_steps=100, lora_dropout=0.1), '--run_name', 'ext')
     d = run_dir('ext', 'train')
     capsys.readouterr()
-    run_here(*WHOLE8, '--run_name', 'ext')
+    train_here(*WHOLE8, '--run_name', 'ext')
     err = capsys.readouterr().err
     assert 'extend max_steps 4 -> 8: resume from checkpoint-4' in err and 'deleting' not in err
     m = read_manifest(d)
@@ -424,11 +413,11 @@ def test_extend_a_finished_run(outputs, whole8, capsys):
 def test_resume_at_the_last_checkpoint_trains_no_more(outputs):
     "Killed after its final checkpoint, before its manifest said complete: the rerun trains 0 steps and keeps the weights."
     args = cli_args(max_steps=4, eval_steps=100)
-    run_here(*args, '--run_name', 'fin')
+    train_here(*args, '--run_name', 'fin')
     d = run_dir('fin', 'train')
     whole = adapter_tensors(d/'adapter')
     m = read_manifest(d); m['status'] = 'running'; write_json(d/'manifest.json', m)     # as a kill would leave it
-    run_here(*args, '--run_name', 'fin')
+    train_here(*args, '--run_name', 'fin')
     m = read_manifest(d)
     assert m['status'] == 'complete' and m['summary']['steps'] == 4 and m['summary']['resumed_from'] == 'checkpoint-4'
     assert sorted(p.name for p in (d/'checkpoints').iterdir())[-1] == 'checkpoint-4'
